@@ -1,0 +1,1 @@
+//! Access credentials: where a tunnel gets the token it presents to the edge.

@@ -1,0 +1,3 @@
+//! `k8s-tunnels`: the command-line front end.
+
+fn main() {}

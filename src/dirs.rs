@@ -1,0 +1,1 @@
+//! Where the app keeps its files (config, state, cache), per platform.

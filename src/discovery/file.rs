@@ -1,0 +1,1 @@
+//! The inventory file: the zero-configuration cluster source.

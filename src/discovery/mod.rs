@@ -1,0 +1,3 @@
+//! Cluster discovery sources.
+
+pub mod file;

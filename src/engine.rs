@@ -1,0 +1,1 @@
+//! The engine: owns one tunnel per connected cluster, its health and its events.

@@ -1,0 +1,1 @@
+//! The server side of the tunnel protocol (a self-hostable stand-in for the Access edge).

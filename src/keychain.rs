@@ -1,0 +1,1 @@
+//! OS keychain access with a start-up probe.

@@ -1,0 +1,3 @@
+//! The demo lab: a gateway and fake Kubernetes API servers on loopback.
+
+pub mod pki;

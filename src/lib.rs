@@ -1,0 +1,21 @@
+//! k8s-tunnels: reach every Kubernetes cluster behind Cloudflare Access.
+//!
+//! The library holds everything but the front ends: cluster discovery and the shared model
+//! ([`inventory`], [`discovery`]), the tunnel ([`tunnel`]) and the [`engine`] that owns open
+//! tunnels, Access credentials ([`access`]), the safe [`kubeconfig`] writer, persisted app
+//! [`state`], and the server side of the protocol ([`gateway`]) with the demo [`lab`] built on
+//! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`].
+
+pub mod access;
+pub mod dirs;
+pub mod discovery;
+pub mod engine;
+pub mod gateway;
+pub mod inventory;
+pub mod keychain;
+pub mod kubeconfig;
+pub mod lab;
+pub mod secret;
+pub mod state;
+pub mod tls;
+pub mod tunnel;

@@ -1,0 +1,1 @@
+//! Persisted app state: per-cluster ports, favourites, settings.
