@@ -127,12 +127,11 @@ impl Keychain {
     /// Reads an entry; `None` when there is none.
     pub fn get(&self, account: &str) -> Result<Option<Secret>, KeychainError> {
         self.usable()?;
-        let result = self.call(account, "get", |entry| match entry.get_password() {
+        self.call(account, "get", |entry| match entry.get_password() {
             Ok(value) => Ok(Some(Secret::new(value))),
             Err(keyring::Error::NoEntry) => Ok(None),
             Err(e) => Err(e),
-        })?;
-        result
+        })?
     }
 
     /// Stores an entry, replacing any previous value.
