@@ -1,1 +1,398 @@
-//! The engine: owns one tunnel per connected cluster, its health and its events.
+//! The engine: owns one [`TunnelHandle`] per connected cluster, writes the kubeconfig entries
+//! that point kubectl at them, and publishes every state change as a typed [`Event`].
+//!
+//! Front ends (the CLI, the desktop shell) call its async methods and read its event stream;
+//! the engine knows nothing about them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::inventory::{Cluster, ClusterId};
+use crate::kubeconfig::{ClusterEntry, Kubeconfig, KubeconfigError};
+use crate::secret::Secret;
+use crate::state::{SocksCredentials, StateError, StateStore, port_candidates};
+use crate::tunnel::carrier::CarrierError;
+use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
+use crate::tunnel::{TunnelHandle, TunnelSpec};
+
+/// How many port candidates are tried before giving up.
+const PORT_ATTEMPTS: usize = 64;
+
+/// What the engine is built from.
+pub struct EngineConfig {
+    /// The per-install SOCKS credentials every listener requires.
+    pub socks: SocksCredentials,
+    /// The kubeconfig files to keep up to date; `None` leaves kubeconfig alone.
+    pub kubeconfig: Option<Kubeconfig>,
+    /// Prefix of the kubeconfig entries the app owns, e.g. `k8s-tunnels/`.
+    pub prefix: String,
+    /// Where ports are persisted.
+    pub state: StateStore,
+    /// How often tunnels probe their edge.
+    pub schedule: ProbeSchedule,
+}
+
+/// Options of one connect.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectOptions {
+    /// Also make the cluster's context kubectl's current context.
+    pub use_context: bool,
+}
+
+/// Something that happened, for front ends. Never carries a secret.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A tunnel changed state.
+    TunnelState {
+        /// Cluster id.
+        cluster: ClusterId,
+        /// Cluster display name.
+        name: String,
+        /// The new state.
+        state: TunnelState,
+        /// Why, for down and login required.
+        reason: Option<String>,
+    },
+    /// A tunnel was closed (disconnect or shutdown).
+    TunnelClosed {
+        /// Cluster id.
+        cluster: ClusterId,
+        /// Cluster display name.
+        name: String,
+    },
+}
+
+/// The status of one open tunnel.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TunnelStatus {
+    /// Cluster id.
+    pub cluster: ClusterId,
+    /// Cluster display name.
+    pub name: String,
+    /// kubectl context that reaches it.
+    pub context: String,
+    /// State.
+    pub state: TunnelState,
+    /// Why, for down and login required.
+    pub reason: Option<String>,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Local SOCKS5 port on 127.0.0.1.
+    pub port: u16,
+    /// Connections piping now.
+    pub open_connections: u64,
+    /// Connections carried since the tunnel opened.
+    pub total_connections: u64,
+    /// Local clients refused.
+    pub refused_connections: u64,
+    /// Bytes sent to the cluster.
+    pub bytes_up: u64,
+    /// Bytes received from the cluster.
+    pub bytes_down: u64,
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No local port could be bound.
+    #[error("no free local port for {cluster} (tried {tried} ports)")]
+    NoFreePort {
+        /// Cluster name.
+        cluster: String,
+        /// Ports tried.
+        tried: usize,
+    },
+    /// Binding the listener failed for another reason than the port being taken.
+    #[error("cannot listen on 127.0.0.1:{port}")]
+    Bind {
+        /// Port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster's edge settings are unusable.
+    #[error("cannot set up the tunnel to {cluster}")]
+    Edge {
+        /// Cluster name.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: CarrierError,
+    },
+    /// The kubeconfig could not be updated.
+    #[error("cannot update kubeconfig")]
+    Kubeconfig(#[source] KubeconfigError),
+    /// App state could not be read or written.
+    #[error("cannot read or write app state")]
+    State(#[source] StateError),
+    /// The cluster has no open tunnel.
+    #[error("{0} is not connected")]
+    NotConnected(String),
+    /// A blocking task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The tunnel engine. Cheap to clone; all clones share the tunnels.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    tunnels: Mutex<BTreeMap<ClusterId, TunnelHandle>>,
+    events: broadcast::Sender<Event>,
+    /// Serialises read-modify-write of the state file between concurrent connects.
+    state_lock: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    /// Builds an engine; nothing is opened until [`Engine::connect`].
+    pub fn new(config: EngineConfig) -> Self {
+        let (events, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                tunnels: Mutex::new(BTreeMap::new()),
+                events,
+                state_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// A stream of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The kubectl context name of a cluster.
+    pub fn context_name(&self, cluster: &Cluster) -> String {
+        format!("{}{}", self.inner.config.prefix, cluster.name)
+    }
+
+    /// Opens the cluster's tunnel (or returns the open one's status): binds its local port,
+    /// writes its kubeconfig entries, starts listening and probing the edge.
+    pub async fn connect(
+        &self,
+        cluster: &Cluster,
+        options: ConnectOptions,
+    ) -> Result<TunnelStatus, EngineError> {
+        if let Some(status) = self.status_of(&cluster.id) {
+            if options.use_context {
+                self.use_context(cluster).await?;
+            }
+            return Ok(status);
+        }
+        let listener = self.bind(cluster).await?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| EngineError::Bind { port: 0, source })?
+            .port();
+        self.write_kubeconfig(cluster, port, options.use_context)
+            .await?;
+
+        let events = self.inner.events.clone();
+        let (id, name) = (cluster.id.clone(), cluster.name.clone());
+        let on_change = move |h: &HealthState| {
+            let _ = events.send(Event::TunnelState {
+                cluster: id.clone(),
+                name: name.clone(),
+                state: h.state,
+                reason: h.reason.clone(),
+            });
+        };
+        let spec = TunnelSpec {
+            cluster: cluster.clone(),
+            listener,
+            username: self.inner.config.socks.username.clone(),
+            password: self.inner.config.socks.password.clone(),
+            schedule: self.inner.config.schedule,
+        };
+        let handle = TunnelHandle::start(spec, on_change).map_err(|source| EngineError::Edge {
+            cluster: cluster.name.clone(),
+            source,
+        })?;
+        let mut tunnels = lock(&self.inner.tunnels);
+        // A concurrent connect of the same cluster may have won; keep the first, drop ours.
+        let handle = tunnels.entry(cluster.id.clone()).or_insert(handle);
+        Ok(self.describe(handle))
+    }
+
+    /// Makes the cluster's context kubectl's current context, writing its entries first so
+    /// that it works even before the tunnel is up.
+    pub async fn use_context(&self, cluster: &Cluster) -> Result<String, EngineError> {
+        let port = match self.status_of(&cluster.id) {
+            Some(status) => status.port,
+            None => self.planned_port(cluster).await?,
+        };
+        self.write_kubeconfig(cluster, port, true).await?;
+        Ok(self.context_name(cluster))
+    }
+
+    /// Closes a cluster's tunnel, waiting up to `limit` for its connections to end.
+    pub async fn disconnect(&self, id: &ClusterId, limit: Duration) -> Result<(), EngineError> {
+        let handle = lock(&self.inner.tunnels).remove(id);
+        let Some(handle) = handle else {
+            return Err(EngineError::NotConnected(id.to_string()));
+        };
+        let name = handle.cluster().name.clone();
+        handle.shutdown(limit).await;
+        let _ = self.inner.events.send(Event::TunnelClosed {
+            cluster: id.clone(),
+            name,
+        });
+        Ok(())
+    }
+
+    /// Closes every tunnel, in parallel, within `limit` overall.
+    pub async fn shutdown(&self, limit: Duration) {
+        let ids: Vec<ClusterId> = lock(&self.inner.tunnels).keys().cloned().collect();
+        let all = ids.iter().map(|id| self.disconnect(id, limit));
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(all)).await;
+    }
+
+    /// Status of every open tunnel, sorted by cluster id.
+    pub fn status(&self) -> Vec<TunnelStatus> {
+        lock(&self.inner.tunnels)
+            .values()
+            .map(|h| self.describe(h))
+            .collect()
+    }
+
+    /// Status of one open tunnel.
+    pub fn status_of(&self, id: &ClusterId) -> Option<TunnelStatus> {
+        lock(&self.inner.tunnels).get(id).map(|h| self.describe(h))
+    }
+
+    fn describe(&self, handle: &TunnelHandle) -> TunnelStatus {
+        let health = handle.health();
+        let stats = handle.stats();
+        let cluster = handle.cluster();
+        TunnelStatus {
+            cluster: cluster.id.clone(),
+            name: cluster.name.clone(),
+            context: self.context_name(cluster),
+            state: health.state,
+            reason: health.reason,
+            since: rfc3339(health.since),
+            port: handle.local_addr().port(),
+            open_connections: stats.open.load(Ordering::Relaxed),
+            total_connections: stats.total.load(Ordering::Relaxed),
+            refused_connections: stats.refused.load(Ordering::Relaxed),
+            bytes_up: stats.bytes_up.load(Ordering::Relaxed),
+            bytes_down: stats.bytes_down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Binds the cluster's listener on its persisted port, else the first free candidate, and
+    /// persists the port it got so that kubeconfig stays valid across restarts.
+    async fn bind(&self, cluster: &Cluster) -> Result<TcpListener, EngineError> {
+        let _guard = self.inner.state_lock.lock().await;
+        let store = &self.inner.config.state;
+        let mut state = store.load().map_err(EngineError::State)?;
+        let persisted = state.ports.get(&cluster.id).copied();
+        for port in port_candidates(&cluster.id, persisted).take(PORT_ATTEMPTS) {
+            if self.port_taken_by_other_tunnel(port, &cluster.id) {
+                continue;
+            }
+            match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+                Ok(listener) => {
+                    if persisted != Some(port) {
+                        state.ports.insert(cluster.id.clone(), port);
+                        store.save(&state).map_err(EngineError::State)?;
+                    }
+                    return Ok(listener);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(source) => return Err(EngineError::Bind { port, source }),
+            }
+        }
+        Err(EngineError::NoFreePort {
+            cluster: cluster.name.clone(),
+            tried: PORT_ATTEMPTS,
+        })
+    }
+
+    /// The port a cluster will use when it connects: its persisted one, else its first
+    /// candidate.
+    async fn planned_port(&self, cluster: &Cluster) -> Result<u16, EngineError> {
+        let _guard = self.inner.state_lock.lock().await;
+        let state = self.inner.config.state.load().map_err(EngineError::State)?;
+        let persisted = state.ports.get(&cluster.id).copied();
+        port_candidates(&cluster.id, persisted)
+            .next()
+            .ok_or_else(|| EngineError::NoFreePort {
+                cluster: cluster.name.clone(),
+                tried: 0,
+            })
+    }
+
+    fn port_taken_by_other_tunnel(&self, port: u16, id: &ClusterId) -> bool {
+        lock(&self.inner.tunnels)
+            .iter()
+            .any(|(other, h)| other != id && h.local_addr().port() == port)
+    }
+
+    async fn write_kubeconfig(
+        &self,
+        cluster: &Cluster,
+        port: u16,
+        use_context: bool,
+    ) -> Result<(), EngineError> {
+        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
+            return Ok(());
+        };
+        let socks = &self.inner.config.socks;
+        let entry = ClusterEntry {
+            name: self.context_name(cluster),
+            server: cluster.api.url.to_string(),
+            certificate_authority_pem: cluster.api.ca_pem.clone(),
+            tls_server_name: cluster.api.tls_server_name.clone(),
+            proxy_url: proxy_url(&socks.username, &socks.password, port),
+            user: cluster.user.clone(),
+        };
+        // File locking may wait on another writer (kubectl); keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            kubeconfig.upsert(&entry)?;
+            if use_context {
+                kubeconfig.use_context(&entry.name)?;
+            }
+            Ok::<_, KubeconfigError>(())
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(EngineError::Kubeconfig)
+    }
+}
+
+/// `socks5://<user>:<secret>@127.0.0.1:<port>` — `socks5`, not `socks5h`, which client-go
+/// rejects; the API hostname is still sent unresolved in the CONNECT.
+pub fn proxy_url(username: &str, password: &Secret, port: u16) -> Secret {
+    Secret::new(format!(
+        "socks5://{}:{}@127.0.0.1:{port}",
+        urlencode(username),
+        urlencode(password.expose())
+    ))
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

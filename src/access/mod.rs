@@ -1,1 +1,135 @@
-//! Access credentials: where a tunnel gets the token it presents to the edge.
+//! Access credentials: where a tunnel gets what it presents to the edge.
+//!
+//! For now a credential comes from the cluster's configuration (a service token or an app
+//! token from an environment variable or file) or, when the cluster names none, from the
+//! environment as cloudflared reads it. The browser login builds on this.
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::inventory::{AccessAuth, Cluster, SecretRefError, resolve_secret};
+use crate::secret::Secret;
+
+/// Environment variables cloudflared reads for a service token.
+pub const ENV_SERVICE_TOKEN_ID: &str = "TUNNEL_SERVICE_TOKEN_ID";
+/// See [`ENV_SERVICE_TOKEN_ID`].
+pub const ENV_SERVICE_TOKEN_SECRET: &str = "TUNNEL_SERVICE_TOKEN_SECRET";
+/// An Access application token for every cluster that names no credential of its own.
+pub const ENV_ACCESS_TOKEN: &str = "K8S_TUNNELS_ACCESS_TOKEN";
+
+/// What the carrier presents on the upgrade.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// Nothing: the edge will answer "login required" unless the application is open.
+    None,
+    /// An Access application token, sent as `Cf-Access-Token`.
+    Token(Secret),
+    /// A service token, sent as `Cf-Access-Client-Id` / `Cf-Access-Client-Secret`.
+    ServiceToken {
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+    },
+}
+
+/// A credential could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The configured secret reference could not be read.
+    #[error("cannot read the Access credential of {cluster}")]
+    Secret {
+        /// Cluster name.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: SecretRefError,
+    },
+    /// A value cannot be sent as an HTTP header.
+    #[error("the Access credential contains characters that cannot be sent in a header")]
+    BadHeader,
+}
+
+impl Credential {
+    /// Adds the credential's headers to an upgrade request, marked sensitive so that HTTP
+    /// libraries never log them.
+    pub fn apply(&self, headers: &mut HeaderMap) -> Result<(), AccessError> {
+        let sensitive = |v: &str| {
+            let mut value = HeaderValue::from_str(v).map_err(|_| AccessError::BadHeader)?;
+            value.set_sensitive(true);
+            Ok::<_, AccessError>(value)
+        };
+        match self {
+            Credential::None => {}
+            Credential::Token(token) => {
+                headers.insert("cf-access-token", sensitive(token.expose())?);
+            }
+            Credential::ServiceToken {
+                client_id,
+                client_secret,
+            } => {
+                headers.insert("cf-access-client-id", sensitive(client_id)?);
+                headers.insert(
+                    "cf-access-client-secret",
+                    sensitive(client_secret.expose())?,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves the credential for a cluster, reading its secret references now (a token file
+/// may be refreshed by another tool between connections).
+pub fn credential_for(cluster: &Cluster) -> Result<Credential, AccessError> {
+    let read = |r| {
+        resolve_secret(r).map_err(|source| AccessError::Secret {
+            cluster: cluster.name.clone(),
+            source,
+        })
+    };
+    Ok(match &cluster.access.auth {
+        AccessAuth::Token(r) => Credential::Token(read(r)?),
+        AccessAuth::ServiceToken {
+            client_id,
+            client_secret,
+        } => Credential::ServiceToken {
+            client_id: client_id.clone(),
+            client_secret: read(client_secret)?,
+        },
+        AccessAuth::Default => from_environment(),
+    })
+}
+
+fn from_environment() -> Credential {
+    let env = |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let (Some(id), Some(secret)) = (env(ENV_SERVICE_TOKEN_ID), env(ENV_SERVICE_TOKEN_SECRET)) {
+        return Credential::ServiceToken {
+            client_id: id,
+            client_secret: Secret::new(secret),
+        };
+    }
+    match env(ENV_ACCESS_TOKEN) {
+        Some(token) => Credential::Token(Secret::new(token)),
+        None => Credential::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn headers_are_sensitive_and_debug_is_redacted() {
+        let credential = Credential::ServiceToken {
+            client_id: "abc.access".into(),
+            client_secret: Secret::new("s3cr3t-value"),
+        };
+        let mut headers = HeaderMap::new();
+        credential.apply(&mut headers).unwrap();
+        assert_eq!(headers["cf-access-client-secret"], "s3cr3t-value");
+        assert!(headers["cf-access-client-secret"].is_sensitive());
+        assert!(!format!("{headers:?}").contains("s3cr3t-value"));
+        assert!(!format!("{credential:?}").contains("s3cr3t-value"));
+    }
+}

@@ -1,3 +1,132 @@
-//! The tunnel: local SOCKS5 listener, WebSocket carrier and origin modes.
+//! The tunnel: a local SOCKS5 listener per cluster ([`listener`]), one WebSocket to the Access
+//! edge per accepted connection ([`carrier`]) with the origin mode's handshake, and the
+//! tunnel's [`health`].
 
+pub mod carrier;
+pub mod health;
+pub mod listener;
 pub mod ws_stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::inventory::Cluster;
+use crate::secret::Secret;
+use carrier::Edge;
+use health::{Health, HealthState, ProbeSchedule};
+use listener::{ListenerContext, TunnelStats};
+
+/// Everything needed to start one tunnel.
+pub struct TunnelSpec {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// The bound local listener (127.0.0.1).
+    pub listener: TcpListener,
+    /// The per-install SOCKS username.
+    pub username: String,
+    /// The per-install SOCKS password.
+    pub password: Secret,
+    /// Probe schedule.
+    pub schedule: ProbeSchedule,
+}
+
+/// An open tunnel. Dropping it closes the listener and every connection; [`TunnelHandle::shutdown`]
+/// does the same and waits, with a time limit, for the tasks to end.
+pub struct TunnelHandle {
+    cluster: Cluster,
+    local_addr: SocketAddr,
+    stats: Arc<TunnelStats>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl TunnelHandle {
+    /// Starts serving `spec.listener`; `on_change` hears every health change.
+    pub fn start(
+        spec: TunnelSpec,
+        on_change: impl Fn(&HealthState) + Send + Sync + 'static,
+    ) -> Result<Self, carrier::CarrierError> {
+        let edge = Edge::for_cluster(&spec.cluster)?;
+        let local_addr = spec
+            .listener
+            .local_addr()
+            .map_err(|e| carrier::CarrierError::Config(format!("listener: {e}")))?;
+        let stats = Arc::new(TunnelStats::default());
+        let health = Arc::new(Health::new(on_change));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(ListenerContext {
+            cluster: spec.cluster.clone(),
+            edge,
+            username: spec.username,
+            password: spec.password,
+            stats: stats.clone(),
+            health: health.clone(),
+        });
+        tracker.spawn({
+            let ctx = ctx.clone();
+            let cancel = cancel.clone();
+            async move {
+                let schedule = spec.schedule;
+                health::run_probes(&ctx.health, &ctx.edge, &ctx.cluster, schedule, cancel).await
+            }
+        });
+        tracker.spawn(listener::serve(
+            spec.listener,
+            ctx,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        Ok(Self {
+            cluster: spec.cluster,
+            local_addr,
+            stats,
+            health,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// The cluster served.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The local SOCKS5 address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &TunnelStats {
+        &self.stats
+    }
+
+    /// Current health.
+    pub fn health(&self) -> HealthState {
+        self.health.current()
+    }
+
+    /// Closes the listener and all connections, waiting at most `limit` for them to end.
+    /// Returns false when tasks were still running at the limit (they are cancelled anyway and
+    /// end at their next await).
+    pub async fn shutdown(self, limit: Duration) -> bool {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+impl Drop for TunnelHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,3 +1,193 @@
-//! `k8s-tunnels`: the command-line front end.
+//! `k8s-tunnels`: the command-line front end over the same engine as the desktop app.
+//!
+//! Exit codes: 0 success (and a clean Ctrl-C), 1 a runtime failure (tunnel, state, I/O),
+//! 2 a usage error, 3 an inventory problem (missing or invalid file, unknown cluster),
+//! 4 a kubeconfig problem.
 
-fn main() {}
+mod connect;
+mod output;
+mod runfiles;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::inventory::Cluster;
+use k8s_tunnels::kubeconfig::Kubeconfig;
+
+/// Reach every Kubernetes cluster behind Cloudflare Access: a local SOCKS5 port per cluster,
+/// carried over a WebSocket to the Access edge, with kubeconfig kept up to date.
+#[derive(Parser)]
+#[command(name = "k8s-tunnels", version, about, max_term_width = 100)]
+struct Cli {
+    /// Inventory file [default: inventory.yaml in the app's config directory].
+    #[arg(
+        long,
+        global = true,
+        env = "K8S_TUNNELS_INVENTORY",
+        value_name = "FILE"
+    )]
+    inventory: Option<PathBuf>,
+    /// Kubeconfig file to update [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, global = true, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug); K8S_TUNNELS_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open tunnels to clusters and keep them open until Ctrl-C.
+    Connect {
+        /// Cluster names (or ids).
+        #[arg(required = true, value_name = "CLUSTER")]
+        clusters: Vec<String>,
+        /// Also make the (first) cluster kubectl's current context.
+        #[arg(long = "use")]
+        use_context: bool,
+    },
+    /// List the clusters in the inventory, grouped by cloud and environment.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the tunnels open in running `k8s-tunnels connect` processes.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a cluster's context kubectl's current context.
+    Use {
+        /// Cluster name (or id).
+        cluster: String,
+    },
+}
+
+/// An error with the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn inventory(error: anyhow::Error) -> Self {
+        Self { code: 3, error }
+    }
+    fn kubeconfig(error: anyhow::Error) -> Self {
+        Self { code: 4, error }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        let code = if error.chain().any(|e| {
+            e.downcast_ref::<k8s_tunnels::kubeconfig::KubeconfigError>()
+                .is_some()
+        }) {
+            4
+        } else {
+            1
+        };
+        Self { code, error }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("K8S_TUNNELS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// What every command needs: where files are and what the inventory holds.
+pub struct Context {
+    dirs: AppDirs,
+    kubeconfig_override: Option<PathBuf>,
+    inventory_path: PathBuf,
+}
+
+impl Context {
+    fn clusters(&self) -> Result<Vec<Cluster>, Failure> {
+        k8s_tunnels::discovery::file::load(&self.inventory_path)
+            .map_err(|e| Failure::inventory(anyhow::Error::new(e)))
+    }
+
+    fn find<'a>(clusters: &'a [Cluster], wanted: &str) -> Result<&'a Cluster, Failure> {
+        clusters
+            .iter()
+            .find(|c| c.name == wanted || c.id.0 == wanted)
+            .ok_or_else(|| {
+                let known: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                Failure::inventory(anyhow::anyhow!(
+                    "no cluster named {wanted:?} in the inventory (known: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })
+    }
+
+    fn kubeconfig(&self) -> Result<Kubeconfig, Failure> {
+        match &self.kubeconfig_override {
+            Some(path) => Ok(Kubeconfig::with_paths(vec![path.clone()])),
+            None => Kubeconfig::from_env().map_err(|e| Failure::kubeconfig(anyhow::Error::new(e))),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let dirs = AppDirs::from_env().context("cannot find the app's directories")?;
+    let inventory_path = cli
+        .inventory
+        .clone()
+        .unwrap_or_else(|| dirs.default_inventory());
+    let ctx = Context {
+        dirs,
+        kubeconfig_override: cli.kubeconfig.clone(),
+        inventory_path,
+    };
+    match cli.command {
+        Command::Connect {
+            clusters,
+            use_context,
+        } => connect::run(&ctx, &clusters, use_context).await,
+        Command::List { json } => output::list(&ctx, json),
+        Command::Status { json } => output::status(&ctx, json),
+        Command::Use { cluster } => connect::use_context(&ctx, &cluster).await,
+    }
+}

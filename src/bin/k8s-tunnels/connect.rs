@@ -1,0 +1,188 @@
+//! `connect` (foreground tunnels with a live status line) and `use`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event, TunnelStatus};
+use k8s_tunnels::inventory::Cluster;
+use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::state::{StateStore, socks_credentials};
+use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
+
+use crate::output::human_bytes;
+use crate::runfiles::RunFile;
+use crate::{Context, Failure};
+
+/// How long a clean shutdown may take before the process exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Builds the engine the way every front end does: per-install SOCKS secret (keychain or a
+/// private file), persisted ports, the kubeconfig in force.
+pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
+    ctx.dirs
+        .ensure()
+        .context("cannot create the app's directories")?;
+    let keychain = Keychain::open("k8s-tunnels");
+    let socks = socks_credentials(&keychain, &ctx.dirs).context("cannot load the SOCKS secret")?;
+    let state = StateStore::new(&ctx.dirs);
+    let settings = state.load().context("cannot read the app state")?.settings;
+    let kubeconfig = match &ctx.kubeconfig_override {
+        Some(_) => ctx.kubeconfig()?,
+        None => match &settings.kubeconfig_path {
+            Some(path) => k8s_tunnels::kubeconfig::Kubeconfig::with_paths(vec![path.clone()]),
+            None => ctx.kubeconfig()?,
+        },
+    };
+    Ok(Engine::new(EngineConfig {
+        socks,
+        kubeconfig: Some(kubeconfig),
+        prefix: settings.kubeconfig_prefix,
+        state,
+        schedule: ProbeSchedule::default(),
+    }))
+}
+
+pub async fn use_context(ctx: &Context, wanted: &str) -> Result<(), Failure> {
+    let clusters = ctx.clusters()?;
+    let cluster = Context::find(&clusters, wanted)?;
+    let engine = engine(ctx)?;
+    let context = engine
+        .use_context(cluster)
+        .await
+        .map_err(anyhow::Error::new)?;
+    println!("Switched to context \"{context}\".");
+    Ok(())
+}
+
+pub async fn run(ctx: &Context, wanted: &[String], use_first: bool) -> Result<(), Failure> {
+    let clusters = ctx.clusters()?;
+    let mut chosen: Vec<&Cluster> = Vec::new();
+    for name in wanted {
+        let cluster = Context::find(&clusters, name)?;
+        if !chosen.iter().any(|c| c.id == cluster.id) {
+            chosen.push(cluster);
+        }
+    }
+    let engine = engine(ctx)?;
+    let mut events = engine.subscribe();
+    for (i, cluster) in chosen.iter().enumerate() {
+        let options = ConnectOptions {
+            use_context: use_first && i == 0,
+        };
+        let status = match engine.connect(cluster, options).await {
+            Ok(status) => status,
+            Err(e) => {
+                engine.shutdown(SHUTDOWN_LIMIT).await;
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot connect {}", cluster.name))
+                    .into());
+            }
+        };
+        eprintln!(
+            "{}: listening on 127.0.0.1:{} — kubectl --context {}",
+            status.name, status.port, status.context
+        );
+    }
+    if use_first && let Some(first) = chosen.first() {
+        eprintln!("Switched to context \"{}\".", engine.context_name(first));
+    }
+
+    let run_file = RunFile::create(&ctx.dirs).context("cannot write the status file")?;
+    let interactive = std::io::stderr().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_line_len: usize = 0;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            event = events.recv() => {
+                if let Ok(event) = event && !interactive {
+                    print_event(&event);
+                }
+            }
+            _ = ticker.tick() => {
+                let status = engine.status();
+                if let Err(e) = run_file.write(&status) {
+                    tracing::warn!(error = %e, "cannot update the status file");
+                }
+                if interactive {
+                    let line = status_line(&status);
+                    let pad = last_line_len.saturating_sub(line.chars().count());
+                    eprint!("\r{line}{}", " ".repeat(pad));
+                    let _ = std::io::stderr().flush();
+                    last_line_len = line.chars().count();
+                }
+            }
+        }
+    }
+    if interactive {
+        eprintln!();
+    }
+    eprintln!("Disconnecting…");
+    engine.shutdown(SHUTDOWN_LIMIT).await;
+    drop(run_file);
+    Ok(())
+}
+
+fn print_event(event: &Event) {
+    match event {
+        Event::TunnelState {
+            name,
+            state,
+            reason,
+            ..
+        } => match reason {
+            Some(reason) => eprintln!("{name}: {state} ({reason})"),
+            None => eprintln!("{name}: {state}"),
+        },
+        Event::TunnelClosed { name, .. } => eprintln!("{name}: closed"),
+    }
+}
+
+fn status_line(status: &[TunnelStatus]) -> String {
+    status
+        .iter()
+        .map(|t| {
+            let mark = match t.state {
+                TunnelState::Up => "▲",
+                TunnelState::Connecting => "…",
+                TunnelState::Down => "▼",
+                TunnelState::LoginRequired => "⚠",
+            };
+            format!(
+                "{mark} {} {} :{} {} conn ↑{} ↓{}",
+                t.name,
+                t.state,
+                t.port,
+                t.open_connections,
+                human_bytes(t.bytes_up),
+                human_bytes(t.bytes_down)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("  |  ")
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

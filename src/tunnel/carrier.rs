@@ -1,0 +1,291 @@
+//! The carrier: one WebSocket to the Access edge per accepted local connection, as
+//! `cloudflared access tcp` opens them, followed by the origin mode's own handshake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fast_socks5::Socks5Command;
+use fast_socks5::client::{Config as SocksClientConfig, Socks5Stream};
+use fast_socks5::util::target_addr::TargetAddr;
+use http::HeaderValue;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::access::Credential;
+use crate::inventory::{Cluster, OriginMode};
+use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
+
+/// The byte stream a carrier hands back: a WebSocket to the edge, ready for the client's bytes.
+pub type EdgeStream = WsByteStream<MaybeTlsStream<TcpStream>>;
+
+/// `User-Agent` sent on every upgrade, like `cloudflared/<version>`.
+pub const USER_AGENT: &str = concat!("k8s-tunnels/", env!("CARGO_PKG_VERSION"));
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a stream to the edge could not be opened. Messages never hold a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    /// DNS or TCP failed: the edge cannot be reached.
+    #[error("edge {edge} unreachable")]
+    Unreachable {
+        /// `host:port` dialled.
+        edge: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake with the edge failed (certificate not trusted, wrong name, ...).
+    #[error("TLS handshake with edge {edge} failed")]
+    Tls {
+        /// `host:port` dialled.
+        edge: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The edge wants a (new) login: it redirected to `/cdn-cgi/access/login`, or answered
+    /// 401/403.
+    #[error("login required: the edge answered {status} to the upgrade")]
+    LoginRequired {
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+    /// The edge answered the upgrade with another HTTP status (502: origin unreachable, ...).
+    #[error("edge refused the tunnel with HTTP {status}{}", origin_hint(*.status))]
+    Refused {
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+    /// The WebSocket handshake failed for another reason.
+    #[error("WebSocket handshake with edge failed")]
+    Handshake(#[source] WsError),
+    /// The SOCKS5 handshake with the origin-side proxy failed.
+    #[error("origin SOCKS5 handshake failed")]
+    OriginSocks(#[source] fast_socks5::SocksError),
+    /// A step did not finish in time.
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+    /// The cluster's edge settings are unusable.
+    #[error("invalid edge settings: {0}")]
+    Config(String),
+}
+
+fn origin_hint(status: u16) -> &'static str {
+    match status {
+        502 | 503 | 504 | 530 => " (the edge cannot reach the cluster's origin)",
+        404 => " (no Access application for this hostname)",
+        _ => "",
+    }
+}
+
+impl CarrierError {
+    /// Whether the user must log in again (as opposed to a network or server fault).
+    pub fn is_login_required(&self) -> bool {
+        matches!(self, CarrierError::LoginRequired { .. })
+    }
+}
+
+/// How to reach one cluster's Access application; built once per tunnel.
+pub struct Edge {
+    request_url: url::Url,
+    host: String,
+    dial: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    origin: OriginMode,
+    destination_host: String,
+    destination_port: u16,
+    jump_destination: HeaderValue,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("url", &self.request_url.as_str())
+            .field("dial", &self.dial)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// Prepares the edge of `cluster`: URL, address to dial, TLS settings.
+    pub fn for_cluster(cluster: &Cluster) -> Result<Self, CarrierError> {
+        let url = cluster.access.url.clone();
+        let host = url
+            .host_str()
+            .ok_or_else(|| CarrierError::Config(format!("{url} has no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| CarrierError::Config(format!("{url} has no port")))?;
+        let dial = match &cluster.access.connect_to {
+            Some(addr) => addr.clone(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        let tls = match url.scheme() {
+            "wss" => {
+                let config = crate::tls::client_config(
+                    cluster.access.edge_ca_pem.as_deref().map(str::as_bytes),
+                )
+                .map_err(|e| CarrierError::Config(format!("edge CA: {e}")))?;
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| CarrierError::Config(format!("{host} is not a valid TLS name")))?;
+                Some((TlsConnector::from(config), name))
+            }
+            "ws" => None,
+            other => {
+                return Err(CarrierError::Config(format!(
+                    "unsupported scheme {other}:// for the edge"
+                )));
+            }
+        };
+        let jump_destination = HeaderValue::from_str(&cluster.api.host_port())
+            .map_err(|_| CarrierError::Config("API host is not a valid header value".into()))?;
+        Ok(Self {
+            request_url: url,
+            host,
+            dial,
+            tls,
+            origin: cluster.access.origin,
+            destination_host: cluster.api.host.clone(),
+            destination_port: cluster.api.port,
+            jump_destination,
+        })
+    }
+
+    /// The hostname of the Access application.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Opens one stream through the edge to the cluster's API server: dial, TLS, WebSocket
+    /// upgrade with the credential, then the origin mode's handshake.
+    pub async fn open(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
+        let ws = self.upgrade(credential).await?;
+        match self.origin {
+            OriginMode::Tcp | OriginMode::Bastion => Ok(ws),
+            OriginMode::Socks => self.origin_socks_handshake(ws).await,
+        }
+    }
+
+    /// Opens a WebSocket to the edge and closes it again: the health probe. It proves the edge
+    /// is reachable, its certificate valid and the credential accepted.
+    pub async fn probe(&self, credential: &Credential) -> Result<(), CarrierError> {
+        use tokio::io::AsyncWriteExt;
+        let mut ws = self.upgrade(credential).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.shutdown()).await;
+        Ok(())
+    }
+
+    async fn upgrade(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
+        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&self.dial))
+            .await
+            .map_err(|_| CarrierError::Timeout("connecting to the edge"))?
+            .map_err(|source| CarrierError::Unreachable {
+                edge: self.dial.clone(),
+                source,
+            })?;
+        // Interactive traffic (kubectl) writes small frames; Nagle would hold them ~40 ms.
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => MaybeTlsStream::Plain(tcp),
+            Some((connector, name)) => {
+                let tls =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| CarrierError::Timeout("in the TLS handshake with the edge"))?
+                        .map_err(|source| CarrierError::Tls {
+                            edge: self.dial.clone(),
+                            source,
+                        })?;
+                MaybeTlsStream::Rustls(tls)
+            }
+        };
+        let request = self.request(credential)?;
+        let (ws, _response) = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_tungstenite::client_async_with_config(request, stream, Some(websocket_config())),
+        )
+        .await
+        .map_err(|_| CarrierError::Timeout("in the WebSocket upgrade"))?
+        .map_err(classify_handshake_error)?;
+        Ok(WsByteStream::new(ws))
+    }
+
+    fn request(&self, credential: &Credential) -> Result<http::Request<()>, CarrierError> {
+        let mut request = self
+            .request_url
+            .as_str()
+            .into_client_request()
+            .map_err(CarrierError::Handshake)?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        if self.origin == OriginMode::Bastion {
+            headers.insert("cf-access-jump-destination", self.jump_destination.clone());
+        }
+        credential
+            .apply(headers)
+            .map_err(|e| CarrierError::Config(e.to_string()))?;
+        Ok(request)
+    }
+
+    async fn origin_socks_handshake(&self, ws: EdgeStream) -> Result<EdgeStream, CarrierError> {
+        let handshake = async {
+            let mut socks =
+                Socks5Stream::use_stream(ws, None, SocksClientConfig::default()).await?;
+            let target = match self.destination_host.parse::<std::net::IpAddr>() {
+                Ok(ip) => TargetAddr::Ip((ip, self.destination_port).into()),
+                Err(_) => TargetAddr::Domain(self.destination_host.clone(), self.destination_port),
+            };
+            socks.request(Socks5Command::TCPConnect, target).await?;
+            Ok::<_, fast_socks5::SocksError>(socks.get_socket())
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| CarrierError::Timeout("in the origin SOCKS5 handshake"))?
+            .map_err(CarrierError::OriginSocks)
+    }
+}
+
+/// Sorts a failed upgrade into what the user can act on. The edge signals "log in" with a
+/// redirect to `/cdn-cgi/access/login` (cloudflared's check), or 401/403.
+fn classify_handshake_error(err: WsError) -> CarrierError {
+    match err {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            let to_login = response.status().is_redirection()
+                && response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| {
+                        url::Url::parse(l)
+                            .ok()
+                            .map(|u| u.path().to_string())
+                            .or(Some(l.to_string()))
+                    })
+                    .is_some_and(|path| path.starts_with("/cdn-cgi/access/login"));
+            if to_login || status == 401 || status == 403 {
+                CarrierError::LoginRequired { status }
+            } else {
+                CarrierError::Refused { status }
+            }
+        }
+        other => CarrierError::Handshake(other),
+    }
+}
+
+/// A shared, cheaply clonable edge.
+pub type SharedEdge = Arc<Edge>;

@@ -1,0 +1,180 @@
+//! A tunnel's health: the state users see (connecting, up, down, login required) with its
+//! reason, kept current by probing the edge periodically and at once when a connection fails.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::tunnel::carrier::{CarrierError, Edge};
+
+/// The state of a tunnel as users see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelState {
+    /// The listener is up; the edge has not answered yet.
+    Connecting,
+    /// The edge accepts our credential: connections go through.
+    Up,
+    /// The edge (or the origin behind it) cannot be reached; the listener stays up and the
+    /// tunnel comes back by itself.
+    Down,
+    /// The edge wants a (new) login before it lets connections through.
+    LoginRequired,
+}
+
+impl std::fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TunnelState::Connecting => "connecting",
+            TunnelState::Up => "up",
+            TunnelState::Down => "down",
+            TunnelState::LoginRequired => "login required",
+        })
+    }
+}
+
+/// A state with its reason and when it began.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthState {
+    /// The state.
+    pub state: TunnelState,
+    /// Why (for down and login required), free of secrets.
+    pub reason: Option<String>,
+    /// When the tunnel entered this state.
+    pub since: SystemTime,
+}
+
+/// How often the edge is probed.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSchedule {
+    /// Between probes while the tunnel is up or waiting for a login.
+    pub healthy: Duration,
+    /// First retry after the tunnel went down; doubles up to `down_max`.
+    pub down_min: Duration,
+    /// Longest wait between probes while down.
+    pub down_max: Duration,
+}
+
+impl Default for ProbeSchedule {
+    fn default() -> Self {
+        Self {
+            healthy: Duration::from_secs(30),
+            down_min: Duration::from_millis(500),
+            down_max: Duration::from_secs(5),
+        }
+    }
+}
+
+type OnChange = Box<dyn Fn(&HealthState) + Send + Sync>;
+
+/// The shared health of one tunnel.
+pub struct Health {
+    current: Mutex<HealthState>,
+    wake: Notify,
+    on_change: OnChange,
+}
+
+impl Health {
+    /// A tunnel starting up; `on_change` is called on every state change.
+    pub fn new(on_change: impl Fn(&HealthState) + Send + Sync + 'static) -> Self {
+        let initial = HealthState {
+            state: TunnelState::Connecting,
+            reason: None,
+            since: SystemTime::now(),
+        };
+        on_change(&initial);
+        Self {
+            current: Mutex::new(initial),
+            wake: Notify::new(),
+            on_change: Box::new(on_change),
+        }
+    }
+
+    /// The current state.
+    pub fn current(&self) -> HealthState {
+        lock(&self.current).clone()
+    }
+
+    /// A connection went through: the tunnel is up.
+    pub fn report_success(&self) {
+        self.set(TunnelState::Up, None);
+    }
+
+    /// A connection failed. "Login required" is certain at once; anything else may be one
+    /// connection's bad luck, so the prober checks the edge now and decides.
+    pub fn report_failure(&self, err: &CarrierError) {
+        if err.is_login_required() {
+            self.set(TunnelState::LoginRequired, Some(crate::error_chain(err)));
+        }
+        self.wake.notify_one();
+    }
+
+    fn set(&self, state: TunnelState, reason: Option<String>) {
+        let changed = {
+            let mut current = lock(&self.current);
+            if current.state == state && current.reason == reason {
+                None
+            } else {
+                if current.state != state {
+                    current.since = SystemTime::now();
+                }
+                current.state = state;
+                current.reason = reason;
+                Some(current.clone())
+            }
+        };
+        if let Some(state) = changed {
+            (self.on_change)(&state);
+        }
+    }
+
+    fn record_probe(&self, result: Result<(), CarrierError>) {
+        match result {
+            Ok(()) => self.set(TunnelState::Up, None),
+            Err(err) if err.is_login_required() => {
+                self.set(TunnelState::LoginRequired, Some(crate::error_chain(&err)))
+            }
+            Err(err) => self.set(TunnelState::Down, Some(crate::error_chain(&err))),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the state half-written (plain assignments).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Probes the edge until `cancel` fires: at once, then on the schedule, and whenever a
+/// connection failure wakes it.
+pub async fn run_probes(
+    health: &Health,
+    edge: &Edge,
+    cluster: &crate::inventory::Cluster,
+    schedule: ProbeSchedule,
+    cancel: CancellationToken,
+) {
+    let mut down_wait = schedule.down_min;
+    loop {
+        let result = match crate::access::credential_for(cluster) {
+            Ok(credential) => edge.probe(&credential).await,
+            Err(e) => Err(CarrierError::Config(crate::error_chain(&e))),
+        };
+        health.record_probe(result);
+        let wait = if health.current().state == TunnelState::Down {
+            let wait = down_wait;
+            down_wait = (down_wait * 2).min(schedule.down_max);
+            wait
+        } else {
+            down_wait = schedule.down_min;
+            schedule.healthy
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = health.wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The local SOCKS5 listener of one tunnel: authenticates the client with the per-install
+//! secret, accepts a CONNECT to the cluster's API endpoint only, then hands the connection to
+//! the carrier.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use fast_socks5::server::Socks5ServerProtocol;
+use fast_socks5::util::target_addr::TargetAddr;
+use fast_socks5::{ReplyError, Socks5Command};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access;
+use crate::inventory::Cluster;
+use crate::secret::Secret;
+use crate::tunnel::carrier::{CarrierError, Edge};
+use crate::tunnel::health::Health;
+
+/// A client must finish the SOCKS handshake within this time.
+const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Copy buffer per direction; large enough that bulk transfers are not syscall-bound.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Live counters of one tunnel, shared with status readers.
+#[derive(Debug, Default)]
+pub struct TunnelStats {
+    /// Connections currently piping.
+    pub open: AtomicU64,
+    /// Connections accepted through the SOCKS handshake and the carrier, ever.
+    pub total: AtomicU64,
+    /// Local clients refused (bad greeting, bad password, forbidden destination).
+    pub refused: AtomicU64,
+    /// Bytes from local clients to the cluster.
+    pub bytes_up: AtomicU64,
+    /// Bytes from the cluster to local clients.
+    pub bytes_down: AtomicU64,
+}
+
+/// What the listener needs to serve one cluster.
+pub struct ListenerContext {
+    /// The cluster served.
+    pub cluster: Cluster,
+    /// The edge of the cluster's Access application.
+    pub edge: Edge,
+    /// The per-install SOCKS username.
+    pub username: String,
+    /// The per-install SOCKS password.
+    pub password: Secret,
+    /// Counters.
+    pub stats: Arc<TunnelStats>,
+    /// The tunnel's health, told about every carrier success and failure.
+    pub health: Arc<Health>,
+}
+
+/// Accepts connections until `cancel` fires; each connection task is tracked by `tracker` and
+/// stops when `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(cluster = %ctx.cluster.name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = handle(stream, peer, &ctx) => {}
+            }
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
+    let _ = stream.set_nodelay(true);
+    let name = &ctx.cluster.name;
+    let accepted = tokio::time::timeout(SOCKS_HANDSHAKE_TIMEOUT, accept_socks(stream, ctx)).await;
+    let proto = match accepted {
+        Ok(Ok(proto)) => proto,
+        Ok(Err(reason)) => {
+            ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(cluster = %name, %peer, %reason, "local client refused");
+            return;
+        }
+        Err(_) => {
+            ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(cluster = %name, %peer, "local client refused: SOCKS handshake timed out");
+            return;
+        }
+    };
+
+    let edge_stream = match open_edge(ctx).await {
+        Ok(s) => s,
+        Err(err) => {
+            let reply = match &err {
+                CarrierError::LoginRequired { .. } => ReplyError::ConnectionNotAllowed,
+                CarrierError::Refused { .. } => ReplyError::ConnectionRefused,
+                CarrierError::Timeout(_) => ReplyError::ConnectionTimeout,
+                _ => ReplyError::HostUnreachable,
+            };
+            tracing::warn!(cluster = %name, error = %crate::error_chain(&err), "tunnel connection failed");
+            ctx.health.report_failure(&err);
+            let _ = proto.reply_error(&reply).await;
+            return;
+        }
+    };
+    ctx.health.report_success();
+    let local = match proto
+        .reply_success(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0))
+        .await
+    {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+
+    ctx.stats.total.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(&ctx.stats.open);
+    let mut local = Counted {
+        inner: local,
+        stats: &ctx.stats,
+    };
+    let mut edge_stream = edge_stream;
+    // Either side ending ends the pipe; errors here are ordinary disconnects.
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut local,
+        &mut edge_stream,
+        COPY_BUFFER,
+        COPY_BUFFER,
+    )
+    .await;
+}
+
+async fn open_edge(
+    ctx: &ListenerContext,
+) -> Result<crate::tunnel::carrier::EdgeStream, CarrierError> {
+    let credential = access::credential_for(&ctx.cluster)
+        .map_err(|e| CarrierError::Config(crate::error_chain(&e)))?;
+    ctx.edge.open(&credential).await
+}
+
+/// Runs the SOCKS5 server side up to the command, refusing anything but an authenticated
+/// CONNECT to the cluster's API endpoint. Returns a printable reason on refusal.
+async fn accept_socks(
+    stream: TcpStream,
+    ctx: &ListenerContext,
+) -> Result<Socks5ServerProtocol<TcpStream, fast_socks5::server::states::CommandRead>, String> {
+    // fast-socks5 reads the 2-byte greeting and rejects any version but 5 before writing a
+    // byte: an HTTP request from a browser ("GE") is dropped at once.
+    let (proto, _) = Socks5ServerProtocol::accept_password_auth(stream, |user, pass| {
+        user == ctx.username && constant_time_eq(pass.as_bytes(), ctx.password.expose().as_bytes())
+    })
+    .await
+    .map_err(|e| match e {
+        fast_socks5::server::SocksServerError::AuthenticationRejected => {
+            "wrong SOCKS username or password".to_string()
+        }
+        fast_socks5::server::SocksServerError::AuthMethodUnacceptable(_) => {
+            "client offered no username/password authentication".to_string()
+        }
+        other => other.to_string(),
+    })?;
+    let (proto, command, target) = proto.read_command().await.map_err(|e| e.to_string())?;
+    if command != Socks5Command::TCPConnect {
+        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+        return Err(format!("SOCKS command {command:?} not supported"));
+    }
+    if !target_allowed(&target, &ctx.cluster) {
+        let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+        return Err(format!(
+            "CONNECT to {target} refused: this port only reaches {}",
+            ctx.cluster.api.host_port()
+        ));
+    }
+    Ok(proto)
+}
+
+fn target_allowed(target: &TargetAddr, cluster: &Cluster) -> bool {
+    let api = &cluster.api;
+    match target {
+        TargetAddr::Domain(host, port) => *port == api.port && host.eq_ignore_ascii_case(&api.host),
+        TargetAddr::Ip(addr) => {
+            addr.port() == api.port && api.host.parse::<IpAddr>().is_ok_and(|ip| ip == addr.ip())
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use aws_lc_rs::constant_time::verify_slices_are_equal;
+    verify_slices_are_equal(a, b).is_ok()
+}
+
+struct OpenGuard<'a>(&'a AtomicU64);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The local client's stream, counting bytes each way into the tunnel's stats.
+struct Counted<'a, S> {
+    inner: S,
+    stats: &'a TunnelStats,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.stats.bytes_up.fetch_add(read, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            self.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
