@@ -34,6 +34,7 @@ pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
             None => ctx.kubeconfig()?,
         },
     };
+    let kubeconfig = kubeconfig.with_prefix(settings.kubeconfig_prefix.clone());
     Ok(Engine::new(EngineConfig {
         socks,
         kubeconfig: Some(kubeconfig),
