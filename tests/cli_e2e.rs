@@ -1,0 +1,108 @@
+//! End to end through the real CLI and the real kubectl: the lab's gateway (TLS, Access JWTs
+//! and service tokens) in front of fake Kubernetes API servers with their own CA.
+
+mod support;
+
+use k8s_tunnels::inventory::OriginMode::{Bastion, Socks, Tcp};
+use support::{CliWorld, LabWorld, text};
+
+fn namespaces_of(name: &str) -> Vec<String> {
+    ["default", "kube-system", "kube-public"]
+        .iter()
+        .map(|n| format!("namespace/{n}"))
+        .chain(std::iter::once(format!("namespace/{name}-apps")))
+        .collect()
+}
+
+fn sorted_lines(out: &[u8]) -> Vec<String> {
+    let mut lines: Vec<String> = text(out).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(
+        &tmp.path().join("lab"),
+        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
+    );
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+    let names = ["alpha", "bravo", "charlie"];
+    let connect = cli.spawn_connect(&names);
+    let status = cli.wait_for_state(&names, "up");
+
+    let mut ports: Vec<u64> = status.iter().map(|t| t["port"].as_u64().unwrap()).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "each tunnel has its own port: {status:#?}");
+
+    for name in names {
+        let context = format!("k8s-tunnels/{name}");
+        let out = cli.kubectl(&["--context", &context, "get", "namespaces", "-o", "name"]);
+        assert!(out.status.success(), "kubectl via {name}: {}", text(&out.stderr));
+        let mut expected = namespaces_of(name);
+        expected.sort();
+        assert_eq!(sorted_lines(&out.stdout), expected, "namespaces of {name}");
+    }
+
+    // Table output (kubectl asks for a server-side Table) and the version endpoint, too.
+    let out = cli.kubectl(&["--context", "k8s-tunnels/alpha", "get", "namespaces"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("alpha-apps"));
+    let out = cli.kubectl(&["--context", "k8s-tunnels/bravo", "version", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(version["serverVersion"]["gitVersion"].is_string(), "{version:#}");
+
+    // `use` switches kubectl's current context: plain kubectl now reaches bravo.
+    let out = cli.run(&["use", "bravo"]);
+    assert!(out.status.success(), "use: {}", text(&out.stderr));
+    let out = cli.kubectl(&["get", "namespaces", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("namespace/bravo-apps"));
+    let out = cli.kubectl(&["config", "current-context"]);
+    assert_eq!(text(&out.stdout).trim(), "k8s-tunnels/bravo");
+
+    let listed = cli.run(&["list", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(listed.as_array().unwrap().iter().all(|c| c["state"] == "up"));
+
+    let (exit, log) = connect.interrupt();
+    assert!(exit.success(), "Ctrl-C exits cleanly: {exit:?}\n{log}");
+    assert!(cli.status().is_empty(), "no tunnels reported after exit");
+
+    // Nothing the user can read or that a log collects holds the SOCKS secret or a token.
+    let secret = cli.socks_secret();
+    let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
+    let status_text = text(&cli.run(&["status", "--json"]).stdout);
+    let list_text = text(&cli.run(&["list", "--json"]).stdout);
+    for (what, output) in [("log", &log), ("status", &status_text), ("list", &list_text)] {
+        assert!(!output.contains(&secret), "{what} leaks the SOCKS secret");
+        assert!(!output.contains(token.trim()), "{what} leaks the Access token");
+    }
+}
+
+#[test]
+fn use_before_connect_writes_the_entry_and_unknown_names_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("delta", Tcp)]);
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+
+    let out = cli.run(&["use", "delta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli.kubectl(&["config", "current-context"]);
+    assert_eq!(text(&out.stdout).trim(), "k8s-tunnels/delta");
+
+    let out = cli.run(&["connect", "nope"]);
+    assert_eq!(out.status.code(), Some(3), "unknown cluster is an inventory error");
+    assert!(text(&out.stderr).contains("no cluster named \"nope\""));
+    assert!(text(&out.stderr).contains("delta"), "lists the known clusters");
+
+    let missing = CliWorld::new(tmp.path(), &tmp.path().join("missing.yaml"));
+    let out = missing.run(&["list"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("missing.yaml"));
+}
