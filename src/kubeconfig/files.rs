@@ -232,7 +232,9 @@ mod tests {
     #[test]
     fn a_parse_error_names_the_file_line_and_column() {
         let text = "apiVersion: v1\nclusters:\n- name: a\n\tcluster: {}\n";
-        let err = parse_document(Path::new("/home/u/.kube/config"), text).err().unwrap();
+        let err = parse_document(Path::new("/home/u/.kube/config"), text)
+            .err()
+            .unwrap();
         let message = err.to_string();
         assert!(
             message.starts_with("/home/u/.kube/config: line 4"),

@@ -423,7 +423,8 @@ mod tests {
         let k = Kubeconfig::with_paths(vec!["/nonexistent/config".into()]);
         let err = k
             .validate(&entry("prod", "socks5://u:p@127.0.0.1:1"))
-            .err().unwrap();
+            .err()
+            .unwrap();
         assert!(matches!(err, KubeconfigError::NotOwned { .. }), "{err}");
         let k = k.with_prefix("corp/");
         assert!(
