@@ -14,6 +14,10 @@ pub enum KubeconfigError {
     #[error("cannot locate the kubeconfig: KUBECONFIG is empty and $HOME is not set")]
     NoHome,
 
+    /// The writer was given an empty list of files.
+    #[error("no kubeconfig file to write: the list of files is empty")]
+    NoFiles,
+
     /// A file-system operation failed.
     #[error("cannot {action} {}", path.display())]
     Io {

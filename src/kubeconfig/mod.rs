@@ -272,6 +272,9 @@ impl Kubeconfig {
     /// without first creating the directory), except the default file, whose directory is
     /// created since a new stanza may go there.
     fn lock_all(&self) -> Result<Vec<FileLock>, KubeconfigError> {
+        if self.paths.is_empty() {
+            return Err(KubeconfigError::NoFiles);
+        }
         let default = self.default_path();
         if let Some(dir) = default.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| KubeconfigError::Io {
@@ -416,6 +419,14 @@ mod tests {
         assert_eq!(k.paths(), [PathBuf::from("/home/u/.kube/config")]);
         let err = Kubeconfig::from_env_values(None, None).err().unwrap();
         assert!(matches!(err, KubeconfigError::NoHome));
+    }
+
+    #[test]
+    fn an_empty_file_list_is_an_error_not_a_panic() {
+        let k = Kubeconfig::with_paths(vec![PathBuf::new()]);
+        let err = k.upsert(&entry("k8s-tunnels/a", "socks5://u:p@127.0.0.1:1"));
+        assert!(matches!(err, Err(KubeconfigError::NoFiles)));
+        assert!(matches!(k.current_context(), Err(KubeconfigError::NoFiles)));
     }
 
     #[test]

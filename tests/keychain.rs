@@ -1,0 +1,175 @@
+//! The keychain against a real Secret Service: gnome-keyring on a private D-Bus session, with
+//! its keyring files in a temp folder, so the user's keychain is never touched.
+//!
+//! The keychain library binds to the session bus once per process, so each step runs in a
+//! child process (this test binary again, filtered to `child_step`) inside `dbus-run-session`.
+//! Needs `dbus-run-session` and `gnome-keyring-daemon` (Debian `dbus`, `gnome-keyring`); fails
+//! loudly without them.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::keychain::{Keychain, KeychainStatus};
+use k8s_tunnels::secret::Secret;
+use k8s_tunnels::state::{SecretLocation, socks_credentials};
+
+const STEP_ENV: &str = "K8S_TUNNELS_KEYCHAIN_TEST_STEP";
+const SERVICE: &str = "k8s-tunnels-test";
+
+fn run_steps(home: &Path, script_steps: &str) -> std::process::Output {
+    let exe = std::env::current_exe().unwrap();
+    // The daemon creates and unlocks a `login` keyring (password on stdin), which becomes the
+    // default collection; then the steps run against it, one process each.
+    let script = format!(
+        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n{script_steps}"
+    );
+    Command::new("dbus-run-session")
+        .arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(exe)
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("K8S_TUNNELS_HOME", home.join("app"))
+        .env_remove("K8S_TUNNELS_KEYCHAIN")
+        .output()
+        .expect("dbus-run-session must be installed (Debian package dbus)")
+}
+
+fn step(name: &str) -> String {
+    format!("{STEP_ENV}={name} \"$0\" --exact child_step --include-ignored --nocapture || exit 1\n")
+}
+
+#[test]
+fn secrets_survive_across_processes_in_a_real_secret_service() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("run")).unwrap();
+    let out = run_steps(
+        home.path(),
+        &format!("{}{}{}", step("write"), step("read"), step("delete")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "steps failed ({:?}); is gnome-keyring installed?\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for name in ["write", "read", "delete"] {
+        assert!(stdout.contains(&format!("step {name} done")), "{stdout}");
+    }
+    // The fallback file was never created: the secret lives in the keychain.
+    assert!(!home.path().join("app/state/socks-secret").exists());
+}
+
+#[test]
+fn no_session_bus_is_unavailable_quickly() {
+    let exe = std::env::current_exe().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let out = Command::new(exe)
+        .args(["--exact", "child_step", "--include-ignored", "--nocapture"])
+        .env(STEP_ENV, "nobus")
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", home.path().join("no-bus").display()),
+        )
+        .env("K8S_TUNNELS_HOME", home.path().join("app"))
+        .env_remove("K8S_TUNNELS_KEYCHAIN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("step nobus done"), "{stdout}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn off_disables_without_probing() {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", "child_step", "--include-ignored", "--nocapture"])
+        .env(STEP_ENV, "off")
+        .env("K8S_TUNNELS_KEYCHAIN", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("step off done"), "{stdout}");
+}
+
+/// One step, run only as a child of the tests above (it needs its own environment).
+#[test]
+#[ignore = "a child step of the keychain tests; runs inside their private D-Bus session"]
+fn child_step() {
+    let step = std::env::var(STEP_ENV).expect("run by the keychain tests");
+    let dirs = AppDirs::from_env().unwrap();
+    match step.as_str() {
+        "write" => {
+            let keychain = Keychain::open(SERVICE);
+            assert_eq!(keychain.status(), &KeychainStatus::Durable);
+            assert_eq!(keychain.get("missing").unwrap(), None);
+            keychain
+                .set("token", &Secret::new("value-written-by-step-1"))
+                .unwrap();
+            let creds = socks_credentials(&keychain, &dirs).unwrap();
+            assert_eq!(
+                creds.stored_in,
+                SecretLocation::Keychain {
+                    service: SERVICE.into(),
+                    account: "socks-secret".into()
+                }
+            );
+            // Kept in the test's temp folder so the next process can compare.
+            std::fs::create_dir_all(&dirs.state).unwrap();
+            std::fs::write(dirs.state.join("expected"), creds.password.expose()).unwrap();
+        }
+        "read" => {
+            let keychain = Keychain::open(SERVICE);
+            assert_eq!(keychain.status(), &KeychainStatus::Durable);
+            assert_eq!(
+                keychain.get("token").unwrap().unwrap().expose(),
+                "value-written-by-step-1"
+            );
+            let expected = std::fs::read_to_string(dirs.state.join("expected")).unwrap();
+            let creds = socks_credentials(&keychain, &dirs).unwrap();
+            assert_eq!(creds.password.expose(), expected, "secret reused");
+        }
+        "delete" => {
+            let keychain = Keychain::open(SERVICE);
+            keychain.delete("token").unwrap();
+            keychain.delete("token").unwrap();
+            assert_eq!(keychain.get("token").unwrap(), None);
+        }
+        "nobus" => {
+            let keychain = Keychain::open(SERVICE);
+            let KeychainStatus::Unavailable { reason } = keychain.status() else {
+                panic!("a missing session bus must not count as durable");
+            };
+            assert!(!reason.is_empty());
+            // Falls back to the file, and says where.
+            let creds = socks_credentials(&keychain, &dirs).unwrap();
+            assert!(matches!(creds.stored_in, SecretLocation::File(_)));
+        }
+        "off" => {
+            let keychain = Keychain::open(SERVICE);
+            assert_eq!(
+                keychain.status(),
+                &KeychainStatus::Unavailable {
+                    reason: "disabled by K8S_TUNNELS_KEYCHAIN=off".into()
+                }
+            );
+        }
+        other => panic!("unknown step {other}"),
+    }
+    println!("step {step} done");
+}
