@@ -24,6 +24,10 @@ use crate::tunnel::{TunnelHandle, TunnelSpec};
 
 /// How many port candidates are tried before giving up.
 const PORT_ATTEMPTS: usize = 64;
+/// How often open tunnels' kubeconfig entries are re-asserted. kubectl's own writers read the
+/// file before taking the lock and drop stanzas they did not see, so an entry written in that
+/// window can vanish; re-asserting is a no-op (no write) while the entries are intact.
+const KUBECONFIG_KEEPER_PERIOD: Duration = Duration::from_secs(15);
 
 /// What the engine is built from.
 pub struct EngineConfig {
@@ -154,6 +158,15 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Serialises read-modify-write of the state file between concurrent connects.
     state_lock: tokio::sync::Mutex<()>,
+    /// Stops the kubeconfig keeper when the last engine clone is dropped.
+    keeper: tokio_util::sync::CancellationToken,
+    keeper_started: std::sync::Once,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.keeper.cancel();
+    }
 }
 
 impl Engine {
@@ -166,6 +179,8 @@ impl Engine {
                 tunnels: Mutex::new(BTreeMap::new()),
                 events,
                 state_lock: tokio::sync::Mutex::new(()),
+                keeper: tokio_util::sync::CancellationToken::new(),
+                keeper_started: std::sync::Once::new(),
             }),
         }
     }
@@ -193,6 +208,7 @@ impl Engine {
             }
             return Ok(status);
         }
+        self.start_kubeconfig_keeper();
         let listener = self.bind(cluster).await?;
         let port = listener
             .local_addr()
@@ -343,6 +359,39 @@ impl Engine {
             .any(|(other, h)| other != id && h.local_addr().port() == port)
     }
 
+    /// Starts (once) the task that keeps open tunnels' kubeconfig entries in place. It holds
+    /// only a weak reference, so it never keeps the engine alive.
+    fn start_kubeconfig_keeper(&self) {
+        if self.inner.config.kubeconfig.is_none() {
+            return;
+        }
+        self.inner.keeper_started.call_once(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let cancel = self.inner.keeper.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(KUBECONFIG_KEEPER_PERIOD);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    let engine = Engine { inner };
+                    let open: Vec<(Cluster, u16)> = lock(&engine.inner.tunnels)
+                        .values()
+                        .map(|h| (h.cluster().clone(), h.local_addr().port()))
+                        .collect();
+                    for (cluster, port) in open {
+                        if let Err(e) = engine.write_kubeconfig(&cluster, port, false).await {
+                            tracing::warn!(cluster = %cluster.name, error = %crate::error_chain(&e), "cannot re-assert kubeconfig entry");
+                        }
+                    }
+                }
+            });
+        });
+    }
+
     async fn write_kubeconfig(
         &self,
         cluster: &Cluster,
@@ -363,7 +412,9 @@ impl Engine {
         };
         // File locking may wait on another writer (kubectl); keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            kubeconfig.upsert(&entry)?;
+            if kubeconfig.upsert(&entry)? {
+                tracing::info!(entry = %entry.name, "kubeconfig entry written");
+            }
             if use_context {
                 kubeconfig.use_context(&entry.name)?;
             }

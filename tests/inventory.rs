@@ -392,10 +392,28 @@ fn access_hostname_rules() {
         "ws://localhost:9000/x"
     );
     assert_eq!(access_url("ws://[::1]:9000").unwrap(), "ws://[::1]:9000/");
+    // Plain ws to a remote host would send tokens in clear: refused, unless the dial itself
+    // goes to loopback (a local gateway reached by name, as the lab and benchmarks do).
+    for refused in ["ws://example.com", "http://example.com", "http://10.0.0.1:80"] {
+        let err = access_url(refused).expect_err(refused);
+        assert!(
+            err.starts_with(&format!("{FILE}:6:5: clusters[0].access: ")),
+            "{refused:?}: {err}"
+        );
+        assert!(err.contains("allowed only to a loopback address"), "{err}");
+    }
+    let via_loopback = with(
+        "hostname: a.example.com",
+        "hostname: ws://a.example.com\n      connect_to: 127.0.0.1:9000",
+    );
+    let clusters = parse(&via_loopback, Path::new(FILE)).expect("ws with loopback connect_to");
+    assert_eq!(clusters[0].access.url.as_str(), "ws://a.example.com/");
+    let via_remote = with(
+        "hostname: a.example.com",
+        "hostname: ws://a.example.com\n      connect_to: 10.0.0.1:9000",
+    );
+    assert!(err_of(&via_remote).contains("allowed only to a loopback address"));
     for refused in [
-        "ws://example.com",
-        "http://example.com",
-        "http://10.0.0.1:80",
         "ftp://example.com",
         "https://user:pw@example.com",
         "https://example.com/?token=x",

@@ -282,7 +282,9 @@ fn redact_userinfo(value: &str) -> String {
 /// The Access hostname as `cloudflared --hostname` takes it, turned into the WebSocket URL.
 struct AccessHostCheck;
 impl StrCheck for AccessHostCheck {
-    type Out = (String, Url);
+    /// The hostname as given, the WebSocket URL, and whether it is a plain (unencrypted) URL
+    /// to a host that is not loopback — acceptable only with a loopback `connect_to`.
+    type Out = (String, Url, bool);
     const EXPECTING: &'static str = "an Access hostname such as k8s.example.com";
     fn check(value: &str) -> Result<Self::Out, String> {
         let value = value.trim();
@@ -298,20 +300,12 @@ impl StrCheck for AccessHostCheck {
             .map_err(|e| format!("{} is not a valid hostname or URL: {e}", shown(value)))?;
         reject_extras(&url, value)?;
         let loopback = match url.host() {
-            Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(Host::Ipv4(a)) => a.is_loopback(),
-            Some(Host::Ipv6(a)) => a.is_loopback(),
+            Some(host) => is_loopback_host(&host),
             None => return Err(format!("{} has no host", shown(value))),
         };
-        let ws_scheme = match url.scheme() {
-            "https" | "wss" => "wss",
-            "http" | "ws" if loopback => "ws",
-            "http" | "ws" => {
-                return Err(format!(
-                    "{} must use https: plain http/ws is allowed only to a loopback address",
-                    shown(value)
-                ));
-            }
+        let (ws_scheme, plain_remote) = match url.scheme() {
+            "https" | "wss" => ("wss", false),
+            "http" | "ws" => ("ws", !loopback),
             other => {
                 return Err(format!(
                     "{} has scheme {other:?}; use https (or http/ws to a loopback address)",
@@ -321,8 +315,24 @@ impl StrCheck for AccessHostCheck {
         };
         url.set_scheme(ws_scheme)
             .map_err(|()| format!("cannot turn {} into a WebSocket URL", shown(value)))?;
-        Ok((value.to_string(), url))
+        Ok((value.to_string(), url, plain_remote))
     }
+}
+
+fn is_loopback_host(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(a) => a.is_loopback(),
+        Host::Ipv6(a) => a.is_loopback(),
+    }
+}
+
+/// Whether a checked `host:port` dials a loopback address.
+fn dials_loopback(connect_to: &str) -> bool {
+    Url::parse(&format!("tcp://{connect_to}"))
+        .ok()
+        .and_then(|u| u.host().map(|h| is_loopback_host(&h)))
+        .unwrap_or(false)
 }
 
 /// `host:port` (IPv6 in brackets) to dial instead of resolving the Access hostname.
@@ -522,12 +532,20 @@ impl MapCheck for AccessCheck {
             },
             (Some(_), Some(_)) => return Err("set either token or service_token, not both".into()),
         };
-        let (hostname, url) = raw.hostname.0;
+        let (hostname, url, plain_remote) = raw.hostname.0;
+        let connect_to = raw.connect_to.map(|c| c.0);
+        if plain_remote && !connect_to.as_deref().is_some_and(dials_loopback) {
+            // Tokens would cross the network in clear.
+            return Err(format!(
+                "hostname {}: plain http/ws is allowed only to a loopback address (the hostname itself, or connect_to)",
+                shown(&hostname)
+            ));
+        }
         Ok(Access {
             hostname,
             url,
             origin: raw.origin,
-            connect_to: raw.connect_to.map(|c| c.0),
+            connect_to,
             ca_file: raw.ca_file.map(|c| c.0),
             auth,
         })

@@ -5,7 +5,7 @@
 //! newcomer can switch tunnels on and run kubectl at once; the end-to-end tests and the
 //! benchmarks use it as their world.
 
-pub mod apiserver;
+
 pub mod pki;
 
 use std::net::SocketAddr;

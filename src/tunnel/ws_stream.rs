@@ -4,6 +4,10 @@
 //! Text frames are a protocol error (the edge sends binary only). Pings are answered by
 //! tungstenite, which flushes the queued pong whenever the stream is read or written.
 //! A close frame, or the peer going away after one, reads as end of stream.
+//!
+//! Writes are batched in tungstenite's write buffer until a flush; a read flushes first, so a
+//! request/response protocol spoken over the stream (the SOCKS5 handshake of the `socks`
+//! origin mode) never waits for an answer to bytes it has not sent.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +41,7 @@ pub struct WsByteStream<S> {
     inner: WebSocketStream<S>,
     pending: Bytes,
     eof: bool,
+    unflushed: bool,
     keepalive: Option<tokio::time::Interval>,
 }
 
@@ -47,6 +52,7 @@ impl<S> WsByteStream<S> {
             inner,
             pending: Bytes::new(),
             eof: false,
+            unflushed: false,
             keepalive: None,
         }
     }
@@ -106,6 +112,14 @@ where
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let _ = this.poll_keepalive(cx);
+        if this.unflushed {
+            match Pin::new(&mut this.inner).poll_flush(cx) {
+                Poll::Ready(Ok(())) => this.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                // Still sending; reading on is fine, the flush resumes on the next call.
+                Poll::Pending => {}
+            }
+        }
         loop {
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
@@ -142,17 +156,20 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let inner = &mut self.inner;
-        ready!(Pin::new(&mut *inner).poll_ready(cx)).map_err(to_io)?;
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.inner).poll_ready(cx)).map_err(to_io)?;
         let n = buf.len().min(MAX_MESSAGE);
-        Pin::new(inner)
+        Pin::new(&mut this.inner)
             .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(to_io)?;
+        this.unflushed = true;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(to_io)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx)).map_err(to_io)?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -228,6 +245,26 @@ mod tests {
         let msg = server.next().await.unwrap().unwrap();
         assert!(matches!(msg, Message::Ping(_)), "got {msg:?}");
         reader.abort();
+    }
+
+    #[tokio::test]
+    async fn a_read_sends_what_was_written_before_it() {
+        use futures_util::{SinkExt, StreamExt};
+        let (mut client, mut server) = pair().await;
+        // A request/response exchange with no explicit flush, as a SOCKS client does it.
+        let peer = tokio::spawn(async move {
+            let request = server.next().await.unwrap().unwrap();
+            server.send(request).await.unwrap();
+            server
+        });
+        client.write_all(b"ping?").await.unwrap();
+        let mut answer = [0u8; 5];
+        tokio::time::timeout(std::time::Duration::from_secs(5), client.read_exact(&mut answer))
+            .await
+            .expect("the request was flushed by the read")
+            .unwrap();
+        assert_eq!(&answer, b"ping?");
+        peer.await.unwrap();
     }
 
     #[tokio::test]

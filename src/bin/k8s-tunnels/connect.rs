@@ -20,6 +20,11 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// Builds the engine the way every front end does: per-install SOCKS secret (keychain or a
 /// private file), persisted ports, the kubeconfig in force.
 pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
+    engine_and_settings(ctx).map(|(engine, _)| engine)
+}
+
+/// The engine and whether the user asked connect to switch kubectl's context.
+fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
     ctx.dirs
         .ensure()
         .context("cannot create the app's directories")?;
@@ -35,13 +40,14 @@ pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
         },
     };
     let kubeconfig = kubeconfig.with_prefix(settings.kubeconfig_prefix.clone());
-    Ok(Engine::new(EngineConfig {
+    let engine = Engine::new(EngineConfig {
         socks,
         kubeconfig: Some(kubeconfig),
         prefix: settings.kubeconfig_prefix,
         state,
         schedule: ProbeSchedule::default(),
-    }))
+    });
+    Ok((engine, settings.switch_context_on_connect))
 }
 
 pub async fn use_context(ctx: &Context, wanted: &str) -> Result<(), Failure> {
@@ -65,7 +71,8 @@ pub async fn run(ctx: &Context, wanted: &[String], use_first: bool) -> Result<()
             chosen.push(cluster);
         }
     }
-    let engine = engine(ctx)?;
+    let (engine, switch_on_connect) = engine_and_settings(ctx)?;
+    let use_first = use_first || switch_on_connect;
     let mut events = engine.subscribe();
     for (i, cluster) in chosen.iter().enumerate() {
         let options = ConnectOptions {
