@@ -71,6 +71,12 @@ pub async fn run(ctx: &Context, wanted: &[String], use_first: bool) -> Result<()
             chosen.push(cluster);
         }
     }
+    hold_open(ctx, &chosen, use_first).await
+}
+
+/// Opens tunnels to `chosen` and keeps them open, with a live status line, until Ctrl-C or
+/// SIGTERM; then closes them cleanly.
+pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> Result<(), Failure> {
     let (engine, switch_on_connect) = engine_and_settings(ctx)?;
     let use_first = use_first || switch_on_connect;
     let mut events = engine.subscribe();

@@ -5,6 +5,7 @@
 //! 4 a kubeconfig problem.
 
 mod connect;
+mod demo;
 mod output;
 mod runfiles;
 
@@ -68,6 +69,8 @@ enum Command {
         /// Cluster name (or id).
         cluster: String,
     },
+    /// Start the demo lab (a gateway and fake clusters on this machine) and connect to all of it.
+    Demo,
 }
 
 /// An error with the exit code it maps to.
@@ -140,6 +143,16 @@ pub struct Context {
 }
 
 impl Context {
+    /// The same context reading another inventory.
+    fn with_inventory(self, inventory_path: PathBuf) -> Self {
+        Self {
+            inventory_path,
+            ..self
+        }
+    }
+}
+
+impl Context {
     fn clusters(&self) -> Result<Vec<Cluster>, Failure> {
         k8s_tunnels::discovery::file::load(&self.inventory_path)
             .map_err(|e| Failure::inventory(anyhow::Error::new(e)))
@@ -189,5 +202,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::List { json } => output::list(&ctx, json),
         Command::Status { json } => output::status(&ctx, json),
         Command::Use { cluster } => connect::use_context(&ctx, &cluster).await,
+        Command::Demo => demo::run(ctx).await,
     }
 }
