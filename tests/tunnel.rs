@@ -1,0 +1,360 @@
+//! The tunnel engine against the lab's gateway, in process: what the local port refuses, how
+//! the tunnel reports login and edge failures, and that it recovers and shuts down cleanly.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use k8s_tunnels::discovery::file::load;
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event};
+use k8s_tunnels::inventory::{Cluster, OriginMode::Tcp};
+use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::state::{SocksCredentials, StateStore, socks_credentials};
+use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
+use support::{CountingRelay, LabWorld, redirect_inventory};
+
+fn quick_schedule() -> ProbeSchedule {
+    ProbeSchedule {
+        healthy: Duration::from_secs(1),
+        down_min: Duration::from_millis(100),
+        down_max: Duration::from_millis(400),
+    }
+}
+
+struct Setup {
+    engine: Engine,
+    socks: SocksCredentials,
+}
+
+fn engine_in(root: &std::path::Path, schedule: ProbeSchedule) -> Setup {
+    let dirs = AppDirs::at(&root.join("home"));
+    dirs.ensure().unwrap();
+    let keychain = Keychain::disabled("k8s-tunnels-test", "tests keep secrets in files");
+    let socks = socks_credentials(&keychain, &dirs).unwrap();
+    let engine = Engine::new(EngineConfig {
+        socks: socks_credentials(&keychain, &dirs).unwrap(),
+        kubeconfig: None,
+        prefix: "k8s-tunnels/".into(),
+        state: StateStore::new(&dirs),
+        schedule,
+    });
+    Setup { engine, socks }
+}
+
+fn wait_state(engine: &Engine, cluster: &Cluster, state: TunnelState) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = engine.status_of(&cluster.id).expect("tunnel open");
+        if status.state == state {
+            return status.reason;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never became {state}; now {status:#?}",
+            cluster.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A raw SOCKS5 client, byte by byte, so every refusal is seen exactly as a client sees it.
+struct Socks {
+    stream: TcpStream,
+}
+
+impl Socks {
+    fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self { stream }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn recv(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.stream.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    /// Reads until the server closes; panics on a timeout (the server must close at once).
+    fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+
+    fn login(&mut self, user: &str, pass: &str) -> u8 {
+        self.send(&[5, 1, 2]);
+        assert_eq!(self.recv(2), [5, 2], "server picks username/password");
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass.as_bytes());
+        self.send(&auth);
+        let reply = self.recv(2);
+        assert_eq!(reply[0], 1);
+        reply[1]
+    }
+
+    /// CONNECT to a domain; returns the reply code.
+    fn connect_domain(&mut self, host: &str, port: u16) -> u8 {
+        let mut req = vec![5, 1, 0, 3, host.len() as u8];
+        req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&port.to_be_bytes());
+        self.send(&req);
+        let head = self.recv(4);
+        assert_eq!(head[0], 5);
+        // Consume the bound address (IPv4 in our replies).
+        let _ = self.recv(if head[3] == 1 { 6 } else { 18 });
+        head[1]
+    }
+}
+
+fn api_host(cluster: &Cluster) -> (String, u16) {
+    (cluster.api.host.clone(), cluster.api.port)
+}
+
+#[test]
+fn the_local_port_refuses_strangers_before_dialling_the_edge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("echo", Tcp)]);
+    let relay = world
+        .rt
+        .block_on(CountingRelay::start(world.lab.gateway_addr()));
+    let clusters = load(&redirect_inventory(&world.lab, relay.addr)).unwrap();
+    let cluster = &clusters[0];
+    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let status = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+    let port = status.port;
+    let edge_connections = relay.count();
+    let (host, api_port) = api_host(cluster);
+    let user = socks.username.as_str();
+    let pass = socks.password.expose();
+
+    // A browser's HTTP request (DNS rebinding) is cut at the first bytes.
+    let mut http = Socks::connect(port);
+    http.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    http.expect_closed();
+
+    // A client offering no authentication gets "no acceptable method".
+    let mut anonymous = Socks::connect(port);
+    anonymous.send(&[5, 1, 0]);
+    assert_eq!(anonymous.recv(2), [5, 0xff]);
+    anonymous.expect_closed();
+
+    // A wrong password is refused.
+    let mut wrong = Socks::connect(port);
+    assert_ne!(wrong.login(user, "not-the-secret"), 0);
+    wrong.expect_closed();
+
+    // The right password, but a CONNECT elsewhere: "not allowed by ruleset".
+    let mut elsewhere = Socks::connect(port);
+    assert_eq!(elsewhere.login(user, pass), 0);
+    assert_eq!(elsewhere.connect_domain("metadata.internal", 80), 2);
+    let mut other_port = Socks::connect(port);
+    assert_eq!(other_port.login(user, pass), 0);
+    assert_eq!(other_port.connect_domain(&host, api_port + 1), 2);
+
+    assert_eq!(
+        relay.count(),
+        edge_connections,
+        "no refused client caused a connection to the edge"
+    );
+    let refused = engine.status_of(&cluster.id).unwrap().refused_connections;
+    assert_eq!(refused, 5);
+
+    // The rightful client goes through, and that is one connection to the edge.
+    let mut good = Socks::connect(port);
+    assert_eq!(good.login(user, pass), 0);
+    assert_eq!(good.connect_domain(&host.to_uppercase(), api_port), 0);
+    assert_eq!(relay.count(), edge_connections + 1);
+}
+
+#[test]
+fn bad_or_expired_tokens_are_login_required_and_a_new_token_brings_the_tunnel_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("locked", Tcp)]);
+    let lab = &world.lab;
+    let clusters = load(lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let token_file = lab.token_path();
+    let expired = lab.mint_token(Duration::from_secs(600), true).unwrap();
+    std::fs::write(&token_file, expired.expose()).unwrap();
+
+    let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
+    let mut events = engine.subscribe();
+    let status = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    let reason = wait_state(&engine, cluster, TunnelState::LoginRequired).unwrap();
+    assert!(reason.contains("login required"), "{reason}");
+    assert!(!reason.contains(expired.expose()), "the reason holds no token");
+
+    // A client is told "not allowed" rather than hanging.
+    let (host, api_port) = api_host(cluster);
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(client.connect_domain(&host, api_port), 2);
+
+    // Garbage is no better than an expired token.
+    std::fs::write(&token_file, "not.a.jwt").unwrap();
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(client.connect_domain(&host, api_port), 2);
+
+    // A fresh token: the next connection goes through and the tunnel is up.
+    let fresh = lab.mint_token(Duration::from_secs(600), false).unwrap();
+    std::fs::write(&token_file, fresh.expose()).unwrap();
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(client.connect_domain(&host, api_port), 0);
+    wait_state(&engine, cluster, TunnelState::Up);
+
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::TunnelState { state, .. } = event {
+            seen.push(state);
+        }
+    }
+    assert_eq!(seen.first(), Some(&TunnelState::Connecting), "{seen:?}");
+    assert!(seen.contains(&TunnelState::LoginRequired), "{seen:?}");
+    assert_eq!(seen.last(), Some(&TunnelState::Up), "{seen:?}");
+}
+
+#[test]
+fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut world = LabWorld::start(&tmp.path().join("lab"), &[("flaky", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
+    let mut events = engine.subscribe();
+    let status = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+
+    world.rt.block_on(world.lab.stop_gateway());
+    let reason = wait_state(&engine, cluster, TunnelState::Down).unwrap();
+    assert!(reason.contains("unreachable"), "{reason}");
+
+    // The listener stays up: clients still get a SOCKS answer (a failure, not a hang).
+    let (host, api_port) = api_host(cluster);
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(client.connect_domain(&host, api_port), 4, "host unreachable");
+
+    world.rt.block_on(world.lab.start_gateway()).unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(client.connect_domain(&host, api_port), 0);
+
+    let mut seen = Vec::new();
+    while let Ok(Event::TunnelState { state, .. }) = events.try_recv() {
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            TunnelState::Connecting,
+            TunnelState::Up,
+            TunnelState::Down,
+            TunnelState::Up
+        ]
+    );
+}
+
+#[test]
+fn disconnect_closes_the_port_and_open_connections_in_bounded_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("brief", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let status = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+    let (host, api_port) = api_host(cluster);
+    let mut open = Socks::connect(status.port);
+    assert_eq!(open.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(open.connect_domain(&host, api_port), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.status_of(&cluster.id).unwrap().open_connections != 1 {
+        assert!(Instant::now() < deadline, "connection never counted as open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let started = Instant::now();
+    world
+        .rt
+        .block_on(engine.disconnect(&cluster.id, Duration::from_secs(3)))
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    open.expect_closed();
+    assert!(
+        TcpStream::connect(("127.0.0.1", status.port)).is_err(),
+        "the port is closed"
+    );
+    assert!(engine.status_of(&cluster.id).is_none());
+
+    // Reconnecting gets the same port back: kubeconfig entries stay valid.
+    let again = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    assert_eq!(again.port, status.port);
+}
+
+#[test]
+fn debug_output_and_events_hold_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("quiet", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
+    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let mut events = engine.subscribe();
+    world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+    let credential = k8s_tunnels::access::credential_for(cluster).unwrap();
+    let mut texts = vec![
+        format!("{cluster:?}"),
+        format!("{socks:?}"),
+        format!("{credential:?}"),
+        format!("{:?}", engine.status()),
+        serde_json::to_string(&engine.status()).unwrap(),
+    ];
+    while let Ok(event) = events.try_recv() {
+        texts.push(format!("{event:?}"));
+        texts.push(serde_json::to_string(&event).unwrap());
+    }
+    for text in &texts {
+        assert!(!text.contains(socks.password.expose()), "leak in {text}");
+        assert!(!text.contains(token.trim()), "leak in {text}");
+    }
+}
