@@ -46,19 +46,19 @@ impl std::fmt::Display for Subject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// No token at all: log in.
-    NoToken,
+    Missing,
     /// A token that fails verification (signature, expiry, audience, issuer, format): log in.
-    BadToken,
+    Invalid,
     /// A service token that matches none configured: 403.
-    BadServiceToken,
+    ServiceTokenRejected,
 }
 
 impl Refusal {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::NoToken => "login required: no token",
-            Self::BadToken => "login required: invalid token",
-            Self::BadServiceToken => "forbidden: service token rejected",
+            Self::Missing => "login required: no token",
+            Self::Invalid => "login required: invalid token",
+            Self::ServiceTokenRejected => "forbidden: service token rejected",
         }
     }
 }
@@ -73,7 +73,7 @@ pub(crate) fn authorize(app: &Application, headers: &HeaderMap) -> Result<Subjec
         .map(str::to_owned)
         .or_else(|| cookie(headers, TOKEN_COOKIE));
     let Some(token) = token else {
-        return Err(Refusal::NoToken);
+        return Err(Refusal::Missing);
     };
     check_jwt(app, token.trim())
 }
@@ -111,7 +111,9 @@ fn check_service_token(app: &Application, id: &str, secret: &str) -> Result<Subj
             found = Some(token.client_id.clone());
         }
     }
-    found.map(Subject::Service).ok_or(Refusal::BadServiceToken)
+    found
+        .map(Subject::Service)
+        .ok_or(Refusal::ServiceTokenRejected)
 }
 
 /// The claims read for the log line; `aud` and `exp` are checked by the validation itself,
@@ -126,11 +128,11 @@ struct Identity {
 
 fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
     let Some(keys) = app.jwks.as_ref() else {
-        return Err(Refusal::BadToken);
+        return Err(Refusal::Invalid);
     };
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::BadToken)?;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid)?;
     if header.alg != Algorithm::RS256 {
-        return Err(Refusal::BadToken);
+        return Err(Refusal::Invalid);
     }
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = LEEWAY_SECS;
@@ -155,7 +157,7 @@ fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
             return Ok(Subject::User(who));
         }
     }
-    Err(Refusal::BadToken)
+    Err(Refusal::Invalid)
 }
 
 /// The `Location` of the login redirect for `host` and `aud`, as the Access edge sends it.

@@ -114,9 +114,65 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The YAML shape of a source: a map with exactly one of its keys (`{ file: … }`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRepr {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    inline: Option<String>,
+}
+
+impl TryFrom<SourceRepr> for TextSource {
+    type Error = String;
+
+    fn try_from(repr: SourceRepr) -> Result<Self, Self::Error> {
+        match repr {
+            SourceRepr {
+                file: Some(path),
+                env: None,
+                inline: None,
+            } => Ok(Self::File(path)),
+            SourceRepr {
+                file: None,
+                env: None,
+                inline: Some(text),
+            } => Ok(Self::Inline(text)),
+            _ => Err("expected exactly one of `file: <path>` or `inline: <text>`".to_owned()),
+        }
+    }
+}
+
+impl TryFrom<SourceRepr> for SecretSource {
+    type Error = String;
+
+    fn try_from(repr: SourceRepr) -> Result<Self, Self::Error> {
+        match repr {
+            SourceRepr {
+                file: Some(path),
+                env: None,
+                inline: None,
+            } => Ok(Self::File(path)),
+            SourceRepr {
+                file: None,
+                env: Some(var),
+                inline: None,
+            } => Ok(Self::Env(var)),
+            _ => Err(
+                "expected exactly one of `file: <path>` or `env: <VARIABLE>` (secrets are never inline)"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
 /// Where a piece of public text (a certificate, a key set) comes from.
+/// YAML: `{ file: <path> }` or `{ inline: <text> }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "SourceRepr")]
 pub enum TextSource {
     /// A file path.
     File(PathBuf),
@@ -137,17 +193,16 @@ impl TextSource {
     }
 }
 
-/// Where a secret (a private key, a service-token secret) comes from. YAML offers only `file`
-/// and `env`, so secrets are never written into the config file itself.
+/// Where a secret (a private key, a service-token secret) comes from. YAML offers only
+/// `{ file: <path> }` and `{ env: <VARIABLE> }`, so secrets never sit in the config file itself.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "SourceRepr")]
 pub enum SecretSource {
     /// A file holding the secret (surrounding whitespace is trimmed for one-line secrets).
     File(PathBuf),
     /// An environment variable holding the secret.
     Env(String),
     /// The secret itself, for configurations built in code.
-    #[serde(skip)]
     Value(Secret),
 }
 
@@ -382,7 +437,10 @@ impl GatewayConfig {
             Some(source) => Some(Arc::new(KeySet::load(source, "jwks")?)),
         };
         if self.applications.is_empty() {
-            return Err(invalid("applications", "at least one application is needed"));
+            return Err(invalid(
+                "applications",
+                "at least one application is needed",
+            ));
         }
         let mut applications = HashMap::new();
         for (i, app) in self.applications.iter().enumerate() {
@@ -658,7 +716,13 @@ mod tests {
         assert_eq!("bastion".parse::<Origin>().unwrap(), Origin::Bastion);
         let v6: Origin = "tcp://[::1]:443".parse().unwrap();
         assert_eq!(v6.to_string(), "tcp://[::1]:443");
-        for bad in ["http://x:1", "tcp://x", "tcp://:1", "tcp://x:0", "tcp://x:99999"] {
+        for bad in [
+            "http://x:1",
+            "tcp://x",
+            "tcp://:1",
+            "tcp://x:0",
+            "tcp://x:99999",
+        ] {
             assert!(bad.parse::<Origin>().is_err(), "{bad} accepted");
         }
     }
@@ -691,7 +755,9 @@ mod tests {
         assert!(err.starts_with("applications[0].allow:"), "{err}");
 
         std::fs::write(&path, "listen: 127.0.0.1:0\nbogus: 1\napplications: []\n").unwrap();
-        let err = GatewayConfig::from_yaml_file(&path).unwrap_err().to_string();
+        let err = GatewayConfig::from_yaml_file(&path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gw.yaml") && err.contains("bogus"), "{err}");
 
         std::fs::write(

@@ -124,7 +124,11 @@ mod tests {
     #[test]
     fn minted_tokens_verify_against_the_published_jwks() {
         let issuer = TokenIssuer::generate().unwrap();
-        let claims = Claims::for_user("aud-1", "ada@example.com", std::time::Duration::from_secs(60));
+        let claims = Claims::for_user(
+            "aud-1",
+            "ada@example.com",
+            std::time::Duration::from_secs(60),
+        );
         let token = issuer.mint(&claims).unwrap();
         let set: JwkSet = serde_json::from_str(&issuer.jwks_json()).unwrap();
         let jwk = set.find(issuer.kid()).unwrap();
@@ -134,7 +138,10 @@ mod tests {
         let data = jsonwebtoken::decode::<Claims>(token.expose(), &key, &validation).unwrap();
         assert_eq!(data.claims, claims);
         assert_eq!(data.header.kid.as_deref(), Some(issuer.kid()));
-        assert!(!issuer.jwks_json().contains("\"d\""), "private exponent published");
+        assert!(
+            !issuer.jwks_json().contains("\"d\""),
+            "private exponent published"
+        );
         assert!(!format!("{issuer:?}").contains("PRIVATE"));
     }
 }

@@ -61,7 +61,12 @@ fn app_for(state: &GatewayState, req: &Request) -> Option<(String, Arc<Applicati
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn certs(State(state): State<GatewayState>, req: Request) -> Response {
@@ -126,7 +131,9 @@ fn websocket_key(headers: &HeaderMap) -> Option<&HeaderValue> {
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
-    (has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket") && version_ok)
+    (has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && version_ok)
         .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
         .flatten()
 }
@@ -174,14 +181,13 @@ async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response
     let destination = origin::host_port(&dest_host, dest_port);
     log.destination = Some(&destination);
     // Dial before answering 101, so "origin down" (502) is distinct from "edge down".
-    let upstream =
-        match origin::dial(&dest_host, dest_port, state.config.connect_timeout).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                log.finish(&format!("origin unreachable: {e}"), 0, 0);
-                return plain(StatusCode::BAD_GATEWAY, "origin unreachable\n");
-            }
-        };
+    let upstream = match origin::dial(&dest_host, dest_port, state.config.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            log.finish(&format!("origin unreachable: {e}"), 0, 0);
+            return plain(StatusCode::BAD_GATEWAY, "origin unreachable\n");
+        }
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let socks = app.socks;
     let ping = state.config.ping_interval;
@@ -215,7 +221,7 @@ async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response
 
 fn refusal_response(refusal: Refusal, host: &str, aud: &str) -> Response {
     match refusal {
-        Refusal::NoToken | Refusal::BadToken => {
+        Refusal::Missing | Refusal::Invalid => {
             let location = auth::login_location(host, aud);
             Response::builder()
                 .status(StatusCode::FOUND)
@@ -223,7 +229,7 @@ fn refusal_response(refusal: Refusal, host: &str, aud: &str) -> Response {
                 .body(Body::empty())
                 .unwrap_or_else(|_| plain(StatusCode::FOUND, ""))
         }
-        Refusal::BadServiceToken => plain(StatusCode::FORBIDDEN, "Forbidden\n"),
+        Refusal::ServiceTokenRejected => plain(StatusCode::FORBIDDEN, "Forbidden\n"),
     }
 }
 
