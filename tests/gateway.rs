@@ -596,3 +596,143 @@ async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
     let signature = token.expose().rsplit('.').next().unwrap();
     assert!(!text.contains(signature));
 }
+
+mod fake_apiserver {
+    use super::*;
+    use k8s_tunnels::lab::apiserver::{FakeApiConfig, FakeApiHandle, FakeApiServer};
+    use std::process::Command;
+
+    const KUBECTL: &str = "/usr/bin/kubectl";
+    const TOKEN: &str = "fake-bearer-token-123";
+
+    struct Fake {
+        server: FakeApiHandle,
+        dir: tempfile::TempDir,
+    }
+
+    async fn start_fake() -> Fake {
+        assert!(
+            std::path::Path::new(KUBECTL).exists(),
+            "{KUBECTL} is required for this test (the real kubectl is the peer)"
+        );
+        let ca = LabCa::new("fake apiserver CA").unwrap();
+        let server = FakeApiServer::start(FakeApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: ca.issue(&["127.0.0.1", "localhost"]).unwrap(),
+            cluster_name: "lab-one".into(),
+            namespaces: vec!["default".into(), "kube-system".into(), "team-a".into()],
+            bearer_token: Some(Secret::new(TOKEN)),
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {ca_data}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
+            server.url()
+        );
+        std::fs::write(dir.path().join("config"), kubeconfig).unwrap();
+        Fake { server, dir }
+    }
+
+    /// Runs kubectl off the test's runtime threads; returns stdout and asserts a clean stderr.
+    async fn kubectl(fake: &Fake, args: &[&str]) -> String {
+        let home = fake.dir.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(KUBECTL)
+                .args(&args)
+                .env_clear()
+                .env("HOME", &home)
+                .env("KUBECONFIG", home.join("config"))
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .expect("kubectl runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "kubectl failed:\n{stderr}");
+        assert!(stderr.trim().is_empty(), "kubectl complained:\n{stderr}");
+        stdout
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn real_kubectl_lists_namespaces_and_reads_the_version() {
+        let fake = start_fake().await;
+
+        let names = kubectl(&fake, &["get", "namespaces", "-o", "name"]).await;
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            [
+                "namespace/default",
+                "namespace/kube-system",
+                "namespace/team-a"
+            ]
+        );
+
+        let version = kubectl(&fake, &["version", "-o", "json"]).await;
+        let version: serde_json::Value = serde_json::from_str(&version).unwrap();
+        assert_eq!(version["serverVersion"]["gitVersion"], "v1.32.0");
+        assert_eq!(version["serverVersion"]["minor"], "32");
+
+        let table = kubectl(&fake, &["get", "namespaces"]).await;
+        let mut lines = table.lines();
+        let heading: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(heading, ["NAME", "STATUS", "AGE"]);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert_eq!(rows[2][..2], ["team-a", "Active"]);
+
+        let json = kubectl(&fake, &["get", "namespaces", "-o", "json"]).await;
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(list["items"][1]["metadata"]["name"], "kube-system");
+
+        let one = kubectl(&fake, &["get", "namespace", "team-a"]).await;
+        assert!(one.contains("team-a") && one.contains("Active"), "{one}");
+
+        let resources = kubectl(&fake, &["api-resources"]).await;
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["namespaces", "ns", "v1", "false", "Namespace"]),
+            "{resources}"
+        );
+        assert!(fake.server.requests() >= 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_without_the_bearer_token_get_a_401_status() {
+        let fake = start_fake().await;
+        let config = std::fs::read_to_string(fake.dir.path().join("config")).unwrap();
+        std::fs::write(
+            fake.dir.path().join("config"),
+            config.replace(TOKEN, "wrong-token"),
+        )
+        .unwrap();
+        let home = fake.dir.path().to_owned();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(KUBECTL)
+                .args(["get", "namespaces", "-o", "name"])
+                .env_clear()
+                .env("HOME", &home)
+                .env("KUBECONFIG", home.join("config"))
+                .output()
+                .expect("kubectl runs")
+        })
+        .await
+        .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("Unauthorized") || stderr.contains("provide credentials"),
+            "{stderr}"
+        );
+        let before = fake.server.requests();
+        assert!(before >= 1);
+        drop(fake);
+    }
+}
