@@ -6,6 +6,7 @@
 //! benchmarks use it as their world.
 
 
+pub mod apiserver;
 pub mod pki;
 
 use std::net::SocketAddr;

@@ -1,0 +1,167 @@
+//! Access checks made before a stream is upgraded: an application JWT (`Cf-Access-Token`
+//! header or `CF_Authorization` cookie) or a service token (`Cf-Access-Client-Id` +
+//! `Cf-Access-Client-Secret`).
+//!
+//! Outcomes follow the Cloudflare edge where the client can tell: a missing, expired or
+//! otherwise invalid JWT means "log in" (a 302 to `/cdn-cgi/access/login/…`), while a service
+//! token that does not match is refused outright with 403, since no login can fix it.
+
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, Validation};
+
+use super::config::Application;
+
+/// Clock skew tolerated on `exp`/`nbf`, in seconds (clients must not trust `exp` to the second
+/// either, so the two sides agree within this margin).
+const LEEWAY_SECS: u64 = 30;
+
+/// Header carrying the application JWT.
+pub const TOKEN_HEADER: &str = "cf-access-token";
+/// Cookie carrying the application JWT (browsers).
+pub const TOKEN_COOKIE: &str = "CF_Authorization";
+/// Service token id header.
+pub const CLIENT_ID_HEADER: &str = "cf-access-client-id";
+/// Service token secret header.
+pub const CLIENT_SECRET_HEADER: &str = "cf-access-client-secret";
+
+/// Who was let in, for the log line. Never holds a token or a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// A user, by e-mail or `sub`.
+    User(String),
+    /// A service token, by client id.
+    Service(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(who) => f.write_str(who),
+            Self::Service(id) => write!(f, "service-token:{id}"),
+        }
+    }
+}
+
+/// Why a request was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No token at all: log in.
+    Missing,
+    /// A token that fails verification (signature, expiry, audience, issuer, format): log in.
+    Invalid,
+    /// A service token that matches none configured: 403.
+    ServiceTokenRejected,
+}
+
+impl Refusal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "login required: no token",
+            Self::Invalid => "login required: invalid token",
+            Self::ServiceTokenRejected => "forbidden: service token rejected",
+        }
+    }
+}
+
+/// Checks the request's credentials for `app`.
+pub(crate) fn authorize(app: &Application, headers: &HeaderMap) -> Result<Subject, Refusal> {
+    if let Some(id) = header_str(headers, CLIENT_ID_HEADER) {
+        let secret = header_str(headers, CLIENT_SECRET_HEADER).unwrap_or_default();
+        return check_service_token(app, id, secret);
+    }
+    let token = header_str(headers, TOKEN_HEADER)
+        .map(str::to_owned)
+        .or_else(|| cookie(headers, TOKEN_COOKIE));
+    let Some(token) = token else {
+        return Err(Refusal::Missing);
+    };
+    check_jwt(app, token.trim())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn check_service_token(app: &Application, id: &str, secret: &str) -> Result<Subject, Refusal> {
+    // Compare digests in constant time so neither the secret nor its length leaks through
+    // timing; every configured token is compared so the match position does not leak either.
+    let offered = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let mut found = None;
+    for token in &app.service_tokens {
+        let want = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            token.client_secret.expose().as_bytes(),
+        );
+        #[allow(deprecated)]
+        let secret_ok =
+            aws_lc_rs::constant_time::verify_slices_are_equal(offered.as_ref(), want.as_ref())
+                .is_ok();
+        if secret_ok && token.client_id == id {
+            found = Some(token.client_id.clone());
+        }
+    }
+    found
+        .map(Subject::Service)
+        .ok_or(Refusal::ServiceTokenRejected)
+}
+
+/// The claims read for the log line; `aud` and `exp` are checked by the validation itself,
+/// whatever their JSON shape (`aud` may be a string or a list).
+#[derive(serde::Deserialize)]
+struct Identity {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+}
+
+fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
+    let Some(keys) = app.jwks.as_ref() else {
+        return Err(Refusal::Invalid);
+    };
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid)?;
+    if header.alg != Algorithm::RS256 {
+        return Err(Refusal::Invalid);
+    }
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = LEEWAY_SECS;
+    validation.set_audience(&[app.aud.as_str()]);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    if let Some(iss) = &app.issuer {
+        validation.set_issuer(&[iss.as_str()]);
+    }
+    // Try the key named by `kid`, or every key when the token names none (key rotation
+    // publishes several keys at once).
+    let candidates = keys
+        .keys
+        .iter()
+        .filter(|(kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid);
+    for (_, key) in candidates {
+        if let Ok(data) = jsonwebtoken::decode::<Identity>(token, key, &validation) {
+            let who = [data.claims.email, data.claims.sub]
+                .into_iter()
+                .flatten()
+                .find(|s| !s.is_empty())
+                .unwrap_or_else(|| String::from("(anonymous)"));
+            return Ok(Subject::User(who));
+        }
+    }
+    Err(Refusal::Invalid)
+}
+
+/// The `Location` of the login redirect for `host` and `aud`, as the Access edge sends it.
+pub(crate) fn login_location(host: &str, aud: &str) -> String {
+    let aud: String = url::form_urlencoded::byte_serialize(aud.as_bytes()).collect();
+    format!("https://{host}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url=%2F")
+}

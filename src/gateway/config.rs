@@ -1,0 +1,788 @@
+//! The gateway's configuration: a typed, validated structure, read from YAML by the binary and
+//! built in code by the lab and the tests.
+//!
+//! ```yaml
+//! listen: 0.0.0.0:443
+//! tls:                                   # omit for plain HTTP (loopback or behind a TLS proxy)
+//!   cert: { file: /etc/k8s-tunnels-gateway/tls.crt }
+//!   key: { file: /etc/k8s-tunnels-gateway/tls.key }
+//! ping_interval: 54s                     # WebSocket pings on every stream (default 54s)
+//! connect_timeout: 10s                   # dialling an origin (default 10s)
+//! jwks: { file: /etc/k8s-tunnels-gateway/jwks.json }   # default key set for every application
+//! applications:
+//!   - hostname: prod-eu.k8s.example.com
+//!     aud: 4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2
+//!     origin: tcp://10.0.0.10:6443
+//!     socks: true                        # a SOCKS5 server inside the stream (cloudflared proxyType: socks)
+//!     issuer: https://team.cloudflareaccess.com   # optional `iss` check
+//!     service_tokens:
+//!       - client_id: 0123.access
+//!         client_secret: { env: PROD_EU_CLIENT_SECRET }   # or { file: /path }
+//!   - hostname: bastion.k8s.example.com
+//!     aud: 9f2c…
+//!     origin: bastion                    # destination from Cf-Access-Jump-Destination
+//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::JwkSet;
+use serde::{Deserialize, Deserializer};
+
+use crate::secret::Secret;
+
+/// The Access edge's ping interval; idle streams behind proxies survive with it.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(54);
+/// How long dialling an origin may take before the client gets a 502.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors loading or validating a gateway configuration. Each names the field or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read gateway config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid YAML for this format (the source names line and column).
+    #[error("invalid gateway config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, with the location.
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// A field holds a value the gateway cannot use.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the field, e.g. `applications[1].hostname`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file a field refers to could not be read.
+    #[error("{field}: cannot read {path}")]
+    File {
+        /// Path of the field.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An environment variable a field refers to is not set (or not UTF-8).
+    #[error("{field}: environment variable {var} is not set")]
+    Env {
+        /// Path of the field.
+        field: String,
+        /// The variable.
+        var: String,
+    },
+    /// A key set is not a valid JWKS document or holds an unusable key.
+    #[error("{field}: invalid JWKS: {reason}")]
+    Jwks {
+        /// Path of the field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("{field}: unusable TLS certificate or key")]
+    Tls {
+        /// Path of the field.
+        field: String,
+        /// Why.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The YAML shape of a source: a map with exactly one of its keys (`{ file: … }`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRepr {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    inline: Option<String>,
+}
+
+impl TryFrom<SourceRepr> for TextSource {
+    type Error = String;
+
+    fn try_from(repr: SourceRepr) -> Result<Self, Self::Error> {
+        match repr {
+            SourceRepr {
+                file: Some(path),
+                env: None,
+                inline: None,
+            } => Ok(Self::File(path)),
+            SourceRepr {
+                file: None,
+                env: None,
+                inline: Some(text),
+            } => Ok(Self::Inline(text)),
+            _ => Err("expected exactly one of `file: <path>` or `inline: <text>`".to_owned()),
+        }
+    }
+}
+
+impl TryFrom<SourceRepr> for SecretSource {
+    type Error = String;
+
+    fn try_from(repr: SourceRepr) -> Result<Self, Self::Error> {
+        match repr {
+            SourceRepr {
+                file: Some(path),
+                env: None,
+                inline: None,
+            } => Ok(Self::File(path)),
+            SourceRepr {
+                file: None,
+                env: Some(var),
+                inline: None,
+            } => Ok(Self::Env(var)),
+            _ => Err(
+                "expected exactly one of `file: <path>` or `env: <VARIABLE>` (secrets are never inline)"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// Where a piece of public text (a certificate, a key set) comes from.
+/// YAML: `{ file: <path> }` or `{ inline: <text> }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SourceRepr")]
+pub enum TextSource {
+    /// A file path.
+    File(PathBuf),
+    /// The text itself.
+    Inline(String),
+}
+
+impl TextSource {
+    fn load(&self, field: &str) -> Result<String, ConfigError> {
+        match self {
+            Self::Inline(text) => Ok(text.clone()),
+            Self::File(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                field: field.to_owned(),
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Where a secret (a private key, a service-token secret) comes from. YAML offers only
+/// `{ file: <path> }` and `{ env: <VARIABLE> }`, so secrets never sit in the config file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SourceRepr")]
+pub enum SecretSource {
+    /// A file holding the secret (surrounding whitespace is trimmed for one-line secrets).
+    File(PathBuf),
+    /// An environment variable holding the secret.
+    Env(String),
+    /// The secret itself, for configurations built in code.
+    Value(Secret),
+}
+
+impl SecretSource {
+    fn load(&self, field: &str, trim: bool) -> Result<Secret, ConfigError> {
+        match self {
+            Self::Value(secret) => Ok(secret.clone()),
+            Self::Env(var) => std::env::var(var)
+                .map(|v| Secret::new(if trim { v.trim().to_owned() } else { v }))
+                .map_err(|_| ConfigError::Env {
+                    field: field.to_owned(),
+                    var: var.clone(),
+                }),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|v| Secret::new(if trim { v.trim().to_owned() } else { v }))
+                .map_err(|source| ConfigError::File {
+                    field: field.to_owned(),
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+/// The listener's certificate chain and private key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM.
+    pub cert: TextSource,
+    /// The private key, PEM.
+    pub key: SecretSource,
+}
+
+/// Where an application's streams go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A fixed TCP service (`tcp://host:port`).
+    Tcp {
+        /// Host name or IP address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// The destination named by the client's `Cf-Access-Jump-Destination` header.
+    Bastion,
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "bastion" {
+            return Ok(Self::Bastion);
+        }
+        let Some(rest) = s.strip_prefix("tcp://") else {
+            return Err(format!(
+                "`{s}` is not an origin: expected `tcp://host:port` or `bastion`"
+            ));
+        };
+        let (host, port) = split_host_port(rest.trim_end_matches('/'))
+            .ok_or_else(|| format!("`{s}` has no valid `host:port` after `tcp://`"))?;
+        Ok(Self::Tcp { host, port })
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Self::Bastion => f.write_str("bastion"),
+        }
+    }
+}
+
+/// Splits `host:port` or `[v6]:port`; the host must be non-empty and the port non-zero.
+pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        (host, port)
+    } else {
+        let (host, port) = s.rsplit_once(':')?;
+        if host.contains(':') {
+            return None;
+        }
+        (host, port)
+    };
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() || port == 0 || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return None;
+    }
+    Some((host.to_owned(), port))
+}
+
+/// A service token the application accepts (`Cf-Access-Client-Id` / `Cf-Access-Client-Secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTokenConfig {
+    /// The client id (not secret; it is logged as the subject).
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretSource,
+}
+
+/// One Access application: a hostname, its AUD tag and its origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationConfig {
+    /// The public hostname clients connect to (matched against `Host`, case-insensitively).
+    pub hostname: String,
+    /// The application's AUD tag: a JWT must list it in `aud`.
+    pub aud: String,
+    /// Where streams go.
+    pub origin: Origin,
+    /// Run a SOCKS5 server (NoAuth, CONNECT only, to the fixed origin) inside each stream, like
+    /// cloudflared's `proxyType: socks`. Only with a `tcp://` origin.
+    #[serde(default)]
+    pub socks: bool,
+    /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
+    /// (`host`, `*.suffix`, any port). `None` allows every destination.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// The key set for this application's JWTs; defaults to the top-level `jwks`.
+    #[serde(default)]
+    pub jwks: Option<TextSource>,
+    /// When set, a JWT's `iss` must equal it.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Service tokens accepted in place of a JWT.
+    #[serde(default)]
+    pub service_tokens: Vec<ServiceTokenConfig>,
+}
+
+fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+}
+
+fn default_ping_interval() -> Duration {
+    DEFAULT_PING_INTERVAL
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// TLS certificate and key; `None` serves plain HTTP (warned about off loopback).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Interval of WebSocket pings on every stream.
+    #[serde(
+        default = "default_ping_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub ping_interval: Duration,
+    /// Time limit for dialling an origin.
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub connect_timeout: Duration,
+    /// The default key set for applications that name none.
+    #[serde(default)]
+    pub jwks: Option<TextSource>,
+    /// The applications, one per hostname.
+    pub applications: Vec<ApplicationConfig>,
+}
+
+impl GatewayConfig {
+    /// A configuration listening on `listen` with no TLS, default timings and no applications.
+    pub fn new(listen: std::net::SocketAddr) -> Self {
+        Self {
+            listen,
+            tls: None,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            jwks: None,
+            applications: Vec::new(),
+        }
+    }
+
+    /// Reads a YAML configuration file (not yet validated: see [`GatewayConfig::resolve`]).
+    pub fn from_yaml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Validates every field and loads what the fields refer to (files, environment variables,
+    /// key sets, the TLS key), so that a started gateway cannot fail on configuration later.
+    pub fn resolve(&self) -> Result<ResolvedConfig, ConfigError> {
+        if self.ping_interval < Duration::from_secs(1) {
+            return Err(invalid("ping_interval", "must be at least 1s"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout", "must be more than 0s"));
+        }
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => {
+                let cert = tls.cert.load("tls.cert")?;
+                let key = tls.key.load("tls.key", false)?;
+                let config = crate::tls::server_config(cert.as_bytes(), key.expose().as_bytes())
+                    .map_err(|source| ConfigError::Tls {
+                        field: "tls".to_owned(),
+                        source,
+                    })?;
+                Some(config)
+            }
+        };
+        let default_jwks = match &self.jwks {
+            None => None,
+            Some(source) => Some(Arc::new(KeySet::load(source, "jwks")?)),
+        };
+        if self.applications.is_empty() {
+            return Err(invalid(
+                "applications",
+                "at least one application is needed",
+            ));
+        }
+        let mut applications = HashMap::new();
+        for (i, app) in self.applications.iter().enumerate() {
+            let field = format!("applications[{i}]");
+            let resolved = app.resolve(&field, default_jwks.as_ref())?;
+            if applications
+                .insert(resolved.hostname.clone(), Arc::new(resolved))
+                .is_some()
+            {
+                return Err(invalid(
+                    format!("{field}.hostname"),
+                    format!("`{}` is configured twice", app.hostname),
+                ));
+            }
+        }
+        Ok(ResolvedConfig {
+            listen: self.listen,
+            tls,
+            ping_interval: self.ping_interval,
+            connect_timeout: self.connect_timeout,
+            applications,
+        })
+    }
+}
+
+impl ApplicationConfig {
+    /// A tcp-origin application with no key set and no service tokens.
+    pub fn new(hostname: impl Into<String>, aud: impl Into<String>, origin: Origin) -> Self {
+        Self {
+            hostname: hostname.into(),
+            aud: aud.into(),
+            origin,
+            socks: false,
+            allow: None,
+            jwks: None,
+            issuer: None,
+            service_tokens: Vec::new(),
+        }
+    }
+
+    fn resolve(
+        &self,
+        field: &str,
+        default_jwks: Option<&Arc<KeySet>>,
+    ) -> Result<Application, ConfigError> {
+        let hostname = self.hostname.trim().to_ascii_lowercase();
+        let valid_host = !hostname.is_empty()
+            && hostname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid_host {
+            return Err(invalid(
+                format!("{field}.hostname"),
+                format!("`{}` is not a DNS hostname", self.hostname),
+            ));
+        }
+        if self.aud.trim().is_empty() {
+            return Err(invalid(format!("{field}.aud"), "must not be empty"));
+        }
+        if self.socks && self.origin == Origin::Bastion {
+            return Err(invalid(
+                format!("{field}.socks"),
+                "only a tcp:// origin can run SOCKS5 inside the stream",
+            ));
+        }
+        let allow = match (&self.allow, &self.origin) {
+            (Some(_), Origin::Tcp { .. }) => {
+                return Err(invalid(
+                    format!("{field}.allow"),
+                    "an allow-list applies to bastion origins only",
+                ));
+            }
+            (Some(list), Origin::Bastion) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(j, entry)| {
+                        AllowRule::parse(entry).ok_or_else(|| {
+                            invalid(
+                                format!("{field}.allow[{j}]"),
+                                format!("`{entry}` is neither `host:port` nor a host pattern"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            (None, _) => None,
+        };
+        let jwks = match &self.jwks {
+            Some(source) => Some(Arc::new(KeySet::load(source, &format!("{field}.jwks"))?)),
+            None => default_jwks.cloned(),
+        };
+        let mut service_tokens = Vec::new();
+        for (j, token) in self.service_tokens.iter().enumerate() {
+            let tfield = format!("{field}.service_tokens[{j}]");
+            if token.client_id.trim().is_empty() {
+                return Err(invalid(format!("{tfield}.client_id"), "must not be empty"));
+            }
+            let secret = token
+                .client_secret
+                .load(&format!("{tfield}.client_secret"), true)?;
+            if secret.expose().is_empty() {
+                return Err(invalid(format!("{tfield}.client_secret"), "is empty"));
+            }
+            service_tokens.push(ServiceToken {
+                client_id: token.client_id.clone(),
+                client_secret: secret,
+            });
+        }
+        if jwks.is_none() && service_tokens.is_empty() {
+            return Err(invalid(
+                field,
+                "no way in: give a `jwks` (here or top-level) or at least one service token",
+            ));
+        }
+        Ok(Application {
+            hostname,
+            aud: self.aud.trim().to_owned(),
+            origin: self.origin.clone(),
+            socks: self.socks,
+            allow,
+            jwks,
+            issuer: self.issuer.clone(),
+            service_tokens,
+        })
+    }
+}
+
+/// A validated configuration with everything it refers to loaded.
+#[derive(Debug)]
+pub struct ResolvedConfig {
+    pub(crate) listen: std::net::SocketAddr,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) ping_interval: Duration,
+    pub(crate) connect_timeout: Duration,
+    /// Applications by lower-case hostname.
+    pub(crate) applications: HashMap<String, Arc<Application>>,
+}
+
+impl ResolvedConfig {
+    /// The hostnames served, sorted (for `--check` output).
+    pub fn hostnames(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.applications.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// One validated application.
+#[derive(Debug)]
+pub(crate) struct Application {
+    pub(crate) hostname: String,
+    pub(crate) aud: String,
+    pub(crate) origin: Origin,
+    pub(crate) socks: bool,
+    pub(crate) allow: Option<Vec<AllowRule>>,
+    pub(crate) jwks: Option<Arc<KeySet>>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) service_tokens: Vec<ServiceToken>,
+}
+
+/// A configured service token with its secret loaded.
+#[derive(Debug)]
+pub(crate) struct ServiceToken {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+}
+
+/// One entry of a bastion allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AllowRule {
+    /// Exactly this host and port (host compared case-insensitively).
+    Exact(String, u16),
+    /// This host, any port.
+    Host(String),
+    /// Any host ending in `.suffix`, any port.
+    Suffix(String),
+}
+
+impl AllowRule {
+    fn parse(entry: &str) -> Option<Self> {
+        let entry = entry.trim().to_ascii_lowercase();
+        if let Some(suffix) = entry.strip_prefix("*.") {
+            return (!suffix.is_empty() && !suffix.contains(['*', ':']))
+                .then(|| Self::Suffix(suffix.to_owned()));
+        }
+        if let Some((host, port)) = split_host_port(&entry) {
+            return Some(Self::Exact(host, port));
+        }
+        (!entry.is_empty() && !entry.contains(['*', ':', '/', ' '])).then_some(Self::Host(entry))
+    }
+
+    /// Whether the rule admits `host:port` (host already lower-case).
+    pub(crate) fn admits(&self, host: &str, port: u16) -> bool {
+        match self {
+            Self::Exact(h, p) => h == host && *p == port,
+            Self::Host(h) => h == host,
+            Self::Suffix(s) => host
+                .strip_suffix(s.as_str())
+                .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+        }
+    }
+}
+
+/// A parsed key set: the JWKS document (served at `/cdn-cgi/access/certs`) and its keys.
+pub(crate) struct KeySet {
+    pub(crate) json: String,
+    pub(crate) keys: Vec<(Option<String>, DecodingKey)>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl KeySet {
+    fn load(source: &TextSource, field: &str) -> Result<Self, ConfigError> {
+        Self::parse(&source.load(field)?, field)
+    }
+
+    /// Parses a JWKS document, keeping the RSA keys (Access signs with RS256).
+    pub(crate) fn parse(json: &str, field: &str) -> Result<Self, ConfigError> {
+        let set: JwkSet = serde_json::from_str(json).map_err(|e| ConfigError::Jwks {
+            field: field.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut keys = Vec::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            if !matches!(
+                jwk.algorithm,
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
+            ) {
+                continue;
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| ConfigError::Jwks {
+                field: field.to_owned(),
+                reason: format!("keys[{i}]: {e}"),
+            })?;
+            keys.push((jwk.common.key_id.clone(), key));
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::Jwks {
+                field: field.to_owned(),
+                reason: "holds no RSA key".to_owned(),
+            });
+        }
+        // Serve only public parameters, re-serialised from the parsed set, so a JWKS file that
+        // (wrongly) carries private members never publishes them.
+        let json = serde_json::to_string(&set).map_err(|e| ConfigError::Jwks {
+            field: field.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { json, keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn origins_parse_and_display() {
+        assert_eq!(
+            "tcp://10.0.0.1:6443".parse::<Origin>().unwrap(),
+            Origin::Tcp {
+                host: "10.0.0.1".into(),
+                port: 6443
+            }
+        );
+        assert_eq!("bastion".parse::<Origin>().unwrap(), Origin::Bastion);
+        let v6: Origin = "tcp://[::1]:443".parse().unwrap();
+        assert_eq!(v6.to_string(), "tcp://[::1]:443");
+        for bad in [
+            "http://x:1",
+            "tcp://x",
+            "tcp://:1",
+            "tcp://x:0",
+            "tcp://x:99999",
+        ] {
+            assert!(bad.parse::<Origin>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn allow_rules_match_as_documented() {
+        let exact = AllowRule::parse("API.internal:6443").unwrap();
+        assert!(exact.admits("api.internal", 6443));
+        assert!(!exact.admits("api.internal", 443));
+        let suffix = AllowRule::parse("*.internal").unwrap();
+        assert!(suffix.admits("a.internal", 1));
+        assert!(!suffix.admits("internal", 1));
+        assert!(!suffix.admits("evilinternal", 1));
+        let host = AllowRule::parse("10.0.0.1").unwrap();
+        assert!(host.admits("10.0.0.1", 22));
+        assert!(AllowRule::parse("a:b:c").is_none());
+    }
+
+    #[test]
+    fn yaml_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:0\napplications:\n  - hostname: a.example\n    aud: x\n    origin: tcp://h:1\n    socks: true\n    allow: [\"h:1\"]\n    service_tokens: [{client_id: c, client_secret: {env: K8S_TUNNELS_TEST_UNSET_VAR}}]\n",
+        )
+        .unwrap();
+        let config = GatewayConfig::from_yaml_file(&path).unwrap();
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("applications[0].allow:"), "{err}");
+
+        std::fs::write(&path, "listen: 127.0.0.1:0\nbogus: 1\napplications: []\n").unwrap();
+        let err = GatewayConfig::from_yaml_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gw.yaml") && err.contains("bogus"), "{err}");
+
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:0\napplications:\n  - {hostname: a.example, aud: x, origin: 'tcp://h:1', service_tokens: [{client_id: c, client_secret: {env: K8S_TUNNELS_TEST_UNSET_VAR}}]}\n",
+        )
+        .unwrap();
+        let err = GatewayConfig::from_yaml_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "applications[0].service_tokens[0].client_secret: environment variable K8S_TUNNELS_TEST_UNSET_VAR is not set"
+        );
+    }
+
+    #[test]
+    fn an_application_needs_a_way_in() {
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+        config
+            .applications
+            .push(ApplicationConfig::new("a.example", "aud", Origin::Bastion));
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("applications[0]: no way in"), "{err}");
+    }
+}

@@ -1,0 +1,223 @@
+//! Reaching an application's origin: choosing the destination (fixed, or the bastion header
+//! checked against the allow-list), dialling it, and the SOCKS5 server that `socks` origins
+//! run inside the stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use fast_socks5::server::Socks5ServerProtocol;
+use fast_socks5::{ReplyError, Socks5Command};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::config::{Application, Origin, split_host_port};
+
+/// Header naming a bastion destination.
+pub const JUMP_DESTINATION_HEADER: &str = "cf-access-jump-destination";
+
+/// Why no destination could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DestinationError {
+    /// Bastion mode without a usable header.
+    #[error("missing or malformed Cf-Access-Jump-Destination (expected host:port)")]
+    Missing,
+    /// The destination is not on the allow-list.
+    #[error("destination {0} is not allowed")]
+    NotAllowed(String),
+}
+
+/// Errors dialling an origin.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    /// The connection failed.
+    #[error("cannot connect to {destination}")]
+    Connect {
+        /// Where.
+        destination: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection took longer than the connect timeout.
+    #[error("connecting to {destination} timed out")]
+    Timeout {
+        /// Where.
+        destination: String,
+    },
+}
+
+/// Errors of the SOCKS5 exchange inside a stream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InStreamSocksError {
+    /// The client's handshake failed or asked for something other than NoAuth.
+    #[error("SOCKS5 handshake inside the stream failed")]
+    Handshake(#[source] fast_socks5::server::SocksServerError),
+    /// The client asked for a command other than CONNECT.
+    #[error("SOCKS5 command {0:?} refused: only CONNECT is served")]
+    Command(Socks5Command),
+}
+
+/// The `host:port` this request's stream goes to, as a displayable string and its parts.
+pub(crate) fn destination(
+    app: &Application,
+    headers: &HeaderMap,
+) -> Result<(String, u16), DestinationError> {
+    match &app.origin {
+        Origin::Tcp { host, port } => Ok((host.clone(), *port)),
+        Origin::Bastion => {
+            let raw = headers
+                .get(JUMP_DESTINATION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(DestinationError::Missing)?
+                .trim();
+            // cloudflared accepts a bare `host:port` or one with a scheme in front.
+            let bare = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+            let (host, port) =
+                split_host_port(bare.trim_end_matches('/')).ok_or(DestinationError::Missing)?;
+            let host = host.to_ascii_lowercase();
+            match &app.allow {
+                Some(rules) if !rules.iter().any(|r| r.admits(&host, port)) => {
+                    Err(DestinationError::NotAllowed(host_port(&host, port)))
+                }
+                Some(_) => Ok((host, port)),
+                None => {
+                    tracing::debug!(
+                        app = %app.hostname,
+                        destination = %host_port(&host, port),
+                        "bastion has no allow-list: any destination is accepted"
+                    );
+                    Ok((host, port))
+                }
+            }
+        }
+    }
+}
+
+/// `host:port`, bracketing IPv6 literals.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Dials `host:port` with TCP_NODELAY within `timeout`.
+pub(crate) async fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, DialError> {
+    let destination = host_port(host, port);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| DialError::Timeout {
+            destination: destination.clone(),
+        })?
+        .map_err(|source| DialError::Connect {
+            destination: destination.clone(),
+            source,
+        })?;
+    // Nagle would hold back the small writes of TLS handshakes by ~40 ms.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Runs the SOCKS5 server half inside `stream` the way cloudflared's `proxyType: socks` does:
+/// NoAuth only, CONNECT only, and whatever address is asked for, the answer is the fixed
+/// origin (already dialled, at `bound`). Returns the stream ready for piping.
+pub(crate) async fn socks_in_stream<S>(
+    stream: S,
+    bound: std::net::SocketAddr,
+) -> Result<S, InStreamSocksError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // fast-socks5 writes its method choice without flushing; over a WebSocket that reply
+    // would sit in the write buffer until the next ping, so flush every handshake write.
+    let proto = Socks5ServerProtocol::accept_no_auth(FlushEachWrite::new(stream))
+        .await
+        .map_err(InStreamSocksError::Handshake)?;
+    let (proto, command, _ignored_target) = proto
+        .read_command()
+        .await
+        .map_err(InStreamSocksError::Handshake)?;
+    if command != Socks5Command::TCPConnect {
+        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+        return Err(InStreamSocksError::Command(command));
+    }
+    proto
+        .reply_success(bound)
+        .await
+        .map(FlushEachWrite::into_inner)
+        .map_err(InStreamSocksError::Handshake)
+}
+
+/// A stream adapter that flushes after every write, for protocol handshakes (like
+/// fast-socks5's) that write a message and then wait for the answer without flushing. A flush
+/// still pending after a write is completed before the next read or write.
+pub struct FlushEachWrite<S> {
+    inner: S,
+    dirty: bool,
+}
+
+impl<S> FlushEachWrite<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            dirty: false,
+        }
+    }
+
+    /// The wrapped stream (flushed if the last write's flush completed).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: AsyncWrite + Unpin> FlushEachWrite<S> {
+    fn poll_pending_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.dirty {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.dirty = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlushEachWrite<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_pending_flush(cx))?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FlushEachWrite<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_pending_flush(cx))?;
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.dirty = true;
+        // Start the flush now; if it cannot finish, the next read or write completes it.
+        if let Poll::Ready(result) = Pin::new(&mut self.inner).poll_flush(cx) {
+            result?;
+            self.dirty = false;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.dirty = false;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

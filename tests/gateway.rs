@@ -1,0 +1,738 @@
+//! The gateway driven over real TLS WebSockets by a plain tokio-tungstenite client, and the
+//! fake Kubernetes API server driven by the real `kubectl`.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_tunnels::gateway::origin::FlushEachWrite;
+use k8s_tunnels::gateway::{
+    ApplicationConfig, Claims, Gateway, GatewayConfig, GatewayHandle, Origin, SecretSource,
+    ServiceTokenConfig, TextSource, TlsConfig, TokenIssuer,
+};
+use k8s_tunnels::lab::pki::LabCa;
+use k8s_tunnels::secret::Secret;
+use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+const AUD: &str = "aud-0123456789abcdef";
+const SERVICE_ID: &str = "robot.access";
+const SERVICE_SECRET: &str = "s3rvice-secret-never-logged";
+
+/// A TCP echo server that counts the connections it accepted.
+struct Echo {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn echo_server() -> Echo {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Echo { addr, accepted }
+}
+
+/// The gateway under test with its CA and token issuer.
+struct Lab {
+    ca: LabCa,
+    issuer: TokenIssuer,
+    gateway: GatewayHandle,
+}
+
+fn tcp_origin(addr: SocketAddr) -> Origin {
+    Origin::Tcp {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+async fn start_lab(apps: Vec<ApplicationConfig>, ping: Option<Duration>) -> Lab {
+    let ca = LabCa::new("gateway test CA").unwrap();
+    let leaf = ca
+        .issue(&[
+            "tcp.lab.test",
+            "socks.lab.test",
+            "bastion.lab.test",
+            "localhost",
+        ])
+        .unwrap();
+    let issuer = TokenIssuer::generate().unwrap();
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(TlsConfig {
+        cert: TextSource::Inline(leaf.cert_pem.clone()),
+        key: SecretSource::Value(Secret::new(leaf.key_pem.clone())),
+    });
+    config.jwks = Some(TextSource::Inline(issuer.jwks_json()));
+    if let Some(ping) = ping {
+        config.ping_interval = ping;
+    }
+    config.connect_timeout = Duration::from_secs(2);
+    config.applications = apps;
+    let gateway = Gateway::start(config).await.unwrap();
+    Lab {
+        ca,
+        issuer,
+        gateway,
+    }
+}
+
+fn app(host: &str, origin: Origin) -> ApplicationConfig {
+    let mut app = ApplicationConfig::new(host, AUD, origin);
+    app.service_tokens.push(ServiceTokenConfig {
+        client_id: SERVICE_ID.into(),
+        client_secret: SecretSource::Value(Secret::new(SERVICE_SECRET)),
+    });
+    app
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl Lab {
+    fn token(&self) -> Secret {
+        self.issuer
+            .mint(&Claims::for_user(
+                AUD,
+                "ada@example.com",
+                Duration::from_secs(300),
+            ))
+            .unwrap()
+    }
+
+    /// Opens `wss://<host>/` on the gateway with the given extra headers.
+    async fn dial(&self, host: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
+        let port = self.gateway.local_addr().port();
+        let mut request = format!("wss://{host}:{port}/")
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let tcp = TcpStream::connect(self.gateway.local_addr()).await.unwrap();
+        let tls = k8s_tunnels::tls::client_config(Some(self.ca.cert_pem().as_bytes())).unwrap();
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            tcp,
+            Some(websocket_config()),
+            Some(Connector::Rustls(tls)),
+        )
+        .await
+        .map(|(ws, _)| ws)
+    }
+
+    async fn dial_with_token(&self, host: &str) -> Ws {
+        let token = self.token();
+        self.dial(host, &[("Cf-Access-Token", token.expose())])
+            .await
+            .expect("an authorised upgrade succeeds")
+    }
+}
+
+fn refusal(result: Result<Ws, WsError>) -> http::Response<Option<Vec<u8>>> {
+    match result {
+        Err(WsError::Http(response)) => *response,
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
+    }
+}
+
+fn assert_login_redirect(response: &http::Response<Option<Vec<u8>>>, host: &str) {
+    assert_eq!(response.status(), http::StatusCode::FOUND);
+    let location = response.headers()["location"].to_str().unwrap();
+    let url = url::Url::parse(location).unwrap();
+    assert_eq!(url.host_str(), Some(host));
+    assert!(
+        url.path().starts_with("/cdn-cgi/access/login"),
+        "Location {location}"
+    );
+    assert!(
+        location.contains(&format!("kid={AUD}")),
+        "Location {location}"
+    );
+}
+
+async fn round_trip(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), payload: &[u8]) {
+    stream.write_all(payload).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back))
+        .await
+        .expect("echo within 10 s")
+        .unwrap();
+    assert_eq!(back, payload);
+}
+
+#[tokio::test]
+async fn tcp_origin_round_trips_bytes_on_several_streams_at_once() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let mut tasks = Vec::new();
+    let lab = Arc::new(lab);
+    for i in 0..8u8 {
+        let lab = lab.clone();
+        tasks.push(tokio::spawn(async move {
+            // The Host match is case-insensitive, as DNS names are.
+            let ws = lab.dial_with_token("TCP.lab.test").await;
+            let mut stream = WsByteStream::new(ws);
+            let payload: Vec<u8> = (0..200_000u32).map(|n| (n as u8) ^ i).collect();
+            round_trip(&mut stream, &payload).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn socks_origin_runs_socks5_in_the_stream_and_ignores_the_requested_address() {
+    use fast_socks5::client::{Config, Socks5Stream};
+    use fast_socks5::util::target_addr::TargetAddr;
+    let echo = echo_server().await;
+    let mut socks_app = app("socks.lab.test", tcp_origin(echo.addr));
+    socks_app.socks = true;
+    let lab = start_lab(vec![socks_app], None).await;
+    let started = std::time::Instant::now();
+    let ws = lab.dial_with_token("socks.lab.test").await;
+    // The fast-socks5 client does not flush its greeting either; without this it would wait
+    // for the gateway's next ping.
+    let stream = FlushEachWrite::new(WsByteStream::new(ws));
+    let mut socks = Socks5Stream::use_stream(stream, None, Config::default())
+        .await
+        .expect("NoAuth accepted");
+    socks
+        .request(
+            fast_socks5::Socks5Command::TCPConnect,
+            TargetAddr::Domain("kubernetes.default.svc".into(), 443),
+        )
+        .await
+        .expect("CONNECT accepted");
+    let mut stream = socks.get_socket().into_inner();
+    round_trip(&mut stream, b"through socks").await;
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
+    // Well below the ping interval: no handshake message waited for a ping to be flushed.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bastion_picks_the_destination_and_enforces_the_allow_list() {
+    let allowed = echo_server().await;
+    let other = echo_server().await;
+    let mut bastion = app("bastion.lab.test", Origin::Bastion);
+    bastion.allow = Some(vec![format!("127.0.0.1:{}", allowed.addr.port())]);
+    let lab = start_lab(vec![bastion], None).await;
+    let token = lab.token();
+
+    let dest = allowed.addr.to_string();
+    let ws = lab
+        .dial(
+            "bastion.lab.test",
+            &[
+                ("Cf-Access-Token", token.expose()),
+                ("Cf-Access-Jump-Destination", &dest),
+            ],
+        )
+        .await
+        .expect("allowed destination");
+    round_trip(&mut WsByteStream::new(ws), b"via bastion").await;
+    assert_eq!(allowed.accepted.load(Ordering::SeqCst), 1);
+
+    let refused_dest = other.addr.to_string();
+    let response = refusal(
+        lab.dial(
+            "bastion.lab.test",
+            &[
+                ("Cf-Access-Token", token.expose()),
+                ("Cf-Access-Jump-Destination", &refused_dest),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(other.accepted.load(Ordering::SeqCst), 0);
+
+    let response = refusal(
+        lab.dial("bastion.lab.test", &[("Cf-Access-Token", token.expose())])
+            .await,
+    );
+    assert_eq!(response.status(), http::StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn refused_credentials_never_reach_the_origin() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let host = "tcp.lab.test";
+
+    // No token at all.
+    assert_login_redirect(&refusal(lab.dial(host, &[]).await), host);
+
+    // Expired well beyond the leeway.
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut expired = Claims::for_user(AUD, "ada@example.com", Duration::from_secs(0));
+    expired.iat = now - 7200;
+    expired.exp = now - 3600;
+    let token = lab.issuer.mint(&expired).unwrap();
+    assert_login_redirect(
+        &refusal(lab.dial(host, &[("Cf-Access-Token", token.expose())]).await),
+        host,
+    );
+
+    // Another application's audience.
+    let wrong_aud = Claims::for_user(
+        "some-other-app",
+        "ada@example.com",
+        Duration::from_secs(300),
+    );
+    let token = lab.issuer.mint(&wrong_aud).unwrap();
+    assert_login_redirect(
+        &refusal(lab.dial(host, &[("Cf-Access-Token", token.expose())]).await),
+        host,
+    );
+
+    // Signed by a key the gateway does not trust (even with a plausible kid).
+    let stranger = TokenIssuer::generate().unwrap();
+    let token = stranger
+        .mint(&Claims::for_user(
+            AUD,
+            "mallory@example.com",
+            Duration::from_secs(300),
+        ))
+        .unwrap();
+    assert_login_redirect(
+        &refusal(lab.dial(host, &[("Cf-Access-Token", token.expose())]).await),
+        host,
+    );
+
+    // Garbage in the cookie.
+    assert_login_redirect(
+        &refusal(
+            lab.dial(host, &[("Cookie", "CF_Authorization=not.a.jwt")])
+                .await,
+        ),
+        host,
+    );
+
+    // A wrong service-token secret, and an unknown client id: 403.
+    let response = refusal(
+        lab.dial(
+            host,
+            &[
+                ("Cf-Access-Client-Id", SERVICE_ID),
+                ("Cf-Access-Client-Secret", "wrong"),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    let response = refusal(
+        lab.dial(
+            host,
+            &[
+                ("Cf-Access-Client-Id", "someone-else"),
+                ("Cf-Access-Client-Secret", SERVICE_SECRET),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+
+    // Unknown host.
+    let response = refusal(lab.dial("localhost", &[]).await);
+    assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+
+    assert_eq!(
+        echo.accepted.load(Ordering::SeqCst),
+        0,
+        "a refused request reached the origin"
+    );
+
+    // The same gateway lets valid credentials through: a JWT in the header, in the cookie,
+    // and the service token.
+    let token = lab.token();
+    let ws = lab.dial(host, &[("Cf-Access-Token", token.expose())]).await;
+    round_trip(&mut WsByteStream::new(ws.expect("valid JWT")), b"jwt").await;
+    let cookie = format!("theme=dark; CF_Authorization={}", token.expose());
+    let ws = lab.dial(host, &[("Cookie", &cookie)]).await;
+    round_trip(&mut WsByteStream::new(ws.expect("valid cookie")), b"cookie").await;
+    let ws = lab
+        .dial(
+            host,
+            &[
+                ("Cf-Access-Client-Id", SERVICE_ID),
+                ("Cf-Access-Client-Secret", SERVICE_SECRET),
+            ],
+        )
+        .await;
+    round_trip(
+        &mut WsByteStream::new(ws.expect("valid service token")),
+        b"svc",
+    )
+    .await;
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn certs_endpoint_serves_the_public_key_set() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let tcp = TcpStream::connect(lab.gateway.local_addr()).await.unwrap();
+    let tls = k8s_tunnels::tls::client_config(Some(lab.ca.cert_pem().as_bytes())).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let name = rustls_pki_types::ServerName::try_from("tcp.lab.test").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream
+        .write_all(b"GET /cdn-cgi/access/certs HTTP/1.1\r\nHost: tcp.lab.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(body).unwrap();
+    assert!(set.find(lab.issuer.kid()).is_some());
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_is_a_502() {
+    // A port that was just free: nothing listens there.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(dead))], None).await;
+    let token = lab.token();
+    let response = refusal(
+        lab.dial("tcp.lab.test", &[("Cf-Access-Token", token.expose())])
+            .await,
+    );
+    assert_eq!(response.status(), http::StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn idle_streams_receive_pings() {
+    let echo = echo_server().await;
+    let lab = start_lab(
+        vec![app("tcp.lab.test", tcp_origin(echo.addr))],
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    let mut ws = lab.dial_with_token("tcp.lab.test").await;
+    let started = std::time::Instant::now();
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a frame within 5 s")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(message, Message::Ping(_)), "got {message:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn dropping_the_handle_closes_streams_and_the_port() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let addr = lab.gateway.local_addr();
+    let ws = lab.dial_with_token("tcp.lab.test").await;
+    let mut stream = WsByteStream::new(ws);
+    round_trip(&mut stream, b"before").await;
+
+    let Lab { gateway, .. } = lab;
+    drop(gateway);
+
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest))
+        .await
+        .expect("the open stream ends within 3 s of the drop");
+    // Either a clean close or a reset: the stream must be over.
+    if let Ok(n) = read {
+        assert_eq!(n, 0);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(_) => break,
+            Ok(_) if std::time::Instant::now() > deadline => {
+                panic!("the port still accepts 3 s after the drop")
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_with_open_streams() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let ws = lab.dial_with_token("tcp.lab.test").await;
+    let mut stream = WsByteStream::new(ws);
+    round_trip(&mut stream, b"open").await;
+    let Lab { gateway, .. } = lab;
+    assert!(
+        gateway.shutdown(Duration::from_secs(3)).await,
+        "tasks outlived the bound"
+    );
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread runtime runs every spawned task on this thread, so the thread-local
+    // subscriber sees the gateway's log lines.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let token = lab.token();
+    let ws = lab
+        .dial("tcp.lab.test", &[("Cf-Access-Token", token.expose())])
+        .await
+        .unwrap();
+    let mut stream = WsByteStream::new(ws);
+    round_trip(&mut stream, b"logged").await;
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    let ws = lab
+        .dial(
+            "tcp.lab.test",
+            &[
+                ("Cf-Access-Client-Id", SERVICE_ID),
+                ("Cf-Access-Client-Secret", SERVICE_SECRET),
+            ],
+        )
+        .await
+        .unwrap();
+    drop(ws);
+    let _ = refusal(
+        lab.dial(
+            "tcp.lab.test",
+            &[
+                ("Cf-Access-Client-Id", SERVICE_ID),
+                ("Cf-Access-Client-Secret", "a-wrong-secret-value"),
+            ],
+        )
+        .await,
+    );
+    let _ = refusal(
+        lab.dial(
+            "tcp.lab.test",
+            &[("Cookie", "CF_Authorization=cookie-garbage-value")],
+        )
+        .await,
+    );
+    // Let the stream tasks finish and log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        if text.matches("outcome").count() >= 4 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Lab { gateway, .. } = lab;
+    gateway.shutdown(Duration::from_secs(3)).await;
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("ada@example.com"),
+        "no subject logged:\n{text}"
+    );
+    assert!(text.contains(SERVICE_ID), "no client id logged:\n{text}");
+    assert!(text.contains("bytes_up=6"), "byte counts missing:\n{text}");
+    assert!(text.contains("forbidden"), "refusal not logged:\n{text}");
+    for secret in [
+        token.expose(),
+        SERVICE_SECRET,
+        "a-wrong-secret-value",
+        "cookie-garbage-value",
+    ] {
+        assert!(!text.contains(secret), "a secret reached the log:\n{text}");
+    }
+    // The JWT's signature alone must not appear either (e.g. a truncated token).
+    let signature = token.expose().rsplit('.').next().unwrap();
+    assert!(!text.contains(signature));
+}
+
+mod fake_apiserver {
+    use super::*;
+    use k8s_tunnels::lab::apiserver::{FakeApiConfig, FakeApiHandle, FakeApiServer};
+    use std::process::Command;
+
+    const KUBECTL: &str = "/usr/bin/kubectl";
+    const TOKEN: &str = "fake-bearer-token-123";
+
+    struct Fake {
+        server: FakeApiHandle,
+        dir: tempfile::TempDir,
+    }
+
+    async fn start_fake() -> Fake {
+        assert!(
+            std::path::Path::new(KUBECTL).exists(),
+            "{KUBECTL} is required for this test (the real kubectl is the peer)"
+        );
+        let ca = LabCa::new("fake apiserver CA").unwrap();
+        let server = FakeApiServer::start(FakeApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: ca.issue(&["127.0.0.1", "localhost"]).unwrap(),
+            cluster_name: "lab-one".into(),
+            namespaces: vec!["default".into(), "kube-system".into(), "team-a".into()],
+            bearer_token: Some(Secret::new(TOKEN)),
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {ca_data}\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
+            server.url()
+        );
+        std::fs::write(dir.path().join("config"), kubeconfig).unwrap();
+        Fake { server, dir }
+    }
+
+    /// Runs kubectl off the test's runtime threads; returns stdout and asserts a clean stderr.
+    async fn kubectl(fake: &Fake, args: &[&str]) -> String {
+        let home = fake.dir.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(KUBECTL)
+                .args(&args)
+                .env_clear()
+                .env("HOME", &home)
+                .env("KUBECONFIG", home.join("config"))
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .expect("kubectl runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "kubectl failed:\n{stderr}");
+        assert!(stderr.trim().is_empty(), "kubectl complained:\n{stderr}");
+        stdout
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn real_kubectl_lists_namespaces_and_reads_the_version() {
+        let fake = start_fake().await;
+
+        let names = kubectl(&fake, &["get", "namespaces", "-o", "name"]).await;
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            [
+                "namespace/default",
+                "namespace/kube-system",
+                "namespace/team-a"
+            ]
+        );
+
+        let version = kubectl(&fake, &["version", "-o", "json"]).await;
+        let version: serde_json::Value = serde_json::from_str(&version).unwrap();
+        assert_eq!(version["serverVersion"]["gitVersion"], "v1.32.0");
+        assert_eq!(version["serverVersion"]["minor"], "32");
+
+        let table = kubectl(&fake, &["get", "namespaces"]).await;
+        let mut lines = table.lines();
+        let heading: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(heading, ["NAME", "STATUS", "AGE"]);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert_eq!(rows[2][..2], ["team-a", "Active"]);
+
+        let json = kubectl(&fake, &["get", "namespaces", "-o", "json"]).await;
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(list["items"][1]["metadata"]["name"], "kube-system");
+
+        let one = kubectl(&fake, &["get", "namespace", "team-a"]).await;
+        assert!(one.contains("team-a") && one.contains("Active"), "{one}");
+
+        let resources = kubectl(&fake, &["api-resources"]).await;
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["namespaces", "ns", "v1", "false", "Namespace"]),
+            "{resources}"
+        );
+        assert!(fake.server.requests() >= 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_without_the_bearer_token_get_a_401_status() {
+        let fake = start_fake().await;
+        let config = std::fs::read_to_string(fake.dir.path().join("config")).unwrap();
+        std::fs::write(
+            fake.dir.path().join("config"),
+            config.replace(TOKEN, "wrong-token"),
+        )
+        .unwrap();
+        let home = fake.dir.path().to_owned();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(KUBECTL)
+                .args(["get", "namespaces", "-o", "name"])
+                .env_clear()
+                .env("HOME", &home)
+                .env("KUBECONFIG", home.join("config"))
+                .output()
+                .expect("kubectl runs")
+        })
+        .await
+        .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("Unauthorized") || stderr.contains("provide credentials"),
+            "{stderr}"
+        );
+        let before = fake.server.requests();
+        assert!(before >= 1);
+        drop(fake);
+    }
+}
