@@ -1,5 +1,6 @@
 //! End to end through the real CLI and the real kubectl: the lab's gateway (TLS, Access JWTs
 //! and service tokens) in front of fake Kubernetes API servers with their own CA.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -40,7 +41,11 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
     for name in names {
         let context = format!("k8s-tunnels/{name}");
         let out = cli.kubectl(&["--context", &context, "get", "namespaces", "-o", "name"]);
-        assert!(out.status.success(), "kubectl via {name}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl via {name}: {}",
+            text(&out.stderr)
+        );
         let mut expected = namespaces_of(name);
         expected.sort();
         assert_eq!(sorted_lines(&out.stdout), expected, "namespaces of {name}");
@@ -53,7 +58,10 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
     let out = cli.kubectl(&["--context", "k8s-tunnels/bravo", "version", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(version["serverVersion"]["gitVersion"].is_string(), "{version:#}");
+    assert!(
+        version["serverVersion"]["gitVersion"].is_string(),
+        "{version:#}"
+    );
 
     // `use` switches kubectl's current context: plain kubectl now reaches bravo.
     let out = cli.run(&["use", "bravo"]);
@@ -68,7 +76,13 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3);
-    assert!(listed.as_array().unwrap().iter().all(|c| c["state"] == "up"));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] == "up")
+    );
 
     let (exit, log) = connect.interrupt();
     assert!(exit.success(), "Ctrl-C exits cleanly: {exit:?}\n{log}");
@@ -79,9 +93,16 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
     let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
     let status_text = text(&cli.run(&["status", "--json"]).stdout);
     let list_text = text(&cli.run(&["list", "--json"]).stdout);
-    for (what, output) in [("log", &log), ("status", &status_text), ("list", &list_text)] {
+    for (what, output) in [
+        ("log", &log),
+        ("status", &status_text),
+        ("list", &list_text),
+    ] {
         assert!(!output.contains(&secret), "{what} leaks the SOCKS secret");
-        assert!(!output.contains(token.trim()), "{what} leaks the Access token");
+        assert!(
+            !output.contains(token.trim()),
+            "{what} leaks the Access token"
+        );
     }
 }
 
@@ -97,9 +118,16 @@ fn use_before_connect_writes_the_entry_and_unknown_names_are_clear_errors() {
     assert_eq!(text(&out.stdout).trim(), "k8s-tunnels/delta");
 
     let out = cli.run(&["connect", "nope"]);
-    assert_eq!(out.status.code(), Some(3), "unknown cluster is an inventory error");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "unknown cluster is an inventory error"
+    );
     assert!(text(&out.stderr).contains("no cluster named \"nope\""));
-    assert!(text(&out.stderr).contains("delta"), "lists the known clusters");
+    assert!(
+        text(&out.stderr).contains("delta"),
+        "lists the known clusters"
+    );
 
     let missing = CliWorld::new(tmp.path(), &tmp.path().join("missing.yaml"));
     let out = missing.run(&["list"]);

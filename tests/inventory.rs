@@ -394,7 +394,11 @@ fn access_hostname_rules() {
     assert_eq!(access_url("ws://[::1]:9000").unwrap(), "ws://[::1]:9000/");
     // Plain ws to a remote host would send tokens in clear: refused, unless the dial itself
     // goes to loopback (a local gateway reached by name, as the lab and benchmarks do).
-    for refused in ["ws://example.com", "http://example.com", "http://10.0.0.1:80"] {
+    for refused in [
+        "ws://example.com",
+        "http://example.com",
+        "http://10.0.0.1:80",
+    ] {
         let err = access_url(refused).expect_err(refused);
         assert!(
             err.starts_with(&format!("{FILE}:6:5: clusters[0].access: ")),

@@ -5,7 +5,6 @@
 //! newcomer can switch tunnels on and run kubectl at once; the end-to-end tests and the
 //! benchmarks use it as their world.
 
-
 pub mod apiserver;
 pub mod pki;
 
@@ -121,7 +120,7 @@ pub enum LabError {
     Gateway(#[from] crate::gateway::GatewayError),
     /// A fake API server did not start.
     #[error("cannot start a lab API server")]
-    ApiServer(#[source] std::io::Error),
+    ApiServer(#[source] apiserver::FakeApiError),
     /// A lab file could not be written.
     #[error("cannot write lab files in {}", dir.display())]
     Files {
@@ -151,8 +150,9 @@ const API_DOMAIN: &str = "k8s.lab";
 impl Lab {
     /// Starts the API servers and the gateway and writes the lab's files.
     pub async fn start(config: LabConfig) -> Result<Self, LabError> {
+        let lab_dir = config.dir.clone();
         let files_err = |source: Box<dyn std::error::Error + Send + Sync>| LabError::Files {
-            dir: config.dir.clone(),
+            dir: lab_dir.clone(),
             source,
         };
         std::fs::create_dir_all(&config.dir).map_err(|e| files_err(e.into()))?;
@@ -193,8 +193,7 @@ impl Lab {
             });
         }
         let service_secret = Secret::random(48);
-        for ((spec, server), hostname) in config.clusters.iter().zip(&api_servers).zip(&hostnames)
-        {
+        for ((spec, server), hostname) in config.clusters.iter().zip(&api_servers).zip(&hostnames) {
             let origin = match spec.origin {
                 OriginMode::Bastion => Origin::Bastion,
                 _ => Origin::Tcp {

@@ -259,10 +259,13 @@ mod tests {
         });
         client.write_all(b"ping?").await.unwrap();
         let mut answer = [0u8; 5];
-        tokio::time::timeout(std::time::Duration::from_secs(5), client.read_exact(&mut answer))
-            .await
-            .expect("the request was flushed by the read")
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_exact(&mut answer),
+        )
+        .await
+        .expect("the request was flushed by the read")
+        .unwrap();
         assert_eq!(&answer, b"ping?");
         peer.await.unwrap();
     }

@@ -102,7 +102,9 @@ impl Drop for CountingRelay {
 pub fn redirect_inventory(lab: &Lab, addr: std::net::SocketAddr) -> PathBuf {
     let text = std::fs::read_to_string(lab.inventory_path()).expect("read lab inventory");
     let text = text.replace(&lab.gateway_addr().to_string(), &addr.to_string());
-    let path = lab.inventory_path().with_file_name("inventory-relayed.yaml");
+    let path = lab
+        .inventory_path()
+        .with_file_name("inventory-relayed.yaml");
     std::fs::write(&path, text).expect("write relayed inventory");
     path
 }
@@ -166,7 +168,9 @@ impl CliWorld {
                 if n == 0 {
                     break;
                 }
-                sink.lock().expect("log lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         ConnectProcess {
