@@ -408,7 +408,7 @@ async fn get_namespace(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if state.namespaces.iter().any(|n| *n == name) {
+    if state.namespaces.contains(&name) {
         if wants_table(&headers) {
             return state.table(&[name.as_str()]);
         }
