@@ -44,7 +44,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read gateway config {path}")]
+    #[error("{path}: cannot read gateway config")]
     Read {
         /// The file.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The configuration file is not valid YAML for this format (the source names line and column).
-    #[error("invalid gateway config {path}: {source}")]
+    #[error("{path}: invalid gateway config")]
     Parse {
         /// The file.
         path: PathBuf,
