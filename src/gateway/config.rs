@@ -755,10 +755,13 @@ mod tests {
         assert!(err.starts_with("applications[0].allow:"), "{err}");
 
         std::fs::write(&path, "listen: 127.0.0.1:0\nbogus: 1\napplications: []\n").unwrap();
-        let err = GatewayConfig::from_yaml_file(&path)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("gw.yaml") && err.contains("bogus"), "{err}");
+        let err = GatewayConfig::from_yaml_file(&path).unwrap_err();
+        assert!(err.to_string().contains("gw.yaml"), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(
+            cause.contains("bogus") && cause.contains("line 2"),
+            "{cause}"
+        );
 
         std::fs::write(
             &path,
