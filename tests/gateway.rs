@@ -736,3 +736,172 @@ mod fake_apiserver {
         drop(fake);
     }
 }
+
+mod binary {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_k8s-tunnels-gateway");
+    const SECRET_VAR: &str = "K8S_TUNNELS_GATEWAY_TEST_SECRET";
+
+    /// Writes a config with TLS and JWKS files and a service token from the environment.
+    fn write_config(dir: &std::path::Path, ca: &LabCa, issuer: &TokenIssuer, origin: SocketAddr) {
+        let leaf = ca.issue(&["tcp.lab.test"]).unwrap();
+        std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.join("jwks.json"), issuer.jwks_json()).unwrap();
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n\
+             tls:\n  cert: {{ file: {d}/tls.crt }}\n  key: {{ file: {d}/tls.key }}\n\
+             ping_interval: 54s\n\
+             jwks: {{ file: {d}/jwks.json }}\n\
+             applications:\n\
+             - hostname: tcp.lab.test\n  aud: {AUD}\n  origin: tcp://{origin}\n\
+             \x20 service_tokens:\n  - client_id: {SERVICE_ID}\n    client_secret: {{ env: {SECRET_VAR} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("gateway.yaml"), yaml).unwrap();
+    }
+
+    #[test]
+    fn check_accepts_a_good_config_and_names_the_field_of_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LabCa::new("bin CA").unwrap();
+        let issuer = TokenIssuer::generate().unwrap();
+        write_config(dir.path(), &ca, &issuer, "127.0.0.1:9".parse().unwrap());
+        let config = dir.path().join("gateway.yaml");
+
+        let ok = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .env(SECRET_VAR, SERVICE_SECRET)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("tcp.lab.test"));
+
+        let missing_env = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .env_remove(SECRET_VAR)
+            .output()
+            .unwrap();
+        assert_eq!(missing_env.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&missing_env.stderr);
+        assert!(
+            stderr.contains("gateway.yaml")
+                && stderr.contains("applications[0].service_tokens[0].client_secret")
+                && stderr.contains(SECRET_VAR),
+            "{stderr}"
+        );
+
+        std::fs::write(&config, "listen: nowhere\napplications: []\n").unwrap();
+        let bad = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            stderr.contains("listen") && stderr.contains("line 1"),
+            "{stderr}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_binary_serves_and_its_log_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LabCa::new("bin CA").unwrap();
+        let issuer = TokenIssuer::generate().unwrap();
+        let echo = echo_server().await;
+        write_config(dir.path(), &ca, &issuer, echo.addr);
+        let mut child = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(dir.path().join("gateway.yaml"))
+            .env(SECRET_VAR, SERVICE_SECRET)
+            .env("RUST_LOG", "trace")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // The port is in the "gateway listening" line.
+        let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        let addr: SocketAddr = loop {
+            use tokio::io::AsyncBufReadExt;
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), stderr.read_line(&mut line))
+                .await
+                .expect("the gateway logs its address")
+                .unwrap();
+            assert!(n > 0, "the gateway exited early:\n{log}");
+            log.push_str(&line);
+            if let Some(rest) = line.split("local_addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        let token = issuer
+            .mint(&Claims::for_user(
+                AUD,
+                "ada@example.com",
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        for headers in [
+            vec![
+                ("Cf-Access-Client-Id", SERVICE_ID),
+                ("Cf-Access-Client-Secret", SERVICE_SECRET),
+            ],
+            vec![("Cf-Access-Token", token.expose())],
+        ] {
+            let mut request = format!("wss://tcp.lab.test:{}/", addr.port())
+                .into_client_request()
+                .unwrap();
+            for (name, value) in headers {
+                request.headers_mut().insert(name, value.parse().unwrap());
+            }
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = k8s_tunnels::tls::client_config(Some(ca.cert_pem().as_bytes())).unwrap();
+            let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+                request,
+                tcp,
+                Some(websocket_config()),
+                Some(Connector::Rustls(tls)),
+            )
+            .await
+            .expect("upgrade through the binary");
+            let mut stream = WsByteStream::new(ws);
+            round_trip(&mut stream, b"binary").await;
+            stream.shutdown().await.unwrap();
+        }
+        // SIGTERM: the gateway shuts down cleanly and flushes its log.
+        let pid = child.id().unwrap().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        tokio::time::timeout(Duration::from_secs(15), stderr.read_to_string(&mut rest))
+            .await
+            .expect("the gateway exits after SIGTERM")
+            .unwrap();
+        log.push_str(&rest);
+        let exit = child.wait().await.unwrap();
+        assert!(exit.success(), "exit {exit:?}\n{log}");
+        assert!(log.contains("ada@example.com"), "{log}");
+        assert!(log.contains(SERVICE_ID), "{log}");
+        assert!(!log.contains(SERVICE_SECRET), "secret in the log:\n{log}");
+        assert!(!log.contains(token.expose()), "token in the log:\n{log}");
+        let signature = token.expose().rsplit('.').next().unwrap();
+        assert!(
+            !log.contains(signature),
+            "token signature in the log:\n{log}"
+        );
+    }
+}

@@ -1,3 +1,134 @@
-//! `k8s-tunnels-gateway`: the server side of the tunnel protocol.
+//! `k8s-tunnels-gateway`: the server side of the tunnel protocol, for self-hosting.
+//!
+//! ```text
+//! k8s-tunnels-gateway --config gateway.yaml          # serve until Ctrl-C / SIGTERM
+//! k8s-tunnels-gateway --config gateway.yaml --check  # validate the config and exit
+//! ```
+//!
+//! The configuration format is documented in `docs/gateway.md` and on
+//! `k8s_tunnels::gateway::config`. Exit codes: 0 success, 1 invalid configuration or start
+//! failure, 2 command-line usage error.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_tunnels::gateway::{ConfigError, Gateway, GatewayConfig};
+
+/// How long shutdown waits for open streams to close.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+
+/// The k8s-tunnels gateway: a self-hostable stand-in for the Cloudflare Access edge.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The YAML configuration file.
+    #[arg(long, short, env = "K8S_TUNNELS_GATEWAY_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration (including the files and variables it refers to) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The error with its chain of causes on one line, for the person reading stderr.
+fn report(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+
+    let resolved = match GatewayConfig::from_yaml_file(&args.config).and_then(|c| c.resolve()) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            // Read and parse errors name the file themselves; field errors get it prefixed.
+            match e {
+                ConfigError::Read { .. } | ConfigError::Parse { .. } => {
+                    eprintln!("k8s-tunnels-gateway: {}", report(&e));
+                }
+                _ => eprintln!(
+                    "k8s-tunnels-gateway: {}: {}",
+                    args.config.display(),
+                    report(&e)
+                ),
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: OK ({} application(s): {})",
+            args.config.display(),
+            resolved.hostnames().len(),
+            resolved.hostnames().join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+    let handle = match Gateway::start_resolved(resolved).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("k8s-tunnels-gateway: {}", report(&e));
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    if !handle.shutdown(SHUTDOWN_BOUND).await {
+        tracing::warn!(bound = ?SHUTDOWN_BOUND, "some streams did not close in time");
+    }
+    ExitCode::SUCCESS
+}

@@ -44,7 +44,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read gateway config {path}")]
+    #[error("{path}: cannot read gateway config")]
     Read {
         /// The file.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The configuration file is not valid YAML for this format (the source names line and column).
-    #[error("invalid gateway config {path}: {source}")]
+    #[error("{path}: invalid gateway config")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -755,10 +755,13 @@ mod tests {
         assert!(err.starts_with("applications[0].allow:"), "{err}");
 
         std::fs::write(&path, "listen: 127.0.0.1:0\nbogus: 1\napplications: []\n").unwrap();
-        let err = GatewayConfig::from_yaml_file(&path)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("gw.yaml") && err.contains("bogus"), "{err}");
+        let err = GatewayConfig::from_yaml_file(&path).unwrap_err();
+        assert!(err.to_string().contains("gw.yaml"), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(
+            cause.contains("bogus") && cause.contains("line 2"),
+            "{cause}"
+        );
 
         std::fs::write(
             &path,
