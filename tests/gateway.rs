@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_tunnels::gateway::origin::FlushEachWrite;
 use k8s_tunnels::gateway::{
     ApplicationConfig, Claims, Gateway, GatewayConfig, GatewayHandle, Origin, SecretSource,
     ServiceTokenConfig, TextSource, TlsConfig, TokenIssuer,
@@ -215,7 +214,7 @@ async fn socks_origin_runs_socks5_in_the_stream_and_ignores_the_requested_addres
     let ws = lab.dial_with_token("socks.lab.test").await;
     // The fast-socks5 client does not flush its greeting either; without this it would wait
     // for the gateway's next ping.
-    let stream = FlushEachWrite::new(WsByteStream::new(ws));
+    let stream = WsByteStream::new(ws);
     let mut socks = Socks5Stream::use_stream(stream, None, Config::default())
         .await
         .expect("NoAuth accepted");
@@ -226,7 +225,7 @@ async fn socks_origin_runs_socks5_in_the_stream_and_ignores_the_requested_addres
         )
         .await
         .expect("CONNECT accepted");
-    let mut stream = socks.get_socket().into_inner();
+    let mut stream = socks.get_socket();
     round_trip(&mut stream, b"through socks").await;
     assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
     // Well below the ping interval: no handshake message waited for a ping to be flushed.

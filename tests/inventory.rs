@@ -171,7 +171,8 @@ fn every_kind_of_error_names_file_line_column_and_field() {
         ),
         (
             with("hostname: a.example.com", "hostname: http://a.example.com"),
-            "7:17: clusters[0].access.hostname",
+            // Judged with connect_to, so it points at the access section.
+            "7:7: clusters[0].access",
             "allowed only to a loopback address",
         ),
         (
@@ -401,7 +402,7 @@ fn access_hostname_rules() {
     ] {
         let err = access_url(refused).expect_err(refused);
         assert!(
-            err.starts_with(&format!("{FILE}:6:5: clusters[0].access: ")),
+            err.starts_with(&format!("{FILE}:7:7: clusters[0].access: ")),
             "{refused:?}: {err}"
         );
         assert!(err.contains("allowed only to a loopback address"), "{err}");

@@ -329,7 +329,8 @@ fn is_loopback_host(host: &Host<&str>) -> bool {
 
 /// Whether a checked `host:port` dials a loopback address.
 fn dials_loopback(connect_to: &str) -> bool {
-    Url::parse(&format!("tcp://{connect_to}"))
+    // A special scheme, so that IP addresses parse as such (not as opaque names).
+    Url::parse(&format!("http://{connect_to}"))
         .ok()
         .and_then(|u| u.host().map(|h| is_loopback_host(&h)))
         .unwrap_or(false)

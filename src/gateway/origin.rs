@@ -2,14 +2,12 @@
 //! checked against the allow-list), dialling it, and the SOCKS5 server that `socks` origins
 //! run inside the stream.
 
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::{ReplyError, Socks5Command};
 use http::HeaderMap;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::config::{Application, Origin, split_host_port};
@@ -131,9 +129,9 @@ pub(crate) async fn socks_in_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // fast-socks5 writes its method choice without flushing; over a WebSocket that reply
-    // would sit in the write buffer until the next ping, so flush every handshake write.
-    let proto = Socks5ServerProtocol::accept_no_auth(FlushEachWrite::new(stream))
+    // fast-socks5 writes its method choice without flushing; WsByteStream flushes before it
+    // reads the command, so the reply is not held back.
+    let proto = Socks5ServerProtocol::accept_no_auth(stream)
         .await
         .map_err(InStreamSocksError::Handshake)?;
     let (proto, command, _ignored_target) = proto
@@ -147,77 +145,5 @@ where
     proto
         .reply_success(bound)
         .await
-        .map(FlushEachWrite::into_inner)
         .map_err(InStreamSocksError::Handshake)
-}
-
-/// A stream adapter that flushes after every write, for protocol handshakes (like
-/// fast-socks5's) that write a message and then wait for the answer without flushing. A flush
-/// still pending after a write is completed before the next read or write.
-pub struct FlushEachWrite<S> {
-    inner: S,
-    dirty: bool,
-}
-
-impl<S> FlushEachWrite<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            dirty: false,
-        }
-    }
-
-    /// The wrapped stream (flushed if the last write's flush completed).
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: AsyncWrite + Unpin> FlushEachWrite<S> {
-    fn poll_pending_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.dirty {
-            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-            self.dirty = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlushEachWrite<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        ready!(self.poll_pending_flush(cx))?;
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FlushEachWrite<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        ready!(self.poll_pending_flush(cx))?;
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
-        self.dirty = true;
-        // Start the flush now; if it cannot finish, the next read or write completes it.
-        if let Poll::Ready(result) = Pin::new(&mut self.inner).poll_flush(cx) {
-            result?;
-            self.dirty = false;
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.dirty = false;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
