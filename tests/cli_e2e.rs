@@ -51,6 +51,38 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
         assert_eq!(sorted_lines(&out.stdout), expected, "namespaces of {name}");
     }
 
+    // exec: an upgraded, long-lived stream (WebSocket v5.channel.k8s.io) through each tunnel.
+    for name in names {
+        let context = format!("k8s-tunnels/{name}");
+        let out = cli.kubectl(&[
+            "--context",
+            &context,
+            "exec",
+            "shell",
+            "-n",
+            "default",
+            "--",
+            "echo",
+            "through",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "exec via {name}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), format!("through {name}\n"));
+    }
+    let out = cli.kubectl(&[
+        "--context",
+        "k8s-tunnels/alpha",
+        "exec",
+        "shell",
+        "--",
+        "false",
+    ]);
+    assert_eq!(out.status.code(), Some(127), "exit code crosses the tunnel");
+
     // Table output (kubectl asks for a server-side Table) and the version endpoint, too.
     let out = cli.kubectl(&["--context", "k8s-tunnels/alpha", "get", "namespaces"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -1,6 +1,6 @@
 //! A fake Kubernetes API server over HTTPS, answering what `kubectl version`,
 //! `kubectl get namespaces` (table, `-o name`, `-o json`) and `kubectl api-resources` need,
-//! in the published REST shapes. It stands in for a real cluster behind the tunnel.
+//! in the published REST shapes, plus pods and `exec` over WebSocket ([`pods`]). It stands in for a real cluster behind the tunnel.
 //!
 //! Discovery is served in the legacy form only: kubectl ≥ 1.30 first asks `/api` and `/apis`
 //! for aggregated discovery (`as=APIGroupDiscoveryList`) and, on a plain `application/json`
@@ -16,6 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
+
+mod pods;
 
 use crate::gateway::serve::{Lifecycle, bind_and_serve};
 use crate::lab::pki::CertifiedPem;
@@ -96,6 +98,14 @@ impl FakeApiServer {
             .route(
                 "/api/v1/namespaces/{name}",
                 axum::routing::get(get_namespace),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}",
+                axum::routing::get(pods::get_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
+                axum::routing::get(pods::exec).post(pods::exec),
             )
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
@@ -273,6 +283,23 @@ async fn api_v1_resources() -> impl IntoResponse {
                 "namespaced": false,
                 "kind": "Namespace",
                 "verbs": ["get", "patch", "update"]
+            },
+            {
+                "name": "pods",
+                "singularName": "pod",
+                "namespaced": true,
+                "kind": "Pod",
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "shortNames": ["po"],
+                "categories": ["all"],
+                "storageVersionHash": "xPOwRZ+Yhw8="
+            },
+            {
+                "name": "pods/exec",
+                "singularName": "",
+                "namespaced": true,
+                "kind": "PodExecOptions",
+                "verbs": ["create", "get"]
             }
         ]
     }))
