@@ -24,10 +24,8 @@ use crate::tunnel::{TunnelHandle, TunnelSpec};
 
 /// How many port candidates are tried before giving up.
 const PORT_ATTEMPTS: usize = 64;
-/// How often open tunnels' kubeconfig entries are re-asserted. kubectl's own writers read the
-/// file before taking the lock and drop stanzas they did not see, so an entry written in that
-/// window can vanish; re-asserting is a no-op (no write) while the entries are intact.
-const KUBECONFIG_KEEPER_PERIOD: Duration = Duration::from_secs(15);
+/// How often open tunnels' kubeconfig entries are re-asserted by default.
+pub const KUBECONFIG_KEEPER_PERIOD: Duration = Duration::from_secs(15);
 
 /// What the engine is built from.
 pub struct EngineConfig {
@@ -41,6 +39,11 @@ pub struct EngineConfig {
     pub state: StateStore,
     /// How often tunnels probe their edge.
     pub schedule: ProbeSchedule,
+    /// How often open tunnels' kubeconfig entries are re-asserted
+    /// ([`KUBECONFIG_KEEPER_PERIOD`] by default). kubectl's own writers read the file before
+    /// taking the lock and drop stanzas they did not see, so an entry written in that window
+    /// can vanish; re-asserting writes nothing while the entries are intact.
+    pub kubeconfig_refresh: Duration,
 }
 
 /// Options of one connect.
@@ -368,8 +371,9 @@ impl Engine {
         self.inner.keeper_started.call_once(|| {
             let weak = Arc::downgrade(&self.inner);
             let cancel = self.inner.keeper.clone();
+            let period = self.inner.config.kubeconfig_refresh;
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(KUBECONFIG_KEEPER_PERIOD);
+                let mut tick = tokio::time::interval(period);
                 tick.tick().await;
                 loop {
                     tokio::select! {

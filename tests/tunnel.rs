@@ -13,6 +13,7 @@ use k8s_tunnels::discovery::file::load;
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event};
 use k8s_tunnels::inventory::{Cluster, OriginMode::Tcp};
 use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::kubeconfig::Kubeconfig;
 use k8s_tunnels::state::{SocksCredentials, StateStore, socks_credentials};
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
 use support::{CountingRelay, LabWorld, redirect_inventory};
@@ -31,16 +32,25 @@ struct Setup {
 }
 
 fn engine_in(root: &std::path::Path, schedule: ProbeSchedule) -> Setup {
+    engine_with_kubeconfig(root, schedule, None)
+}
+
+fn engine_with_kubeconfig(
+    root: &std::path::Path,
+    schedule: ProbeSchedule,
+    kubeconfig: Option<Kubeconfig>,
+) -> Setup {
     let dirs = AppDirs::at(&root.join("home"));
     dirs.ensure().unwrap();
     let keychain = Keychain::disabled("k8s-tunnels-test", "tests keep secrets in files");
     let socks = socks_credentials(&keychain, &dirs).unwrap();
     let engine = Engine::new(EngineConfig {
         socks: socks_credentials(&keychain, &dirs).unwrap(),
-        kubeconfig: None,
+        kubeconfig,
         prefix: "k8s-tunnels/".into(),
         state: StateStore::new(&dirs),
         schedule,
+        kubeconfig_refresh: Duration::from_millis(200),
     });
     Setup { engine, socks }
 }
@@ -375,5 +385,44 @@ fn debug_output_and_events_hold_no_secret() {
     for text in &texts {
         assert!(!text.contains(socks.password.expose()), "leak in {text}");
         assert!(!text.contains(token.trim()), "leak in {text}");
+    }
+}
+
+#[test]
+fn entries_removed_by_another_kubeconfig_writer_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("sticky", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let kubeconfig_path = tmp.path().join("kubeconfig");
+    let kubeconfig = Kubeconfig::with_paths(vec![kubeconfig_path.clone()]);
+    let Setup { engine, .. } =
+        engine_with_kubeconfig(tmp.path(), ProbeSchedule::default(), Some(kubeconfig));
+    world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new(support::kubectl_path())
+            .env("KUBECONFIG", &kubeconfig_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // What kubectl's read-before-lock race does to a concurrent writer's entry.
+    let out = kubectl(&["config", "delete-context", "k8s-tunnels/sticky"]);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = kubectl(&["config", "get-contexts", "-o", "name"]);
+        if support::text(&out.stdout)
+            .lines()
+            .any(|l| l == "k8s-tunnels/sticky")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the context was never restored");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

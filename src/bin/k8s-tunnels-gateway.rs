@@ -91,6 +91,10 @@ async fn wait_for_signal() {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
+    // Every stream holds two sockets; the default soft limit (1024, or 256 on macOS) is low.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "cannot raise the open-file limit");
+    }
 
     let resolved = match GatewayConfig::from_yaml_file(&args.config).and_then(|c| c.resolve()) {
         Ok(resolved) => resolved,

@@ -4,7 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event, TunnelStatus};
+use k8s_tunnels::engine::{
+    ConnectOptions, Engine, EngineConfig, Event, KUBECONFIG_KEEPER_PERIOD, TunnelStatus,
+};
 use k8s_tunnels::inventory::Cluster;
 use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::state::{StateStore, socks_credentials};
@@ -46,6 +48,7 @@ fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
         prefix: settings.kubeconfig_prefix,
         state,
         schedule: ProbeSchedule::default(),
+        kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
     });
     Ok((engine, settings.switch_context_on_connect))
 }
