@@ -16,6 +16,7 @@ pub mod keychain;
 pub mod kubeconfig;
 pub mod lab;
 pub mod secret;
+pub mod signals;
 pub mod state;
 pub mod tls;
 pub mod tunnel;

@@ -65,28 +65,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -129,7 +107,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    wait_for_signal().await;
+    k8s_tunnels::signals::shutdown_requested().await;
     tracing::info!("shutting down");
     if !handle.shutdown(SHUTDOWN_BOUND).await {
         tracing::warn!(bound = ?SHUTDOWN_BOUND, "some streams did not close in time");

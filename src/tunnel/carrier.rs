@@ -1,7 +1,6 @@
 //! The carrier: one WebSocket to the Access edge per accepted local connection, as
 //! `cloudflared access tcp` opens them, followed by the origin mode's own handshake.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fast_socks5::Socks5Command;
@@ -74,6 +73,10 @@ pub enum CarrierError {
     /// The cluster's edge settings are unusable.
     #[error("invalid edge settings: {0}")]
     Config(String),
+    /// The configured Access credential could not be read (a missing token file, an unset
+    /// environment variable).
+    #[error("no usable Access credential")]
+    Credential(#[source] crate::access::AccessError),
 }
 
 fn origin_hint(status: u16) -> &'static str {
@@ -270,13 +273,7 @@ fn classify_handshake_error(err: WsError) -> CarrierError {
                     .headers()
                     .get(http::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
-                    .and_then(|l| {
-                        url::Url::parse(l)
-                            .ok()
-                            .map(|u| u.path().to_string())
-                            .or(Some(l.to_string()))
-                    })
-                    .is_some_and(|path| path.starts_with("/cdn-cgi/access/login"));
+                    .is_some_and(is_login_location);
             if to_login || status == 401 || status == 403 {
                 CarrierError::LoginRequired { status }
             } else {
@@ -287,5 +284,26 @@ fn classify_handshake_error(err: WsError) -> CarrierError {
     }
 }
 
-/// A shared, cheaply clonable edge.
-pub type SharedEdge = Arc<Edge>;
+/// Whether a redirect (absolute or relative) leads to the Access login page.
+fn is_login_location(location: &str) -> bool {
+    let path = match url::Url::parse(location) {
+        Ok(url) => url.path().to_string(),
+        Err(_) => location.to_string(),
+    };
+    path.starts_with("/cdn-cgi/access/login")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_redirects_are_recognised_absolute_or_relative() {
+        assert!(is_login_location(
+            "https://team.cloudflareaccess.com/cdn-cgi/access/login/app.example.com?kid=abc"
+        ));
+        assert!(is_login_location("/cdn-cgi/access/login/app.example.com"));
+        assert!(!is_login_location("https://app.example.com/somewhere-else"));
+        assert!(!is_login_location("/login"));
+    }
+}

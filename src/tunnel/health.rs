@@ -160,7 +160,7 @@ pub async fn run_probes(
     loop {
         let result = match crate::access::credential_for(cluster) {
             Ok(credential) => edge.probe(&credential).await,
-            Err(e) => Err(CarrierError::Config(crate::error_chain(&e))),
+            Err(e) => Err(CarrierError::Credential(e)),
         };
         health.record_probe(result);
         let wait = if health.current().state == TunnelState::Down {

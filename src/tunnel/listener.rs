@@ -156,8 +156,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
 async fn open_edge(
     ctx: &ListenerContext,
 ) -> Result<crate::tunnel::carrier::EdgeStream, CarrierError> {
-    let credential = access::credential_for(&ctx.cluster)
-        .map_err(|e| CarrierError::Config(crate::error_chain(&e)))?;
+    let credential = access::credential_for(&ctx.cluster).map_err(CarrierError::Credential)?;
     ctx.edge.open(&credential).await
 }
 

@@ -109,7 +109,7 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
     let interactive = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_line_len: usize = 0;
-    let shutdown = shutdown_signal();
+    let shutdown = k8s_tunnels::signals::shutdown_requested();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -180,26 +180,4 @@ fn status_line(status: &[TunnelStatus]) -> String {
         })
         .collect::<Vec<_>>()
         .join("  |  ")
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -29,16 +29,23 @@ const ERROR: u8 = 3;
 /// Subprotocols we speak, best first (both frame the same way for our needs).
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
+/// The API server's answer for a pod in a namespace that does not exist.
+fn missing_namespace(state: &FakeState, namespace: &str) -> Option<Response> {
+    (!state.namespaces.iter().any(|n| n == namespace)).then(|| {
+        status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("namespaces \"{namespace}\" not found"),
+        )
+    })
+}
+
 pub(super) async fn get_pod(
     State(state): AppState,
     Path((namespace, pod)): Path<(String, String)>,
 ) -> Response {
-    if !state.namespaces.contains(&namespace) {
-        return status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("namespaces \"{namespace}\" not found"),
-        );
+    if let Some(missing) = missing_namespace(&state, &namespace) {
+        return missing;
     }
     json_body(&pod_json(&state, &namespace, &pod)).into_response()
 }
@@ -70,12 +77,8 @@ pub(super) async fn exec(
     RawQuery(query): RawQuery,
     mut req: Request,
 ) -> Response {
-    if !state.namespaces.contains(&namespace) {
-        return status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("namespaces \"{namespace}\" not found"),
-        );
+    if let Some(missing) = missing_namespace(&state, &namespace) {
+        return missing;
     }
     let headers = req.headers();
     let is_websocket = headers
