@@ -1,6 +1,7 @@
-//! The kubeconfig lock, compatible with client-go: `<file>.lock` created with
-//! `O_CREAT|O_EXCL` next to the file as it is named in `KUBECONFIG` (not its symlink target —
-//! that is the name kubectl locks).
+//! The kubeconfig lock, compatible with client-go: `<file>.lock`, created only if absent (client-go
+//! uses `O_CREAT|O_EXCL`; this writer hard-links a complete file into place, which fails the same
+//! way and never leaves a half-written lock), next to the file as it is named in `KUBECONFIG`
+//! (not its symlink target — that is the name kubectl locks).
 //!
 //! Unlike client-go, which fails at once when the lock exists and never recovers one left by a
 //! crash, this lock waits and retries up to a timeout, and breaks a stale lock. A lock is stale
@@ -9,7 +10,7 @@
 //! locks are empty, and no writer holds the lock for more than milliseconds). The pid check
 //! assumes both processes share a pid namespace; the age check covers everything else.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -99,16 +100,20 @@ impl Drop for FileLock {
 }
 
 fn create_exclusive(path: &Path, content: &str) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    // A crash between create and write leaves an empty lock, which the age check recovers.
-    file.write_all(content.as_bytes())
+    // The content goes into a private temporary file that is then hard-linked to the lock's
+    // name: the link fails if the lock exists (like O_EXCL), and the lock appears complete in
+    // one step, so a writer killed at any moment never leaves an empty lock that only the age
+    // rule could recover. (kubectl's own locks are empty; the age rule still covers those.)
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut prefix = path.file_name().unwrap_or_default().to_owned();
+    prefix.push(".k8s-tunnels-tmp-");
+    let mut staged = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
+    staged.write_all(content.as_bytes())?;
+    fs::hard_link(staged.path(), path)
+    // `staged` is removed on drop; the lock keeps the content through its own name.
 }
 
 /// What identifies one lock file: its content, inode and age.
