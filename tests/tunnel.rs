@@ -426,3 +426,28 @@ fn entries_removed_by_another_kubeconfig_writer_come_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn an_untrusted_edge_certificate_is_a_tls_error_not_a_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("strange", Tcp)]);
+    // The same inventory without the lab CA for the edge: the gateway's certificate is then
+    // signed by an unknown authority.
+    let text = std::fs::read_to_string(world.lab.inventory_path()).unwrap();
+    let mut inventory: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    for cluster in inventory["clusters"].as_array_mut().unwrap() {
+        cluster["access"].as_object_mut().unwrap().remove("ca_file");
+    }
+    let path = tmp.path().join("untrusted.yaml");
+    std::fs::write(&path, serde_norway::to_string(&inventory).unwrap()).unwrap();
+    let clusters = load(&path).unwrap();
+    let cluster = &clusters[0];
+    let Setup { engine, .. } = engine_in(tmp.path(), quick_schedule());
+    world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    let reason = wait_state(&engine, cluster, TunnelState::Down).unwrap();
+    assert!(reason.contains("TLS handshake with edge"), "{reason}");
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+}
