@@ -223,8 +223,14 @@ fn probe(service: &str) -> Result<(), String> {
     let outcome = bounded(PROBE_TIMEOUT, move || -> Result<(), String> {
         let account = format!("probe-{}", Secret::random(12).expose());
         let value = Secret::random(24);
-        let entry = keyring::Entry::new(&service, &account)
-            .map_err(|e| format!("no platform credential store: {e}"))?;
+        let entry = keyring::Entry::new(&service, &account).map_err(|e| {
+            // "No default store" alone says nothing; the store's own start-up error says why
+            // (no D-Bus session, no Secret Service running, ...).
+            match keyring::Entry::store_status() {
+                Err(init) => format!("no platform credential store: {init}"),
+                Ok(()) => format!("no platform credential store: {e}"),
+            }
+        })?;
         entry
             .set_password(value.expose())
             .map_err(|e| format!("cannot write a test entry: {e}"))?;

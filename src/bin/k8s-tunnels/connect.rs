@@ -106,17 +106,19 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
     }
 
     let run_file = RunFile::create(&ctx.dirs).context("cannot write the status file")?;
-    let interactive = std::io::stderr().is_terminal();
+    let mut live = LiveLine::new(std::io::stderr().is_terminal());
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut last_line_len: usize = 0;
     let shutdown = k8s_tunnels::signals::shutdown_requested();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             event = events.recv() => {
-                if let Ok(event) = event && !interactive {
+                if let Ok(event) = event {
+                    // State changes scroll above the live line, so they stay readable.
+                    live.clear();
                     print_event(&event);
+                    live.draw(&status_line(&engine.status()));
                 }
             }
             _ = ticker.tick() => {
@@ -124,19 +126,11 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
                 if let Err(e) = run_file.write(&status) {
                     tracing::warn!(error = %e, "cannot update the status file");
                 }
-                if interactive {
-                    let line = status_line(&status);
-                    let pad = last_line_len.saturating_sub(line.chars().count());
-                    eprint!("\r{line}{}", " ".repeat(pad));
-                    let _ = std::io::stderr().flush();
-                    last_line_len = line.chars().count();
-                }
+                live.draw(&status_line(&status));
             }
         }
     }
-    if interactive {
-        eprintln!();
-    }
+    live.clear();
     eprintln!("Disconnecting…");
     engine.shutdown(SHUTDOWN_LIMIT).await;
     drop(run_file);
@@ -145,6 +139,11 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
 
 fn print_event(event: &Event) {
     match event {
+        // "listening on …" already said so.
+        Event::TunnelState {
+            state: TunnelState::Connecting,
+            ..
+        } => {}
         Event::TunnelState {
             name,
             state,
@@ -158,26 +157,102 @@ fn print_event(event: &Event) {
     }
 }
 
+/// The one line redrawn in place on a terminal; nothing when stderr is not a terminal.
+struct LiveLine {
+    enabled: bool,
+    shown: bool,
+}
+
+impl LiveLine {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            shown: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+            self.shown = false;
+        }
+    }
+
+    fn draw(&mut self, line: &str) {
+        if !self.enabled {
+            return;
+        }
+        // A line wider than the terminal would wrap and break the in-place redraw.
+        let width = terminal_size::terminal_size_of(std::io::stderr())
+            .map_or(80, |(w, _)| usize::from(w.0));
+        eprint!("\r\x1b[2K{}", fit(line, width.saturating_sub(1)));
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+}
+
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Every tunnel in detail when there are one or two; a summary naming the troubled ones when
+/// there are more.
 fn status_line(status: &[TunnelStatus]) -> String {
-    status
-        .iter()
-        .map(|t| {
-            let mark = match t.state {
-                TunnelState::Up => "▲",
-                TunnelState::Connecting => "…",
-                TunnelState::Down => "▼",
-                TunnelState::LoginRequired => "⚠",
-            };
-            format!(
-                "{mark} {} {} :{} {} conn ↑{} ↓{}",
-                t.name,
-                t.state,
-                t.port,
-                t.open_connections,
-                human_bytes(t.bytes_up),
-                human_bytes(t.bytes_down)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("  |  ")
+    let mark = |state| match state {
+        TunnelState::Up => "▲",
+        TunnelState::Connecting => "…",
+        TunnelState::Down => "▼",
+        TunnelState::LoginRequired => "⚠",
+    };
+    if status.len() <= 2 {
+        return status
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {} {} :{} {} conn ↑{} ↓{}",
+                    mark(t.state),
+                    t.name,
+                    t.state,
+                    t.port,
+                    t.open_connections,
+                    human_bytes(t.bytes_up),
+                    human_bytes(t.bytes_down)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("  |  ");
+    }
+    let mut parts = Vec::new();
+    for state in [
+        TunnelState::Up,
+        TunnelState::Connecting,
+        TunnelState::Down,
+        TunnelState::LoginRequired,
+    ] {
+        let names: Vec<&str> = status
+            .iter()
+            .filter(|t| t.state == state)
+            .map(|t| t.name.as_str())
+            .collect();
+        match (state, names.len()) {
+            (_, 0) => {}
+            (TunnelState::Up, n) => parts.push(format!("{} {n} up", mark(state))),
+            (_, _) => parts.push(format!("{} {state}: {}", mark(state), names.join(", "))),
+        }
+    }
+    let open: u64 = status.iter().map(|t| t.open_connections).sum();
+    let up: u64 = status.iter().map(|t| t.bytes_up).sum();
+    let down: u64 = status.iter().map(|t| t.bytes_down).sum();
+    format!(
+        "{}  · {open} conn ↑{} ↓{}",
+        parts.join("  "),
+        human_bytes(up),
+        human_bytes(down)
+    )
 }
