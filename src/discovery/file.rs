@@ -19,15 +19,14 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_norway::{Mapping, Value};
-use url::{Host, Url};
+use url::Url;
 
+use super::validate::{self, check_name, dials_loopback, shown};
 use crate::inventory::{
     AccessApp, AccessAuth, ApiServer, Cloud, Cluster, ClusterId, OriginMode, SecretRef,
 };
 
-/// The longest cluster name, environment or region: a DNS label, so it fits everywhere the
-/// name ends up (kubeconfig keys, file names, tray menus).
-pub const MAX_NAME_LEN: usize = 63;
+pub use super::validate::MAX_NAME_LEN;
 
 /// The prefix of every cluster id from this source: `file:<name>`.
 pub const ID_PREFIX: &str = "file:";
@@ -145,18 +144,6 @@ fn invalid(file: &Path, err: &serde_norway::Error) -> InventoryError {
     }
 }
 
-/// Shows an untrusted value in a message: escaped (no control characters reach a terminal)
-/// and cut short (a 10 KB name does not flood the error).
-fn shown(value: &str) -> String {
-    const MAX: usize = 64;
-    if value.chars().count() > MAX {
-        let head: String = value.chars().take(MAX).collect();
-        format!("{head:?}… ({} bytes)", value.len())
-    } else {
-        format!("{value:?}")
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scalars that validate themselves, so a bad one is reported at its own line and column.
 
@@ -187,27 +174,6 @@ impl<'de, C: StrCheck> Deserialize<'de> for Checked<C> {
     }
 }
 
-/// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters: safe as a kubeconfig key, a file
-/// name component and a menu label.
-fn check_name(what: &str, value: &str) -> Result<String, String> {
-    let mut chars = value.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if value.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "{what} {} is longer than {MAX_NAME_LEN} characters",
-            shown(value)
-        ));
-    }
-    if !first_ok || !rest_ok {
-        return Err(format!(
-            "{what} {} must start with a letter or digit and hold only letters, digits, '.', '_' and '-'",
-            shown(value)
-        ));
-    }
-    Ok(value.to_string())
-}
-
 struct NameCheck;
 impl StrCheck for NameCheck {
     type Out = String;
@@ -232,108 +198,19 @@ impl StrCheck for ServerCheck {
     type Out = (Url, String, u16);
     const EXPECTING: &'static str = "an https:// URL";
     fn check(value: &str) -> Result<Self::Out, String> {
-        let url =
-            Url::parse(value).map_err(|e| format!("{} is not a valid URL: {e}", shown(value)))?;
-        if url.scheme() != "https" {
-            return Err(format!(
-                "{} must use https (the API server is reached with TLS end to end)",
-                shown(value)
-            ));
-        }
-        reject_extras(&url, value)?;
-        let host = match url.host() {
-            Some(Host::Domain(d)) => d.to_string(),
-            Some(Host::Ipv4(a)) => a.to_string(),
-            Some(Host::Ipv6(a)) => a.to_string(),
-            None => return Err(format!("{} has no host", shown(value))),
-        };
-        let port = url.port_or_known_default().unwrap_or(443);
-        Ok((url, host, port))
-    }
-}
-
-/// Credentials, a query or a fragment in a URL would end up in logs and headers: refused.
-fn reject_extras(url: &Url, value: &str) -> Result<(), String> {
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{} must not hold credentials (user:password@)",
-            shown(&redact_userinfo(value))
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{} must not have a query (?...) or fragment (#...)",
-            shown(value)
-        ));
-    }
-    Ok(())
-}
-
-/// The value with anything between `://` and `@` replaced, so a password is never echoed.
-fn redact_userinfo(value: &str) -> String {
-    match (value.find("://"), value.rfind('@')) {
-        (Some(start), Some(at)) if at > start + 3 => {
-            format!("{}://<credentials>{}", &value[..start], &value[at..])
-        }
-        _ => "<url with credentials>".to_string(),
+        validate::server_url(value)
     }
 }
 
 /// The Access hostname as `cloudflared --hostname` takes it, turned into the WebSocket URL.
 struct AccessHostCheck;
 impl StrCheck for AccessHostCheck {
-    /// The hostname as given, the WebSocket URL, and whether it is a plain (unencrypted) URL
-    /// to a host that is not loopback — acceptable only with a loopback `connect_to`.
+    /// See [`validate::access_hostname`].
     type Out = (String, Url, bool);
     const EXPECTING: &'static str = "an Access hostname such as k8s.example.com";
     fn check(value: &str) -> Result<Self::Out, String> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err("the Access hostname is empty".into());
-        }
-        let with_scheme = if value.contains("://") {
-            value.to_string()
-        } else {
-            format!("https://{value}")
-        };
-        let mut url = Url::parse(&with_scheme)
-            .map_err(|e| format!("{} is not a valid hostname or URL: {e}", shown(value)))?;
-        reject_extras(&url, value)?;
-        let loopback = match url.host() {
-            Some(host) => is_loopback_host(&host),
-            None => return Err(format!("{} has no host", shown(value))),
-        };
-        let (ws_scheme, plain_remote) = match url.scheme() {
-            "https" | "wss" => ("wss", false),
-            "http" | "ws" => ("ws", !loopback),
-            other => {
-                return Err(format!(
-                    "{} has scheme {other:?}; use https (or http/ws to a loopback address)",
-                    shown(value)
-                ));
-            }
-        };
-        url.set_scheme(ws_scheme)
-            .map_err(|()| format!("cannot turn {} into a WebSocket URL", shown(value)))?;
-        Ok((value.to_string(), url, plain_remote))
+        validate::access_hostname(value)
     }
-}
-
-fn is_loopback_host(host: &Host<&str>) -> bool {
-    match host {
-        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(a) => a.is_loopback(),
-        Host::Ipv6(a) => a.is_loopback(),
-    }
-}
-
-/// Whether a checked `host:port` dials a loopback address.
-fn dials_loopback(connect_to: &str) -> bool {
-    // A special scheme, so that IP addresses parse as such (not as opaque names).
-    Url::parse(&format!("http://{connect_to}"))
-        .ok()
-        .and_then(|u| u.host().map(|h| is_loopback_host(&h)))
-        .unwrap_or(false)
 }
 
 /// `host:port` (IPv6 in brackets) to dial instead of resolving the Access hostname.

@@ -1,3 +1,4 @@
 //! Cluster discovery sources.
 
 pub mod file;
+pub mod validate;
