@@ -91,7 +91,7 @@ pub enum SecretRef {
 }
 
 /// How the tunnel authenticates to the Access application.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum AccessAuth {
     /// No credential configured for this cluster: use the environment's service token
@@ -110,7 +110,7 @@ pub enum AccessAuth {
 }
 
 /// The Access application in front of a cluster's API server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AccessApp {
     /// The application's hostname as configured (what `cloudflared access tcp --hostname` takes).
     pub hostname: String,
@@ -129,7 +129,7 @@ pub struct AccessApp {
 }
 
 /// A cluster's API server as clients address it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ApiServer {
     /// The URL written to kubeconfig, e.g. `https://prod-eu.k8s.internal:6443`.
     pub url: url::Url,
@@ -154,8 +154,10 @@ impl ApiServer {
     }
 }
 
-/// One Kubernetes cluster the user may reach.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One Kubernetes cluster the user may reach. It serializes whole (the discovery cache stores
+/// it); the inventory file's own clusters are never cached, so a static token a user put in a
+/// `user` stanza there does not reach the cache.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Cluster {
     /// Stable identifier.
     pub id: ClusterId,
@@ -172,7 +174,6 @@ pub struct Cluster {
     /// The Access application in front of it.
     pub access: AccessApp,
     /// The kubeconfig `user` stanza (e.g. an `exec` plugin or a `tokenFile`), kept as given.
-    #[serde(skip)]
     pub user: serde_norway::Mapping,
 }
 
