@@ -7,8 +7,11 @@
 //! from a cloud is untrusted and goes through [`metadata::build`] before it becomes a
 //! [`Cluster`].
 
+pub mod cache;
+pub mod catalog;
 pub mod file;
 pub mod metadata;
+pub mod runner;
 pub mod validate;
 
 use std::sync::Arc;

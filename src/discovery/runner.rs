@@ -1,0 +1,258 @@
+//! Running discovery: every source at once, then the results folded into the cache.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::cache::{self, CacheError, DiscoveryCache};
+use super::{ClusterSource, ProgressSink, SourceReport};
+
+/// Runs every source concurrently; one slow or failing source never holds up the others'
+/// results (each reports its own failures).
+pub async fn run_all(
+    sources: &[Box<dyn ClusterSource>],
+    progress: ProgressSink,
+) -> Vec<SourceReport> {
+    futures_util::future::join_all(sources.iter().map(|s| {
+        let name = s.name();
+        let progress = progress.clone();
+        async move {
+            let mut report = s.discover(progress).await;
+            if report.source.is_empty() {
+                report.source = name.to_string();
+            }
+            report
+        }
+    }))
+    .await
+}
+
+/// Runs the sources and folds their reports into the cache at `path`, which is rewritten.
+pub async fn refresh(
+    path: &Path,
+    sources: &[Box<dyn ClusterSource>],
+    progress: ProgressSink,
+) -> Result<(DiscoveryCache, Vec<SourceReport>), CacheError> {
+    let previous = cache::load(path)?;
+    let reports = run_all(sources, progress).await;
+    let next = cache::merge(&previous, &reports, SystemTime::now());
+    cache::save(path, &next)?;
+    Ok((next, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::discovery::catalog::{self, FILE_SOURCE};
+    use crate::discovery::metadata::{Discovered, MetadataKeys, build};
+    use crate::discovery::{Found, Progress, ScopeError};
+    use crate::inventory::{Cloud, Cluster};
+
+    fn cluster(id: &str, name: &str, region: &str) -> Cluster {
+        build(
+            Discovered {
+                id: id.into(),
+                name: name.into(),
+                cloud: Some(Cloud::Aws),
+                region: Some(region.into()),
+                endpoint: format!("https://{name}.example.com"),
+                labels: [(
+                    "k8s-tunnels/hostname".to_string(),
+                    format!("{name}.access.example.com"),
+                )]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+            &MetadataKeys::default(),
+        )
+        .unwrap()
+    }
+
+    /// A source scripted by the test: what it reports, and a barrier it waits on first.
+    struct Scripted {
+        name: &'static str,
+        report: SourceReport,
+        barrier: Option<Arc<tokio::sync::Barrier>>,
+    }
+
+    impl ClusterSource for Scripted {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn discover(&self, progress: ProgressSink) -> BoxFuture<'_, SourceReport> {
+            Box::pin(async move {
+                if let Some(barrier) = &self.barrier {
+                    barrier.wait().await;
+                }
+                progress(Progress {
+                    source: self.name.into(),
+                    done: 1,
+                    total: 1,
+                });
+                self.report.clone()
+            })
+        }
+    }
+
+    fn report(
+        source: &str,
+        found: Vec<(&str, Cluster)>,
+        scanned: &[&str],
+        failed: &[&str],
+    ) -> SourceReport {
+        SourceReport {
+            source: source.into(),
+            found: found
+                .into_iter()
+                .map(|(scope, cluster)| Found {
+                    cluster,
+                    scope: scope.into(),
+                })
+                .collect(),
+            scanned: scanned.iter().map(|s| s.to_string()).collect(),
+            failed: failed
+                .iter()
+                .map(|s| ScopeError {
+                    scope: s.to_string(),
+                    message: format!("{s} said no"),
+                })
+                .collect(),
+            rejected: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sources_run_concurrently() {
+        // Each source waits for the other to have started: a one-at-a-time runner never ends.
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let sources: Vec<Box<dyn ClusterSource>> = vec![
+            Box::new(Scripted {
+                name: "a",
+                report: report("a", vec![], &["a:1"], &[]),
+                barrier: Some(barrier.clone()),
+            }),
+            Box::new(Scripted {
+                name: "b",
+                report: report("b", vec![], &["b:1"], &[]),
+                barrier: Some(barrier),
+            }),
+        ];
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let reports = tokio::time::timeout(
+            Duration::from_secs(10),
+            run_all(
+                &sources,
+                Arc::new(move |p| sink.lock().unwrap().push(p.source)),
+            ),
+        )
+        .await
+        .expect("sources ran one at a time");
+        assert_eq!(reports.len(), 2);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_scope_keeps_its_clusters_stale_and_a_scanned_one_forgets_the_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("discovery.json");
+        let noop: ProgressSink = Arc::new(|_| {});
+        let first: Vec<Box<dyn ClusterSource>> = vec![
+            Box::new(Scripted {
+                name: "eks",
+                report: report(
+                    "eks",
+                    vec![
+                        ("eks:eu", cluster("eks:1:eu:a", "a", "eu")),
+                        ("eks:us", cluster("eks:1:us:b", "b", "us")),
+                        ("eks:us", cluster("eks:1:us:gone", "gone", "us")),
+                    ],
+                    &["eks:eu", "eks:us"],
+                    &[],
+                ),
+                barrier: None,
+            }),
+            Box::new(Scripted {
+                name: "gke",
+                report: report(
+                    "gke",
+                    vec![("gke:p", cluster("gke:p:x:c", "c", "x"))],
+                    &["gke:p"],
+                    &[],
+                ),
+                barrier: None,
+            }),
+        ];
+        refresh(&path, &first, noop.clone()).await.unwrap();
+
+        // Second run: eu fails, us is scanned without "gone", gke does not run at all.
+        let second: Vec<Box<dyn ClusterSource>> = vec![Box::new(Scripted {
+            name: "eks",
+            report: report(
+                "eks",
+                vec![("eks:us", cluster("eks:1:us:b", "b", "us"))],
+                &["eks:us"],
+                &["eks:eu"],
+            ),
+            barrier: None,
+        })];
+        let (cache, _) = refresh(&path, &second, noop).await.unwrap();
+        let by_id = |id: &str| cache.clusters.iter().find(|c| c.cluster.id.0 == id);
+        assert_eq!(
+            by_id("eks:1:eu:a").unwrap().stale.as_deref(),
+            Some("eks:eu said no")
+        );
+        assert_eq!(by_id("eks:1:us:b").unwrap().stale, None);
+        assert!(
+            by_id("eks:1:us:gone").is_none(),
+            "a scanned scope forgets what is gone"
+        );
+        assert!(
+            by_id("gke:p:x:c").is_some(),
+            "a source that did not run keeps its clusters"
+        );
+        assert_eq!(cache.sources["eks"].failed.len(), 1);
+
+        // And the cache is what the next start reads, without any source.
+        assert_eq!(cache::load(&path).unwrap(), cache);
+    }
+
+    #[test]
+    fn display_names_are_unique_across_sources_and_inventory_names_win() {
+        let mut cache = DiscoveryCache::default();
+        for (id, region) in [
+            ("eks:1:eu:prod", "eu"),
+            ("eks:1:us:prod", "us"),
+            ("eks:2:us:prod", "us"),
+        ] {
+            cache.clusters.push(cache::CachedCluster {
+                cluster: cluster(id, "prod", region),
+                source: "eks".into(),
+                scope: "s".into(),
+                seen_at: String::new(),
+                stale: None,
+            });
+        }
+        let entries = catalog::assemble(vec![cluster("file:prod", "prod", "dc")], &cache);
+        let names: Vec<&str> = entries.iter().map(|e| e.cluster.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["prod", "prod-aws-eu", "prod-aws-us", "prod-aws-us-2"]
+        );
+        assert_eq!(entries[0].source, FILE_SOURCE);
+        assert_eq!(
+            catalog::find(&entries, "eks:1:us:prod")
+                .unwrap()
+                .cluster
+                .name,
+            "prod-aws-us"
+        );
+    }
+}
