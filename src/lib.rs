@@ -7,6 +7,7 @@
 //! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`].
 
 pub mod access;
+pub mod config;
 pub mod dirs;
 pub mod discovery;
 pub mod engine;

@@ -54,8 +54,8 @@ fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
 }
 
 pub async fn use_context(ctx: &Context, wanted: &str) -> Result<(), Failure> {
-    let clusters = ctx.clusters()?;
-    let cluster = Context::find(&clusters, wanted)?;
+    let entries = ctx.catalog()?;
+    let cluster = &Context::find(&entries, wanted)?.cluster;
     let engine = engine(ctx)?;
     let context = engine
         .use_context(cluster)
@@ -66,10 +66,10 @@ pub async fn use_context(ctx: &Context, wanted: &str) -> Result<(), Failure> {
 }
 
 pub async fn run(ctx: &Context, wanted: &[String], use_first: bool) -> Result<(), Failure> {
-    let clusters = ctx.clusters()?;
+    let entries = ctx.catalog()?;
     let mut chosen: Vec<&Cluster> = Vec::new();
     for name in wanted {
-        let cluster = Context::find(&clusters, name)?;
+        let cluster = &Context::find(&entries, name)?.cluster;
         if !chosen.iter().any(|c| c.id == cluster.id) {
             chosen.push(cluster);
         }

@@ -18,7 +18,8 @@ pub async fn run(ctx: Context) -> Result<(), Failure> {
         lab.inventory_path().display()
     );
     let ctx = ctx.with_inventory(lab.inventory_path().to_path_buf());
-    let clusters = ctx.clusters()?;
+    // Only the lab's clusters, whatever else the catalog holds.
+    let clusters = ctx.inventory()?;
     if let Some(first) = clusters.first() {
         eprintln!(
             "Try: kubectl --context k8s-tunnels/{} get namespaces   (Ctrl-C stops the demo)",

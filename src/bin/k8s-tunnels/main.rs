@@ -1,11 +1,12 @@
 //! `k8s-tunnels`: the command-line front end over the same engine as the desktop app.
 //!
 //! Exit codes: 0 success (and a clean Ctrl-C), 1 a runtime failure (tunnel, state, I/O),
-//! 2 a usage error, 3 an inventory problem (missing or invalid file, unknown cluster),
-//! 4 a kubeconfig problem.
+//! 2 a usage error, 3 a configuration or inventory problem (missing or invalid file, unknown
+//! cluster), 4 a kubeconfig problem.
 
 mod connect;
 mod demo;
+mod discover;
 mod output;
 mod runfiles;
 
@@ -14,8 +15,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use k8s_tunnels::config::{self, AppConfig};
 use k8s_tunnels::dirs::AppDirs;
-use k8s_tunnels::inventory::Cluster;
+use k8s_tunnels::discovery::cache;
+use k8s_tunnels::discovery::catalog::{self, Entry};
 use k8s_tunnels::kubeconfig::Kubeconfig;
 
 /// Reach every Kubernetes cluster behind Cloudflare Access: a local SOCKS5 port per cluster,
@@ -23,7 +26,11 @@ use k8s_tunnels::kubeconfig::Kubeconfig;
 #[derive(Parser)]
 #[command(name = "k8s-tunnels", version, about, max_term_width = 100)]
 struct Cli {
-    /// Inventory file [default: inventory.yaml in the app's config directory].
+    /// Configuration file [default: config.yaml in the app's config directory].
+    #[arg(long, global = true, env = "K8S_TUNNELS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Inventory file [default: `inventory` in the configuration, else inventory.yaml in the
+    /// app's config directory].
     #[arg(
         long,
         global = true,
@@ -71,6 +78,12 @@ enum Command {
     },
     /// Start the demo lab (a gateway and fake clusters on this machine) and connect to all of it.
     Demo,
+    /// Show where the app's files are and what is configured.
+    Config {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// An error with the exit code it maps to.
@@ -139,11 +152,15 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// What every command needs: where files are and what the inventory holds.
+/// What every command needs: where files are, the configuration, and the catalog of clusters.
 pub struct Context {
     dirs: AppDirs,
+    config_path: PathBuf,
+    config: AppConfig,
     kubeconfig_override: Option<PathBuf>,
     inventory_path: PathBuf,
+    /// The inventory was named (flag or configuration): it must exist.
+    inventory_explicit: bool,
 }
 
 impl Context {
@@ -151,32 +168,40 @@ impl Context {
     fn with_inventory(self, inventory_path: PathBuf) -> Self {
         Self {
             inventory_path,
+            inventory_explicit: true,
             ..self
         }
     }
-}
 
-impl Context {
-    fn clusters(&self) -> Result<Vec<Cluster>, Failure> {
+    /// The inventory's clusters; none when the default inventory does not exist.
+    fn inventory(&self) -> Result<Vec<k8s_tunnels::inventory::Cluster>, Failure> {
+        if !self.inventory_explicit && !self.inventory_path.exists() {
+            return Ok(Vec::new());
+        }
         k8s_tunnels::discovery::file::load(&self.inventory_path)
             .map_err(|e| Failure::inventory(anyhow::Error::new(e)))
     }
 
-    fn find<'a>(clusters: &'a [Cluster], wanted: &str) -> Result<&'a Cluster, Failure> {
-        clusters
-            .iter()
-            .find(|c| c.name == wanted || c.id.0 == wanted)
-            .ok_or_else(|| {
-                let known: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
-                Failure::inventory(anyhow::anyhow!(
-                    "no cluster named {wanted:?} in the inventory (known: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-            })
+    /// Every cluster: the inventory's and the discovery cache's. No network.
+    fn catalog(&self) -> Result<Vec<Entry>, Failure> {
+        let inventory = self.inventory()?;
+        let cached = cache::load(&cache::cache_path(&self.dirs.cache))
+            .context("cannot read the discovery cache")?;
+        Ok(catalog::assemble(inventory, &cached))
+    }
+
+    fn find<'a>(entries: &'a [Entry], wanted: &str) -> Result<&'a Entry, Failure> {
+        catalog::find(entries, wanted).ok_or_else(|| {
+            let known: Vec<&str> = entries.iter().map(|e| e.cluster.name.as_str()).collect();
+            Failure::inventory(anyhow::anyhow!(
+                "no cluster named {wanted:?} (known: {})",
+                if known.is_empty() {
+                    "none; see `k8s-tunnels list`".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
     }
 
     fn kubeconfig(&self) -> Result<Kubeconfig, Failure> {
@@ -189,14 +214,23 @@ impl Context {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let dirs = AppDirs::from_env().context("cannot find the app's directories")?;
-    let inventory_path = cli
-        .inventory
+    let config_path = cli
+        .config
         .clone()
-        .unwrap_or_else(|| dirs.default_inventory());
+        .unwrap_or_else(|| dirs.config.join(config::CONFIG_FILE));
+    let config =
+        config::load(&config_path).map_err(|e| Failure::inventory(anyhow::Error::new(e)))?;
+    let (inventory_path, inventory_explicit) = match (&cli.inventory, &config.inventory) {
+        (Some(path), _) | (None, Some(path)) => (path.clone(), true),
+        (None, None) => (dirs.default_inventory(), false),
+    };
     let ctx = Context {
         dirs,
+        config_path,
+        config,
         kubeconfig_override: cli.kubeconfig.clone(),
         inventory_path,
+        inventory_explicit,
     };
     match cli.command {
         Command::Connect {
@@ -207,5 +241,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => output::status(&ctx, json),
         Command::Use { cluster } => connect::use_context(&ctx, &cluster).await,
         Command::Demo => demo::run(ctx).await,
+        Command::Config { json } => output::config(&ctx, json),
     }
 }

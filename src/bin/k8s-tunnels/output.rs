@@ -1,7 +1,7 @@
 //! `list` and `status`: tables for people, JSON for scripts. Neither ever prints a secret.
 
 use k8s_tunnels::engine::TunnelStatus;
-use k8s_tunnels::inventory::{ClusterId, group};
+use k8s_tunnels::inventory::{Cluster, ClusterId, group};
 use k8s_tunnels::state::{StateStore, port_candidates};
 use serde::Serialize;
 
@@ -12,6 +12,7 @@ use crate::{Context, Failure};
 struct ListedCluster<'a> {
     id: &'a ClusterId,
     name: &'a str,
+    source: &'a str,
     cloud: String,
     environment: &'a str,
     region: Option<&'a str>,
@@ -21,24 +22,31 @@ struct ListedCluster<'a> {
     context: String,
     port: Option<u16>,
     state: Option<String>,
+    /// Why the latest discovery could not confirm it, when it could not.
+    stale: Option<&'a str>,
 }
 
 pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
-    let clusters = ctx.clusters()?;
+    let entries = ctx.catalog()?;
     let state = StateStore::new(&ctx.dirs)
         .load()
         .map_err(anyhow::Error::new)?;
     let live = live_tunnels(&ctx.dirs);
     let prefix = &state.settings.kubeconfig_prefix;
+    let clusters: Vec<Cluster> = entries.iter().map(|e| e.cluster.clone()).collect();
     let groups = group(&clusters);
     let mut rows = Vec::new();
     for (cloud, envs) in &groups {
         for (env, list) in envs {
             for c in list {
+                let Some(entry) = entries.iter().find(|e| e.cluster.id == c.id) else {
+                    continue;
+                };
                 let tunnel = live.iter().find(|t| t.cluster == c.id);
                 rows.push(ListedCluster {
                     id: &c.id,
                     name: &c.name,
+                    source: &entry.source,
                     cloud: cloud.to_string(),
                     environment: env,
                     region: c.region.as_deref(),
@@ -50,6 +58,7 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
                         .map(|t| t.port)
                         .or_else(|| port_candidates(&c.id, state.ports.get(&c.id).copied()).next()),
                     state: tunnel.map(|t| t.state.to_string()),
+                    stale: entry.stale.as_deref(),
                 });
             }
         }
@@ -62,7 +71,12 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("No clusters in {}.", ctx.inventory_path.display());
+        println!(
+            "No clusters yet. Try the built-in lab with `k8s-tunnels demo`, write an inventory at {},\n\
+             or configure discovery sources in {} and run `k8s-tunnels discover`.",
+            ctx.inventory_path.display(),
+            ctx.config_path.display()
+        );
         return Ok(());
     }
     let mut table = vec![vec![
@@ -70,24 +84,113 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
         "ENV".into(),
         "NAME".into(),
         "REGION".into(),
+        "SOURCE".into(),
         "ORIGIN".into(),
         "PORT".into(),
         "STATE".into(),
         "CONTEXT".into(),
     ]];
+    let mut stale = 0;
     for r in &rows {
+        let state = r.state.clone().unwrap_or_else(|| "off".into());
         table.push(vec![
             r.cloud.clone(),
             r.environment.to_string(),
             r.name.to_string(),
             r.region.unwrap_or("-").to_string(),
+            r.source.to_string(),
             r.origin.clone(),
             r.port.map_or("-".into(), |p| p.to_string()),
-            r.state.clone().unwrap_or_else(|| "off".into()),
+            if r.stale.is_some() {
+                stale += 1;
+                format!("{state} (stale)")
+            } else {
+                state
+            },
             r.context.clone(),
         ]);
     }
     print_table(&table);
+    if stale > 0 {
+        println!(
+            "\n{stale} cluster(s) could not be confirmed by the latest discovery (see `k8s-tunnels list --json` for why)."
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ConfigReport<'a> {
+    config_file: &'a std::path::Path,
+    config_file_exists: bool,
+    inventory: &'a std::path::Path,
+    inventory_exists: bool,
+    cache: std::path::PathBuf,
+    cached_clusters: usize,
+    state: std::path::PathBuf,
+    cache_ttl: Option<String>,
+    sources: Vec<&'static str>,
+}
+
+pub fn config(ctx: &Context, json: bool) -> Result<(), Failure> {
+    let cache_path = k8s_tunnels::discovery::cache::cache_path(&ctx.dirs.cache);
+    let cached = k8s_tunnels::discovery::cache::load(&cache_path)
+        .map_err(anyhow::Error::new)?
+        .clusters
+        .len();
+    let report = ConfigReport {
+        config_file: &ctx.config_path,
+        config_file_exists: ctx.config_path.exists(),
+        inventory: &ctx.inventory_path,
+        inventory_exists: ctx.inventory_path.exists(),
+        cache: cache_path,
+        cached_clusters: cached,
+        state: StateStore::new(&ctx.dirs).path().to_path_buf(),
+        cache_ttl: ctx
+            .config
+            .cache_ttl
+            .map(|d| humantime::format_duration(d).to_string()),
+        sources: crate::discover::configured_sources(&ctx.config),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::new)?
+        );
+        return Ok(());
+    }
+    let exists = |e: bool| if e { "" } else { " (not there)" };
+    println!(
+        "config file  {}{}",
+        report.config_file.display(),
+        exists(report.config_file_exists)
+    );
+    println!(
+        "inventory    {}{}",
+        report.inventory.display(),
+        exists(report.inventory_exists)
+    );
+    println!(
+        "cache        {} ({} clusters)",
+        report.cache.display(),
+        report.cached_clusters
+    );
+    println!("state        {}", report.state.display());
+    println!(
+        "sources      {}",
+        if report.sources.is_empty() {
+            "none configured (inventory only)".to_string()
+        } else {
+            report.sources.join(", ")
+        }
+    );
+    println!(
+        "cache ttl    {}",
+        report
+            .cache_ttl
+            .as_deref()
+            .unwrap_or("none (refresh with `k8s-tunnels discover`)")
+    );
     Ok(())
 }
 

@@ -1,0 +1,136 @@
+//! The app's configuration file (`config.yaml` in the config dir): where the inventory is,
+//! which discovery sources run and how, and how long the discovery cache stays fresh.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The configuration file's name in the config dir.
+pub const CONFIG_FILE: &str = "config.yaml";
+
+/// The whole configuration. Every part is optional; an absent file is all defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// The inventory file [default: `inventory.yaml` in the config dir].
+    pub inventory: Option<PathBuf>,
+    /// Refresh discovery in the background when the cache is older than this (e.g. `1h`);
+    /// unset: only `k8s-tunnels discover` (or the app's Refresh) refreshes.
+    #[serde(deserialize_with = "duration")]
+    pub cache_ttl: Option<Duration>,
+    /// Discovery sources.
+    pub sources: SourcesConfig,
+}
+
+/// The discovery sources; a source runs when its section is present.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {}
+
+/// Parses while the scalar is read, so a bad value is reported at its own line and column.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration like 30m or 1h")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text)
+                .map_err(|e| E::custom(format!("{text:?} is not a duration like 30m or 1h: {e}")))
+        }
+    }
+    struct Wrapped(Duration);
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(Text).map(Wrapped)
+        }
+    }
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read the configuration {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{}{}: {message}", path.display(), location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Line and column, when known.
+        location: Option<(usize, usize)>,
+        /// What is wrong, with the field path.
+        message: String,
+    },
+}
+
+/// Reads the configuration; a missing file is the default configuration.
+pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AppConfig::default()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if text.trim().is_empty() {
+        return Ok(AppConfig::default());
+    }
+    let de = serde_norway::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let location = inner.location().map(|l| (l.line(), l.column()));
+        let message = inner.to_string();
+        // serde_norway appends " at line L column C"; the location is in front already.
+        let message = match message.rfind(" at line ") {
+            Some(at) => message[..at].to_string(),
+            None => message,
+        };
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            location,
+            message: if field == "." || field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_or_empty_is_default_and_errors_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        assert!(load(&path).unwrap().cache_ttl.is_none());
+        std::fs::write(&path, "cache_ttl: 90m\ninventory: /x/inv.yaml\n").unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.cache_ttl, Some(Duration::from_secs(5400)));
+        assert_eq!(config.inventory.as_deref(), Some(Path::new("/x/inv.yaml")));
+        std::fs::write(&path, "sources: {}\ncache_ttl: soon\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("config.yaml:2:"), "{err}");
+        assert!(err.contains("cache_ttl"), "{err}");
+        std::fs::write(&path, "surces: {}\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown field `surces`"), "{err}");
+    }
+}
