@@ -78,6 +78,15 @@ enum Command {
     },
     /// Start the demo lab (a gateway and fake clusters on this machine) and connect to all of it.
     Demo,
+    /// Run the configured discovery sources (EKS, GKE, Vault) and refresh the cache.
+    Discover {
+        /// Only these sources (eks, gke, vault); all configured ones by default.
+        #[arg(long = "source", value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show where the app's files are and what is configured.
     Config {
         /// Machine-readable output.
@@ -242,5 +251,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Use { cluster } => connect::use_context(&ctx, &cluster).await,
         Command::Demo => demo::run(ctx).await,
         Command::Config { json } => output::config(&ctx, json),
+        Command::Discover { sources, json } => discover::run(&ctx, &sources, json).await,
     }
 }
