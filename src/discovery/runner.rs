@@ -1,7 +1,10 @@
 //! Running discovery: every source at once, then the results folded into the cache.
 
-use std::path::Path;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
 
 use super::cache::{self, CacheError, DiscoveryCache};
 use super::{ClusterSource, ProgressSink, SourceReport};
@@ -37,6 +40,66 @@ pub async fn refresh(
     let next = cache::merge(&previous, &reports, SystemTime::now());
     cache::save(path, &next)?;
     Ok((next, reports))
+}
+
+/// How old the cache at `path` is; `None` when there is no cache yet.
+pub fn cache_age(path: &Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
+}
+
+/// Refreshes the cache in the background whenever it is older than a time to live. Dropping
+/// it stops the task (a refresh under way is abandoned; the cache is only ever replaced whole).
+pub struct Refresher {
+    cancel: CancellationToken,
+}
+
+impl Refresher {
+    /// Starts checking the cache at `path` against `ttl`; `on_refresh` hears each new cache.
+    pub fn start(
+        path: PathBuf,
+        sources: Arc<Vec<Box<dyn ClusterSource>>>,
+        ttl: Duration,
+        on_refresh: impl Fn(&DiscoveryCache) + Send + Sync + 'static,
+    ) -> Self {
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        // Check often enough that a short TTL is honoured, rarely enough to cost nothing.
+        let check_every = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                let due = cache_age(&path).is_none_or(|age| age >= ttl);
+                if due {
+                    let quiet: ProgressSink = Arc::new(|_| {});
+                    let refreshed = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = refresh(&path, &sources, quiet) => r,
+                    };
+                    match refreshed {
+                        Ok((cache, _)) => on_refresh(&cache),
+                        Err(e) => {
+                            tracing::warn!(error = %crate::error_chain(&e), "background discovery failed")
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(check_every) => {}
+                }
+            }
+        });
+        Self { cancel }
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +285,60 @@ mod tests {
 
         // And the cache is what the next start reads, without any source.
         assert_eq!(cache::load(&path).unwrap(), cache);
+    }
+
+    /// Counts its runs.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl ClusterSource for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn discover(&self, _progress: ProgressSink) -> BoxFuture<'_, SourceReport> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { report("counting", vec![], &[], &[]) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_refresher_refreshes_a_stale_cache_and_leaves_a_fresh_one() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("discovery.json");
+        cache::save(&path, &DiscoveryCache::default()).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let sources: Arc<Vec<Box<dyn ClusterSource>>> =
+            Arc::new(vec![Box::new(Counting(runs.clone()))]);
+
+        // Fresh (just written) with a one-hour TTL: nothing to do.
+        let fresh = Refresher::start(
+            path.clone(),
+            sources.clone(),
+            Duration::from_secs(3600),
+            |_| {},
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(fresh);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+        // Two hours old: refreshed at once, and the new cache is announced.
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _stale = Refresher::start(path.clone(), sources, Duration::from_secs(3600), move |c| {
+            let _ = tx.send(c.sources.len());
+        });
+        let announced = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(announced, Some(1));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(cache_age(&path).unwrap() < Duration::from_secs(60));
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
     }
 
     let run_file = RunFile::create(&ctx.dirs).context("cannot write the status file")?;
+    let _refresher = crate::discover::background_refresh(ctx);
     let mut live = LiveLine::new(std::io::stderr().is_terminal());
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let shutdown = k8s_tunnels::signals::shutdown_requested();

@@ -18,6 +18,26 @@ pub fn configured_sources(config: &AppConfig) -> Vec<&'static str> {
     sources(config, &[]).map_or_else(|_| Vec::new(), |s| s.iter().map(|s| s.name()).collect())
 }
 
+/// Keeps the discovery cache fresh in the background when the configuration sets a TTL and
+/// names sources; `None` otherwise. Dropping it stops it.
+pub fn background_refresh(ctx: &Context) -> Option<runner::Refresher> {
+    let ttl = ctx.config.cache_ttl?;
+    let sources = match sources(&ctx.config, &[]) {
+        Ok(sources) if !sources.is_empty() => sources,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "background discovery disabled");
+            return None;
+        }
+    };
+    Some(runner::Refresher::start(
+        cache::cache_path(&ctx.dirs.cache),
+        Arc::new(sources),
+        ttl,
+        |cache| tracing::info!(clusters = cache.clusters.len(), "discovery cache refreshed"),
+    ))
+}
+
 /// The configured sources, or only those named in `only`.
 fn sources(config: &AppConfig, only: &[String]) -> anyhow::Result<Vec<Box<dyn ClusterSource>>> {
     let all: Vec<Box<dyn ClusterSource>> = Vec::new();
