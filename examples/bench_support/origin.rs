@@ -86,7 +86,13 @@ pub async fn start_origin() -> io::Result<Server> {
 async fn serve(mut stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut head = [0u8; 9];
-    stream.read_exact(&mut head).await?;
+    match stream.read_exact(&mut head).await {
+        Ok(_) => {}
+        // The tunnels' health probes open a stream and close it without a request (the
+        // gateway dials the origin before it answers the upgrade): nothing to report.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        Err(e) => return Err(e),
+    }
     let mut n = [0u8; 8];
     n.copy_from_slice(&head[1..]);
     let n = u64::from_be_bytes(n);
