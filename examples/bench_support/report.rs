@@ -149,17 +149,33 @@ pub fn markdown(ctx: &Context, rows: &[(RowKind, RowFigures)]) -> String {
             ratio(f.p50_ms(), bl),
         ));
     }
-    if let Some((_, ws)) = rows.iter().find(|(k, _)| *k == RowKind::Ws) {
-        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-        let down = ws.download() / bd;
-        out.push_str(&format!(
-            "\nTargets (issue 2): ws download ≥ 0.5× relay: {:.2}× — {}; ws new connection \
-             p50 ≤ 2 ms: {:.3} ms — {}.\n",
-            down,
-            verdict(down >= 0.5),
-            ws.p50_ms(),
-            verdict(ws.p50_ms() <= 2.0),
-        ));
+    // Issue 2's targets: download at least half the relay's (shown for both transports, as
+    // the issue does not restrict it to ws), and a new connection over ws within 2 ms.
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let mut targets = Vec::new();
+    for (kind, f) in rows {
+        if matches!(kind, RowKind::Ws | RowKind::Wss) {
+            let r = f.download() / bd;
+            targets.push(format!(
+                "{} download ≥ 0.5× relay: {r:.2}× — {}",
+                kind.label(),
+                verdict(r >= 0.5)
+            ));
+        }
+        if *kind == RowKind::Ws {
+            targets.push(format!(
+                "{} new connection p50 ≤ 2 ms: {:.3} ms — {}",
+                kind.label(),
+                f.p50_ms(),
+                verdict(f.p50_ms() <= 2.0)
+            ));
+        }
+    }
+    if !targets.is_empty() {
+        out.push_str("\nTargets (issue 2):\n\n");
+        for t in targets {
+            out.push_str(&format!("- {t}\n"));
+        }
     }
     out
 }
