@@ -97,6 +97,12 @@ async fn serve_connection(
 ) {
     match acceptor {
         Some(acceptor) => {
+            // rustls reads the socket 4 KiB at a time; the buffer turns an upload's many small
+            // `recv`s into one per 64 KiB.
+            let tcp = tokio::io::BufReader::with_capacity(
+                crate::tunnel::carrier::SOCKET_READ_BUFFER,
+                tcp,
+            );
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve_http(TokioIo::new(tls), peer, router).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -8,6 +8,7 @@ use fast_socks5::client::{Config as SocksClientConfig, Socks5Stream};
 use fast_socks5::util::target_addr::TargetAddr;
 use http::HeaderValue;
 use rustls_pki_types::ServerName;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::MaybeTlsStream;
@@ -19,7 +20,12 @@ use crate::inventory::{Cluster, OriginMode};
 use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
 
 /// The byte stream a carrier hands back: a WebSocket to the edge, ready for the client's bytes.
-pub type EdgeStream = WsByteStream<MaybeTlsStream<TcpStream>>;
+pub type EdgeStream = WsByteStream<MaybeTlsStream<BufReader<TcpStream>>>;
+
+/// Read buffer under TLS. rustls asks the socket for at most 4 KiB at a time, so without it a
+/// bulk download costs a `recv` per 4 KiB; with it, one per 64 KiB. Plain ws reads of this
+/// size or more bypass the buffer, so they pay no extra copy.
+pub(crate) const SOCKET_READ_BUFFER: usize = 64 * 1024;
 
 /// `User-Agent` sent on every upgrade, like `cloudflared/<version>`.
 pub const USER_AGENT: &str = concat!("k8s-tunnels/", env!("CARGO_PKG_VERSION"));
@@ -199,6 +205,7 @@ impl Edge {
             })?;
         // Interactive traffic (kubectl) writes small frames; Nagle would hold them ~40 ms.
         let _ = tcp.set_nodelay(true);
+        let tcp = BufReader::with_capacity(SOCKET_READ_BUFFER, tcp);
         let stream = match &self.tls {
             None => MaybeTlsStream::Plain(tcp),
             Some((connector, name)) => {

@@ -29,7 +29,7 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// frames, and a bound on it so a stalled peer pushes back instead of growing memory.
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(32 * 1024)
+        .read_buffer_size(64 * 1024)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(MAX_MESSAGE))
@@ -125,6 +125,12 @@ where
                 let n = this.pending.len().min(buf.remaining());
                 buf.put_slice(&this.pending[..n]);
                 this.pending.advance(n);
+                if this.pending.is_empty() {
+                    // An emptied `Bytes` still holds tungstenite's read buffer; releasing it
+                    // lets tungstenite reuse that buffer for the next frame instead of
+                    // allocating (and, for bulk frames, mmapping) a fresh one each time.
+                    this.pending = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
