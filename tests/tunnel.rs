@@ -451,3 +451,37 @@ fn an_untrusted_edge_certificate_is_a_tls_error_not_a_login() {
     assert!(reason.contains("TLS handshake with edge"), "{reason}");
     assert!(reason.to_lowercase().contains("certificate"), "{reason}");
 }
+
+#[test]
+fn a_taken_port_is_re_picked_once_and_remembered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("crowded", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let preferred = k8s_tunnels::state::port_candidates(&cluster.id, None)
+        .next()
+        .unwrap();
+    // Another program holds the cluster's preferred port.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", preferred)).unwrap();
+
+    let Setup { engine, .. } = engine_in(tmp.path(), ProbeSchedule::default());
+    let first = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    assert_ne!(first.port, preferred, "the taken port is skipped");
+    world
+        .rt
+        .block_on(engine.disconnect(&cluster.id, Duration::from_secs(3)))
+        .unwrap();
+    drop(squatter);
+
+    // Even with the preferred port free again, the remembered one is kept: kubeconfig
+    // entries written with it stay valid.
+    let Setup { engine, .. } = engine_in(tmp.path(), ProbeSchedule::default());
+    let again = world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap();
+    assert_eq!(again.port, first.port);
+}
