@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::discovery::file::load;
-use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event};
+use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event, TunnelStatus};
 use k8s_tunnels::inventory::{Cluster, OriginMode::Tcp};
 use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::kubeconfig::Kubeconfig;
@@ -53,6 +53,14 @@ fn engine_with_kubeconfig(
         kubeconfig_refresh: Duration::from_millis(200),
     });
     Setup { engine, socks }
+}
+
+/// Opens the cluster's tunnel on the lab's runtime.
+fn connect(world: &LabWorld, engine: &Engine, cluster: &Cluster) -> TunnelStatus {
+    world
+        .rt
+        .block_on(engine.connect(cluster, ConnectOptions::default()))
+        .unwrap()
 }
 
 fn wait_state(engine: &Engine, cluster: &Cluster, state: TunnelState) -> Option<String> {
@@ -146,10 +154,7 @@ fn the_local_port_refuses_strangers_before_dialling_the_edge() {
     let clusters = load(&redirect_inventory(&world.lab, relay.addr)).unwrap();
     let cluster = &clusters[0];
     let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
-    let status = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let status = connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
     let port = status.port;
     let edge_connections = relay.count();
@@ -217,10 +222,7 @@ fn bad_or_expired_tokens_are_login_required_and_a_new_token_brings_the_tunnel_up
 
     let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
     let mut events = engine.subscribe();
-    let status = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let status = connect(&world, &engine, cluster);
     let reason = wait_state(&engine, cluster, TunnelState::LoginRequired).unwrap();
     assert!(reason.contains("login required"), "{reason}");
     assert!(
@@ -267,10 +269,7 @@ fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
     let cluster = &clusters[0];
     let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
     let mut events = engine.subscribe();
-    let status = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let status = connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
 
     world.rt.block_on(world.lab.stop_gateway());
@@ -317,10 +316,7 @@ fn disconnect_closes_the_port_and_open_connections_in_bounded_time() {
     let clusters = load(world.lab.inventory_path()).unwrap();
     let cluster = &clusters[0];
     let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
-    let status = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let status = connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
     let (host, api_port) = api_host(cluster);
     let mut open = Socks::connect(status.port);
@@ -349,10 +345,7 @@ fn disconnect_closes_the_port_and_open_connections_in_bounded_time() {
     assert!(engine.status_of(&cluster.id).is_none());
 
     // Reconnecting gets the same port back: kubeconfig entries stay valid.
-    let again = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let again = connect(&world, &engine, cluster);
     assert_eq!(again.port, status.port);
 }
 
@@ -365,10 +358,7 @@ fn debug_output_and_events_hold_no_secret() {
     let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
     let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
     let mut events = engine.subscribe();
-    world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
     let credential = k8s_tunnels::access::credential_for(cluster).unwrap();
     let mut texts = vec![
@@ -398,10 +388,7 @@ fn entries_removed_by_another_kubeconfig_writer_come_back() {
     let kubeconfig = Kubeconfig::with_paths(vec![kubeconfig_path.clone()]);
     let Setup { engine, .. } =
         engine_with_kubeconfig(tmp.path(), ProbeSchedule::default(), Some(kubeconfig));
-    world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    connect(&world, &engine, cluster);
 
     let kubectl = |args: &[&str]| {
         std::process::Command::new(support::kubectl_path())
@@ -443,10 +430,7 @@ fn an_untrusted_edge_certificate_is_a_tls_error_not_a_login() {
     let clusters = load(&path).unwrap();
     let cluster = &clusters[0];
     let Setup { engine, .. } = engine_in(tmp.path(), quick_schedule());
-    world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    connect(&world, &engine, cluster);
     let reason = wait_state(&engine, cluster, TunnelState::Down).unwrap();
     assert!(reason.contains("TLS handshake with edge"), "{reason}");
     assert!(reason.to_lowercase().contains("certificate"), "{reason}");
@@ -465,10 +449,7 @@ fn a_taken_port_is_re_picked_once_and_remembered() {
     let squatter = std::net::TcpListener::bind(("127.0.0.1", preferred)).unwrap();
 
     let Setup { engine, .. } = engine_in(tmp.path(), ProbeSchedule::default());
-    let first = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let first = connect(&world, &engine, cluster);
     assert_ne!(first.port, preferred, "the taken port is skipped");
     world
         .rt
@@ -479,9 +460,6 @@ fn a_taken_port_is_re_picked_once_and_remembered() {
     // Even with the preferred port free again, the remembered one is kept: kubeconfig
     // entries written with it stay valid.
     let Setup { engine, .. } = engine_in(tmp.path(), ProbeSchedule::default());
-    let again = world
-        .rt
-        .block_on(engine.connect(cluster, ConnectOptions::default()))
-        .unwrap();
+    let again = connect(&world, &engine, cluster);
     assert_eq!(again.port, first.port);
 }
