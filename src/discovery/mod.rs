@@ -8,8 +8,10 @@
 //! [`Cluster`].
 
 pub mod file;
+pub mod gke;
 pub mod metadata;
 pub mod validate;
+pub mod vault;
 
 use std::sync::Arc;
 
