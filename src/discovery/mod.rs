@@ -10,9 +10,11 @@
 pub mod cache;
 pub mod catalog;
 pub mod file;
+pub mod gke;
 pub mod metadata;
 pub mod runner;
 pub mod validate;
+pub mod vault;
 
 use std::sync::Arc;
 
