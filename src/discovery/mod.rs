@@ -7,6 +7,7 @@
 //! from a cloud is untrusted and goes through [`metadata::build`] before it becomes a
 //! [`Cluster`].
 
+pub mod eks;
 pub mod file;
 pub mod metadata;
 pub mod validate;
