@@ -77,40 +77,44 @@ async fn main() {
         started.elapsed()
     );
 
-    let proxy = FaultProxy::start(
-        moto.port,
-        Faults {
-            ca_pem: Some(moto_support::test_ca_pem()),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let base = EksConfig {
-        profiles: vec!["bench".into()],
-        regions: REGIONS.iter().map(|r| r.to_string()).collect(),
-        config_file: Some(config_file),
-        credentials_file: Some(credentials_file),
-        endpoint_url: Some(proxy.url()),
-        ..EksConfig::default()
-    };
-    let sequential = EksConfig {
-        describe_concurrency: 1,
-        scope_concurrency: 1,
-        max_concurrency: 1,
-        ..base.clone()
-    };
-    let parallel = base;
-
-    let seq = run("sequential", sequential).await;
-    let par = run("parallel", parallel.clone()).await;
-    let par2 = run("parallel (again)", parallel).await;
-    let best = par.min(par2);
-    println!(
-        "parallel is {:.1}x faster than sequential ({:.2?} vs {:.2?})",
-        seq.as_secs_f64() / best.as_secs_f64(),
-        best,
-        seq
-    );
+    // Twice: against moto as it is on loopback (a few ms of Python CPU per request, one
+    // process), and with a 50 ms round trip added per request, as to a real AWS region.
+    for latency_ms in [0u64, 50] {
+        let proxy = FaultProxy::start(
+            moto.port,
+            Faults {
+                ca_pem: Some(moto_support::test_ca_pem()),
+                latency: Duration::from_millis(latency_ms),
+                ..Faults::default()
+            },
+        )
+        .await;
+        println!("-- added round trip per request: {latency_ms} ms");
+        let base = EksConfig {
+            profiles: vec!["bench".into()],
+            regions: REGIONS.iter().map(|r| r.to_string()).collect(),
+            config_file: Some(config_file.clone()),
+            credentials_file: Some(credentials_file.clone()),
+            endpoint_url: Some(proxy.url()),
+            ..EksConfig::default()
+        };
+        let sequential = EksConfig {
+            describe_concurrency: 1,
+            scope_concurrency: 1,
+            max_concurrency: 1,
+            ..base.clone()
+        };
+        let seq = run("sequential", sequential).await;
+        let par = run("parallel", base.clone()).await;
+        let par2 = run("parallel (again)", base).await;
+        let best = par.min(par2);
+        println!(
+            "parallel is {:.1}x faster than sequential ({:.2?} vs {:.2?})",
+            seq.as_secs_f64() / best.as_secs_f64(),
+            best,
+            seq
+        );
+    }
     // LIST FROM CACHE: the lead adds the cache-read timing here once src/discovery's cache exists.
 }
 

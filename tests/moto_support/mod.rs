@@ -161,6 +161,9 @@ pub struct Faults {
     /// The CA (PEM) put into `DescribeCluster` answers, unless the cluster is tagged
     /// `test/moto-ca` (keep moto's non-PEM data).
     pub ca_pem: Option<String>,
+    /// Added before each forwarded request: a network round trip to a real AWS region
+    /// (moto on loopback answers in a few milliseconds of CPU).
+    pub latency: std::time::Duration,
 }
 
 /// Counts of what the proxy saw, per region of the SigV4 credential scope.
@@ -295,6 +298,9 @@ async fn handle(
             .expect("regions response");
     }
     *seen.lock().unwrap().forwarded.entry(region).or_default() += 1;
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
     let is_describe = req.method() == http::Method::GET
         && req.uri().path().starts_with("/clusters/")
         && req.uri().path()[10..].find('/').is_none();
