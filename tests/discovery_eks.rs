@@ -595,3 +595,44 @@ async fn hostile_tags_are_rejected_or_made_safe_and_kubectl_still_loads_the_kube
     assert_eq!(long_user["user"]["exec"]["args"][3], long_name.as_str());
     assert_eq!(long_user["user"]["exec"]["command"], "aws");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_that_cannot_start_fails_as_its_own_scope() {
+    let world = World::new().await;
+    let proxy = world
+        .proxy(Faults {
+            deny_services: ["account".to_string()].into(),
+            ..Faults::default()
+        })
+        .await;
+    let config = EksConfig {
+        profiles: vec!["alpha".into(), "ghost".into()],
+        regions: vec![],
+        ..world.config(&proxy)
+    };
+    let (report, events) = discover(config).await;
+    assert!(report.scanned.is_empty(), "{:?}", report.scanned);
+    let failed: BTreeMap<&str, &str> = report
+        .failed
+        .iter()
+        .map(|f| (f.scope.as_str(), f.message.as_str()))
+        .collect();
+    assert_eq!(
+        failed.keys().copied().collect::<Vec<_>>(),
+        ["eks:alpha", "eks:ghost"]
+    );
+    assert!(
+        failed["eks:alpha"].starts_with("Account ListRegions: AccessDeniedException")
+            && failed["eks:alpha"].contains("sources.eks.regions"),
+        "{}",
+        failed["eks:alpha"]
+    );
+    assert!(
+        failed["eks:ghost"].starts_with("STS GetCallerIdentity:")
+            && failed["eks:ghost"].contains("ghost"),
+        "{}",
+        failed["eks:ghost"]
+    );
+    let last = events.last().expect("progress");
+    assert_eq!((last.done, last.total), (2, 2));
+}

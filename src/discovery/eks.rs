@@ -324,7 +324,12 @@ impl EksSource {
                 pages.next().await
             };
             let Some(page) = page else { break };
-            let page = page.map_err(|e| sdk_error("Account ListRegions", &e))?;
+            let page = page.map_err(|e| {
+                format!(
+                    "{} (list the regions to scan in sources.eks.regions to skip this step)",
+                    sdk_error("Account ListRegions", &e)
+                )
+            })?;
             for r in page.regions() {
                 // The filter is asked of the server; checked again so a region the account
                 // has not enabled is never scanned (its requests would only fail).

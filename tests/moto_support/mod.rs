@@ -156,6 +156,9 @@ pub struct Faults {
     pub deny: BTreeSet<String>,
     /// EKS requests signed for these regions get `ThrottlingException` (HTTP 400), always.
     pub throttle: BTreeSet<String>,
+    /// Requests to these services (SigV4 service name, e.g. `account`) get
+    /// `AccessDeniedException` (HTTP 403), in every region.
+    pub deny_services: BTreeSet<String>,
     /// Regions (name, `RegionOptStatus`) the Account API's `ListRegions` returns.
     pub account_regions: Vec<(String, String)>,
     /// The CA (PEM) put into `DescribeCluster` answers, unless the cluster is tagged
@@ -243,7 +246,9 @@ async fn handle(
     req: Request<Body>,
 ) -> Response<Body> {
     let (region, service) = credential_scope(&req).unwrap_or_default();
-    if service == "eks" && faults.deny.contains(&region) {
+    if (service == "eks" && faults.deny.contains(&region))
+        || faults.deny_services.contains(&service)
+    {
         *seen
             .lock()
             .unwrap()
