@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod eks;
 pub mod file;
 pub mod gke;
 pub mod metadata;
