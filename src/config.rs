@@ -23,10 +23,18 @@ pub struct AppConfig {
     pub sources: SourcesConfig,
 }
 
-/// The discovery sources; a source runs when its section is present.
+/// The discovery sources; a source runs when its section is present (`eks: {}` runs EKS with
+/// every default).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SourcesConfig {}
+pub struct SourcesConfig {
+    /// AWS EKS.
+    pub eks: Option<crate::discovery::eks::EksConfig>,
+    /// Google GKE.
+    pub gke: Option<crate::discovery::gke::GkeConfig>,
+    /// On-prem clusters described in HashiCorp Vault.
+    pub vault: Option<crate::discovery::vault::VaultConfig>,
+}
 
 /// Parses while the scalar is read, so a bad value is reported at its own line and column.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -129,6 +137,18 @@ mod tests {
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("config.yaml:2:"), "{err}");
         assert!(err.contains("cache_ttl"), "{err}");
+        std::fs::write(
+            &path,
+            "sources:\n  eks:\n    regions: [eu-west-1]\n  vault: {}\n",
+        )
+        .unwrap();
+        let sources = load(&path).unwrap().sources;
+        assert_eq!(sources.eks.unwrap().regions, ["eu-west-1"]);
+        assert!(sources.vault.is_some() && sources.gke.is_none());
+        std::fs::write(&path, "sources:\n  gke:\n    projekts: [p]\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("config.yaml:3:"), "{err}");
+        assert!(err.contains("projekts"), "{err}");
         std::fs::write(&path, "surces: {}\n").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("unknown field `surces`"), "{err}");

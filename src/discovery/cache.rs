@@ -125,9 +125,19 @@ pub fn save(path: &Path, cache: &DiscoveryCache) -> Result<(), CacheError> {
     write_private(path, &bytes).map_err(CacheError::Write)
 }
 
+/// Whether a failed scope covers a cluster's scope: the same scope, or a wider one (a whole
+/// profile `eks:prod` failing covers its regions `eks:prod:eu-west-1`, …).
+fn covers(failed: &str, scope: &str) -> bool {
+    scope == failed
+        || scope
+            .strip_prefix(failed)
+            .is_some_and(|rest| rest.starts_with(':'))
+}
+
 /// Folds one run's reports into the previous cache:
 /// - a source's clusters in a scanned scope are replaced by what was found now;
-/// - clusters in a failed scope are kept, marked stale with the error;
+/// - clusters in a failed scope (or under a failed wider scope) are kept, marked stale with
+///   the error;
 /// - clusters in a scope neither scanned nor failed (no longer configured) are dropped;
 /// - sources that did not run keep what they had.
 pub fn merge(
@@ -166,7 +176,7 @@ pub fn merge(
                 previous
                     .clusters
                     .iter()
-                    .filter(|c| c.source == report.source && c.scope == failed.scope)
+                    .filter(|c| c.source == report.source && covers(&failed.scope, &c.scope))
                     .map(|c| CachedCluster {
                         stale: Some(failed.message.clone()),
                         ..c.clone()

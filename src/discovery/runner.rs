@@ -255,6 +255,13 @@ mod tests {
         ];
         refresh(&path, &first, noop.clone()).await.unwrap();
 
+        // A whole-profile failure covers the profile's region scopes.
+        let third: Vec<Box<dyn ClusterSource>> = vec![Box::new(Scripted {
+            name: "eks",
+            report: report("eks", vec![], &[], &["eks"]),
+            barrier: None,
+        })];
+
         // Second run: eu fails, us is scanned without "gone", gke does not run at all.
         let second: Vec<Box<dyn ClusterSource>> = vec![Box::new(Scripted {
             name: "eks",
@@ -285,6 +292,15 @@ mod tests {
 
         // And the cache is what the next start reads, without any source.
         assert_eq!(cache::load(&path).unwrap(), cache);
+
+        let (cache, _) = refresh(&path, &third, Arc::new(|_| {})).await.unwrap();
+        let stale: Vec<&str> = cache
+            .clusters
+            .iter()
+            .filter(|c| c.stale.is_some())
+            .map(|c| c.cluster.id.0.as_str())
+            .collect();
+        assert_eq!(stale, ["eks:1:eu:a", "eks:1:us:b"]);
     }
 
     /// Counts its runs.

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use k8s_tunnels::config::AppConfig;
-use k8s_tunnels::discovery::{ClusterSource, Progress, ProgressSink, SourceReport, cache, runner};
+use k8s_tunnels::discovery::{
+    ClusterSource, Progress, ProgressSink, SourceReport, cache, eks, gke, runner, vault,
+};
 use serde::Serialize;
 
 use crate::{Context, Failure};
@@ -40,8 +42,17 @@ pub fn background_refresh(ctx: &Context) -> Option<runner::Refresher> {
 
 /// The configured sources, or only those named in `only`.
 fn sources(config: &AppConfig, only: &[String]) -> anyhow::Result<Vec<Box<dyn ClusterSource>>> {
-    let all: Vec<Box<dyn ClusterSource>> = Vec::new();
-    let _ = config;
+    let configured = &config.sources;
+    let mut all: Vec<Box<dyn ClusterSource>> = Vec::new();
+    if let Some(eks) = &configured.eks {
+        all.push(Box::new(eks::EksSource::new(eks.clone())));
+    }
+    if let Some(gke) = &configured.gke {
+        all.push(Box::new(gke::GkeSource::new(gke.clone())));
+    }
+    if let Some(vault) = &configured.vault {
+        all.push(Box::new(vault::VaultSource::new(vault.clone())));
+    }
     Ok(all
         .into_iter()
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name()))
