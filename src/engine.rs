@@ -18,7 +18,7 @@ use crate::inventory::{Cluster, ClusterId};
 use crate::kubeconfig::{ClusterEntry, Kubeconfig, KubeconfigError};
 use crate::secret::Secret;
 use crate::state::{SocksCredentials, StateError, StateStore, port_candidates};
-use crate::tunnel::carrier::CarrierError;
+use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
 use crate::tunnel::{TunnelHandle, TunnelSpec};
 
@@ -161,6 +161,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Serialises read-modify-write of the state file between concurrent connects.
     state_lock: tokio::sync::Mutex<()>,
+    /// Serialises connects.
+    connect_lock: tokio::sync::Mutex<()>,
     /// Stops the kubeconfig keeper when the last engine clone is dropped.
     keeper: tokio_util::sync::CancellationToken,
     keeper_started: std::sync::Once,
@@ -182,6 +184,7 @@ impl Engine {
                 tunnels: Mutex::new(BTreeMap::new()),
                 events,
                 state_lock: tokio::sync::Mutex::new(()),
+                connect_lock: tokio::sync::Mutex::new(()),
                 keeper: tokio_util::sync::CancellationToken::new(),
                 keeper_started: std::sync::Once::new(),
             }),
@@ -211,7 +214,19 @@ impl Engine {
             }
             return Ok(status);
         }
+        // One connect at a time: two concurrent connects of one cluster (a double click) would
+        // otherwise bind two ports and race on the kubeconfig entry.
+        let _connecting = self.inner.connect_lock.lock().await;
+        if let Some(status) = self.status_of(&cluster.id) {
+            return Ok(status);
+        }
         self.start_kubeconfig_keeper();
+        // Validate the edge settings before anything is bound or written, so a cluster that
+        // cannot work leaves no kubeconfig entry pointing at a dead port.
+        let edge = Edge::for_cluster(cluster).map_err(|source| EngineError::Edge {
+            cluster: cluster.name.clone(),
+            source,
+        })?;
         let listener = self.bind(cluster).await?;
         let port = listener
             .local_addr()
@@ -237,12 +252,8 @@ impl Engine {
             password: self.inner.config.socks.password.clone(),
             schedule: self.inner.config.schedule,
         };
-        let handle = TunnelHandle::start(spec, on_change).map_err(|source| EngineError::Edge {
-            cluster: cluster.name.clone(),
-            source,
-        })?;
+        let handle = TunnelHandle::start(spec, edge, on_change);
         let mut tunnels = lock(&self.inner.tunnels);
-        // A concurrent connect of the same cluster may have won; keep the first, drop ours.
         let handle = tunnels.entry(cluster.id.clone()).or_insert(handle);
         Ok(self.describe(handle))
     }

@@ -463,3 +463,27 @@ fn a_taken_port_is_re_picked_once_and_remembered() {
     let again = connect(&world, &engine, cluster);
     assert_eq!(again.port, first.port);
 }
+
+#[test]
+fn a_cluster_that_cannot_work_leaves_no_kubeconfig_entry_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("broken", Tcp)]);
+    let mut cluster = load(world.lab.inventory_path()).unwrap().remove(0);
+    cluster.access.edge_ca_pem = Some("-----BEGIN CERTIFICATE-----\nnot base64\n".into());
+    let kubeconfig_path = tmp.path().join("kubeconfig");
+    let Setup { engine, .. } = engine_with_kubeconfig(
+        tmp.path(),
+        ProbeSchedule::default(),
+        Some(Kubeconfig::with_paths(vec![kubeconfig_path.clone()])),
+    );
+    let err = world
+        .rt
+        .block_on(engine.connect(&cluster, ConnectOptions { use_context: true }))
+        .unwrap_err();
+    assert!(k8s_tunnels::error_chain(&err).contains("edge CA"), "{err}");
+    assert!(
+        !kubeconfig_path.exists(),
+        "nothing written for a tunnel that never started"
+    );
+    assert!(engine.status().is_empty());
+}

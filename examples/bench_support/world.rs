@@ -14,6 +14,7 @@ use k8s_tunnels::gateway::{
 };
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
+use k8s_tunnels::tunnel::carrier::Edge;
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
 use k8s_tunnels::tunnel::{TunnelHandle, TunnelSpec};
 use tokio::net::TcpListener;
@@ -183,6 +184,8 @@ impl World {
             let listener = TcpListener::bind(("127.0.0.1", 0))
                 .await
                 .context("binding a tunnel port")?;
+            let edge = Edge::for_cluster(&cluster)
+                .with_context(|| format!("the {} tunnel's edge", kind.cluster_name()))?;
             let handle = TunnelHandle::start(
                 TunnelSpec {
                     cluster,
@@ -191,9 +194,9 @@ impl World {
                     password: password.clone(),
                     schedule: ProbeSchedule::default(),
                 },
+                edge,
                 |_| {},
-            )
-            .with_context(|| format!("starting the {} tunnel", kind.cluster_name()))?;
+            );
             wait_up(&handle).await?;
             routes.push(Route {
                 kind: *kind,

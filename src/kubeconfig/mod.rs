@@ -220,7 +220,11 @@ impl Kubeconfig {
             field,
             reason: reason.to_owned(),
         };
-        if !name.starts_with(&self.prefix) || name.len() == self.prefix.len() {
+        // An empty prefix would make every entry "owned", the user's own included.
+        if self.prefix.is_empty()
+            || !name.starts_with(&self.prefix)
+            || name.len() == self.prefix.len()
+        {
             return Err(KubeconfigError::NotOwned {
                 name: name.clone(),
                 prefix: self.prefix.clone(),
@@ -433,6 +437,13 @@ mod tests {
     fn entries_outside_the_prefix_are_refused() {
         let k = Kubeconfig::with_paths(vec!["/nonexistent/config".into()]);
         let err = k
+            .validate(&entry("prod", "socks5://u:p@127.0.0.1:1"))
+            .err()
+            .unwrap();
+        assert!(matches!(err, KubeconfigError::NotOwned { .. }), "{err}");
+        // An empty prefix owns nothing (it would otherwise own the user's entries too).
+        let unprefixed = Kubeconfig::with_paths(vec!["/nonexistent/config".into()]).with_prefix("");
+        let err = unprefixed
             .validate(&entry("prod", "socks5://u:p@127.0.0.1:1"))
             .err()
             .unwrap();

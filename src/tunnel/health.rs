@@ -113,22 +113,18 @@ impl Health {
     }
 
     fn set(&self, state: TunnelState, reason: Option<String>) {
-        let changed = {
-            let mut current = lock(&self.current);
-            if current.state == state && current.reason == reason {
-                None
-            } else {
-                if current.state != state {
-                    current.since = SystemTime::now();
-                }
-                current.state = state;
-                current.reason = reason;
-                Some(current.clone())
-            }
-        };
-        if let Some(state) = changed {
-            (self.on_change)(&state);
+        let mut current = lock(&self.current);
+        if current.state == state && current.reason == reason {
+            return;
         }
+        if current.state != state {
+            current.since = SystemTime::now();
+        }
+        current.state = state;
+        current.reason = reason;
+        // Announced under the lock, so that listeners hear changes in the order they happened
+        // (`on_change` only queues an event).
+        (self.on_change)(&current);
     }
 
     fn record_probe(&self, result: Result<(), CarrierError>) {
@@ -158,9 +154,17 @@ pub async fn run_probes(
 ) {
     let mut down_wait = schedule.down_min;
     loop {
-        let result = match crate::access::credential_for(cluster) {
-            Ok(credential) => edge.probe(&credential).await,
-            Err(e) => Err(CarrierError::Credential(e)),
+        let probe = async {
+            match crate::access::credential_for(cluster) {
+                Ok(credential) => edge.probe(&credential).await,
+                Err(e) => Err(CarrierError::Credential(e)),
+            }
+        };
+        // A probe to a black-holed edge can take many seconds; a closed tunnel must not report
+        // its result afterwards.
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = probe => result,
         };
         health.record_probe(result);
         let wait = if health.current().state == TunnelState::Down {

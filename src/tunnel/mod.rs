@@ -47,16 +47,18 @@ pub struct TunnelHandle {
 }
 
 impl TunnelHandle {
-    /// Starts serving `spec.listener`; `on_change` hears every health change.
+    /// Starts serving `spec.listener` through `edge` (see [`Edge::for_cluster`]); `on_change`
+    /// hears every health change.
     pub fn start(
         spec: TunnelSpec,
+        edge: Edge,
         on_change: impl Fn(&HealthState) + Send + Sync + 'static,
-    ) -> Result<Self, carrier::CarrierError> {
-        let edge = Edge::for_cluster(&spec.cluster)?;
+    ) -> Self {
+        // A bound listener always has an address; the fallback only keeps this infallible.
         let local_addr = spec
             .listener
             .local_addr()
-            .map_err(|e| carrier::CarrierError::Config(format!("listener: {e}")))?;
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let stats = Arc::new(TunnelStats::default());
         let health = Arc::new(Health::new(on_change));
         let cancel = CancellationToken::new();
@@ -83,14 +85,14 @@ impl TunnelHandle {
             cancel.clone(),
             tracker.clone(),
         ));
-        Ok(Self {
+        Self {
             cluster: spec.cluster,
             local_addr,
             stats,
             health,
             cancel,
             tracker,
-        })
+        }
     }
 
     /// The cluster served.
