@@ -779,3 +779,53 @@ fn no_debug_output_or_error_message_contains_the_socks_secret() {
         errors[0]
     );
 }
+
+#[test]
+fn strings_that_yaml_1_1_reads_as_booleans_stay_strings_for_kubectl() {
+    // kubectl reads kubeconfig as YAML 1.1: a bare `no` or `on` is a boolean there, and a
+    // boolean where a string belongs makes kubectl refuse the whole file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    fs::write(
+        &path,
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: "y"
+  cluster: {server: "https://y.example.com"}
+users:
+- name: "off"
+  user:
+    exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: tool, args: ["on", "0755", "yes"]}
+contexts:
+- name: norway
+  context: {cluster: "y", user: "off", namespace: "no"}
+current-context: norway
+"#,
+    )
+    .unwrap();
+    let k = Kubeconfig::with_paths(vec![path.clone()]);
+    assert!(k.upsert(&entry("k8s-tunnels/n", 1111)).unwrap());
+    let home = home();
+    let view = kubectl_view(&kubeconfig_env(&[&path]), home.path());
+    let context = view["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "norway")
+        .unwrap();
+    assert_eq!(context["context"]["namespace"], "no");
+    assert_eq!(context["context"]["cluster"], "y");
+    let user = view["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "off")
+        .unwrap();
+    assert_eq!(
+        user["user"]["exec"]["args"],
+        serde_json::json!(["on", "0755", "yes"])
+    );
+    let names = kubectl_context_names(&kubeconfig_env(&[&path]), home.path());
+    assert!(names.contains(&"k8s-tunnels/n".to_owned()), "{names:?}");
+}

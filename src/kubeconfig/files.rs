@@ -62,9 +62,14 @@ pub(crate) fn serialize_checked(
     path: &Path,
     document: &Document,
 ) -> Result<String, KubeconfigError> {
-    let text = serde_norway::to_string(document).map_err(|error| KubeconfigError::Validation {
+    let value = serde_norway::to_value(document).map_err(|error| KubeconfigError::Validation {
         path: path.to_owned(),
         source: YamlError::from_yaml(&error),
+    })?;
+    // Emitted for YAML 1.1 readers (client-go): see `emit`.
+    let text = super::emit::to_yaml_text(&value).map_err(|error| KubeconfigError::Validation {
+        path: path.to_owned(),
+        source: YamlError::other(error.to_string()),
     })?;
     let reread = parse_document(path, &text).map_err(|error| match error {
         KubeconfigError::Parse { path, source } => KubeconfigError::Validation { path, source },

@@ -18,6 +18,7 @@
 //! rewrites, and YAML anchors/aliases are expanded (their meaning is kept). A file the writer
 //! does not need to change is never rewritten.
 
+mod emit;
 mod error;
 mod files;
 mod lock;
