@@ -79,6 +79,7 @@ async fn main() {
 
     // Twice: against moto as it is on loopback (a few ms of Python CPU per request, one
     // process), and with a 50 ms round trip added per request, as to a real AWS region.
+    let mut last_report = None;
     for latency_ms in [0u64, 50] {
         let proxy = FaultProxy::start(
             moto.port,
@@ -104,9 +105,10 @@ async fn main() {
             max_concurrency: 1,
             ..base.clone()
         };
-        let seq = run("sequential", sequential).await;
-        let par = run("parallel", base.clone()).await;
-        let par2 = run("parallel (again)", base).await;
+        let (seq, _) = run("sequential", sequential).await;
+        let (par, _) = run("parallel", base.clone()).await;
+        let (par2, report) = run("parallel (again)", base).await;
+        last_report = Some(report);
         let best = par.min(par2);
         println!(
             "parallel is {:.1}x faster than sequential ({:.2?} vs {:.2?})",
@@ -115,10 +117,72 @@ async fn main() {
             seq
         );
     }
-    // LIST FROM CACHE: the lead adds the cache-read timing here once src/discovery's cache exists.
+    if let Some(report) = last_report {
+        list_from_cache(report);
+    }
 }
 
-async fn run(label: &str, config: EksConfig) -> Duration {
+/// Listing from the cache: what every start of the CLI and the app does, with no network.
+/// In-process (read + parse + catalog) and, when the release CLI is built next to this example,
+/// the whole `k8s-tunnels list --json` process.
+fn list_from_cache(report: k8s_tunnels::discovery::SourceReport) {
+    use k8s_tunnels::discovery::{cache, catalog};
+    let home = tempfile::tempdir().unwrap();
+    let cache_dir = home.path().join("cache");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    let path = cache::cache_path(&cache_dir);
+    let merged = cache::merge(
+        &cache::DiscoveryCache::default(),
+        &[report],
+        std::time::SystemTime::now(),
+    );
+    cache::save(&path, &merged).unwrap();
+    let mut times: Vec<Duration> = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            let loaded = cache::load(&path).unwrap();
+            let entries = catalog::assemble(Vec::new(), &loaded);
+            assert_eq!(entries.len(), CLUSTERS);
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "-- list from cache: {CLUSTERS} clusters, {} KiB file; read + catalog in-process: median {:.2?}",
+        std::fs::metadata(&path).unwrap().len() / 1024,
+        times[times.len() / 2]
+    );
+    let cli = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("k8s-tunnels")))
+        .filter(|p| p.exists());
+    let Some(cli) = cli else {
+        println!(
+            "   (build the CLI with `cargo build --release --bins` to time `k8s-tunnels list`)"
+        );
+        return;
+    };
+    let mut times: Vec<Duration> = (0..11)
+        .map(|_| {
+            let started = Instant::now();
+            let out = std::process::Command::new(&cli)
+                .env("K8S_TUNNELS_HOME", home.path())
+                .env("K8S_TUNNELS_KEYCHAIN", "off")
+                .args(["list", "--json"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "   `k8s-tunnels list --json` as a process (start, read, group, print): median {:.2?}",
+        times[times.len() / 2]
+    );
+}
+
+async fn run(label: &str, config: EksConfig) -> (Duration, k8s_tunnels::discovery::SourceReport) {
     let (d, c, m) = (
         config.describe_concurrency,
         config.scope_concurrency,
@@ -140,5 +204,5 @@ async fn run(label: &str, config: EksConfig) -> Duration {
         report.found.len(),
         report.scanned.len()
     );
-    elapsed
+    (elapsed, report)
 }
