@@ -318,7 +318,8 @@ fn a_new_stanza_goes_where_kubectl_puts_one() {
         assert_eq!(
             fs::metadata(&ws).unwrap().mode() & 0o777,
             if second_exists {
-                0o644 & !umask_bits()
+                // Its mode is kept, less other users' access (it now holds the SOCKS secret).
+                0o644 & !umask_bits() & !0o007
             } else {
                 0o600
             },
@@ -394,6 +395,13 @@ fn the_file_mode_is_kept_and_a_new_file_is_0600() {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
     Kubeconfig::with_paths(vec![path.clone()])
         .upsert(&entry("k8s-tunnels/m", 1))
+        .unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
+
+    // World-readable: other users lose access, since the file now holds the SOCKS secret.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    Kubeconfig::with_paths(vec![path.clone()])
+        .upsert(&entry("k8s-tunnels/m", 2))
         .unwrap();
     assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
 

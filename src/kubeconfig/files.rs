@@ -110,7 +110,8 @@ pub(crate) fn resolve_symlinks(path: &Path) -> Result<PathBuf, KubeconfigError> 
 }
 
 /// Atomically replaces the file `path` names (after symlinks) with `text`, keeping its mode
-/// (0600 for a new file) and creating missing parent directories.
+/// (less any access for other users; 0600 for a new file) and creating missing parent
+/// directories.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), KubeconfigError> {
     let target = resolve_symlinks(path)?;
     let io_error = |action: &'static str, path: &Path| {
@@ -159,7 +160,7 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), KubeconfigErro
         .map_err(io_error("write a temporary file in", &dir))?;
     if let Some(permissions) = existing_mode {
         temp.as_file()
-            .set_permissions(permissions)
+            .set_permissions(without_world_access(permissions, &target))
             .map_err(io_error("set the mode of a temporary file in", &dir))?;
     } else {
         set_new_file_mode(temp.as_file())
@@ -175,6 +176,27 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), KubeconfigErro
     })?;
     sync_dir(&dir).map_err(io_error("flush the directory", &dir))?;
     Ok(())
+}
+
+/// The file's mode, kept — except access for "other" users: the file now holds the per-install
+/// SOCKS secret, which any local user could otherwise read and spend.
+#[cfg(unix)]
+fn without_world_access(permissions: fs::Permissions, target: &Path) -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = permissions.mode();
+    if mode & 0o007 != 0 {
+        tracing::warn!(
+            file = %target.display(),
+            mode = format!("{:o}", mode & 0o7777),
+            "kubeconfig was readable by other users; removing their access since it holds the tunnel secret"
+        );
+    }
+    fs::Permissions::from_mode(mode & !0o007)
+}
+
+#[cfg(not(unix))]
+fn without_world_access(permissions: fs::Permissions, _target: &Path) -> fs::Permissions {
+    permissions
 }
 
 #[cfg(unix)]
