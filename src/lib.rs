@@ -23,13 +23,13 @@ pub mod tls;
 pub mod tunnel;
 
 /// Formats an error with its chain of sources, `outer: inner: root`, for logs and events.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        // Some errors repeat their source in their own message; don't say it twice.
-        if !text.ends_with(&cause_text) {
+        // Many errors repeat their source in their own message; don't say it twice.
+        if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }

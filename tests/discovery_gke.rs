@@ -7,13 +7,12 @@
 mod fakes;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use k8s_tunnels::discovery::gke::{GkeConfig, GkeSource};
 use k8s_tunnels::discovery::validate::check_name;
-use k8s_tunnels::discovery::{ClusterSource, Progress, Rejection, SourceReport};
-use k8s_tunnels::inventory::{self, Cloud, Cluster, OriginMode};
+use k8s_tunnels::discovery::{ClusterSource, Rejection};
+use k8s_tunnels::inventory::{self, Cloud, OriginMode};
 use serde_json::Value;
 
 use fakes::gke::{Project, cluster};
@@ -27,20 +26,6 @@ fn source(endpoint: &str, projects: &[&str]) -> GkeSource {
         },
         Anonymous::new().build(),
     )
-}
-
-async fn discover(source: &GkeSource) -> (SourceReport, Vec<Progress>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    let report = source
-        .discover(Arc::new(move |p| sink.lock().unwrap().push(p)))
-        .await;
-    let progress = seen.lock().unwrap().clone();
-    (report, progress)
-}
-
-fn clusters(report: &SourceReport) -> Vec<Cluster> {
-    report.found.iter().map(|f| f.cluster.clone()).collect()
 }
 
 fn ok(clusters: Vec<Value>) -> Project {
@@ -110,7 +95,7 @@ async fn lists_each_project_once_and_maps_labels_ids_users_groups() {
     let (served, state) = fakes::gke::start(projects).await;
     let source = source(&served.url(), &["shop-prod", "shop-dev"]);
     assert_eq!(source.name(), "gke");
-    let (report, progress) = discover(&source).await;
+    let (report, progress) = fakes::discover(&source).await;
 
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let scanned: BTreeSet<&str> = report.scanned.iter().map(String::as_str).collect();
@@ -128,7 +113,7 @@ async fn lists_each_project_once_and_maps_labels_ids_users_groups() {
             "gke:shop-dev:us-east1:dev",
         ])
     );
-    let all = clusters(&report);
+    let all = fakes::clusters(&report);
     let web = all.iter().find(|c| c.name == "web").unwrap();
     assert_eq!(web.cloud, Cloud::Gcp);
     assert_eq!(web.environment, "prod");
@@ -224,7 +209,8 @@ async fn forbidden_and_missing_projects_fail_alone() {
         ("gone".to_string(), Project::NotFound),
     ]);
     let (served, _state) = fakes::gke::start(projects).await;
-    let (report, progress) = discover(&source(&served.url(), &["good", "locked", "gone"])).await;
+    let (report, progress) =
+        fakes::discover(&source(&served.url(), &["good", "locked", "gone"])).await;
 
     assert_eq!(report.scanned, vec!["gke:good".to_string()]);
     assert_eq!(report.found.len(), 1);
@@ -267,7 +253,7 @@ async fn missing_zones_are_a_scope_error_that_keeps_the_clusters_found() {
         },
     )]);
     let (served, _state) = fakes::gke::start(projects).await;
-    let (report, _) = discover(&source(&served.url(), &["p-zones"])).await;
+    let (report, _) = fakes::discover(&source(&served.url(), &["p-zones"])).await;
 
     assert_eq!(
         report.found.len(),
@@ -289,7 +275,8 @@ async fn missing_zones_are_a_scope_error_that_keeps_the_clusters_found() {
 #[tokio::test]
 async fn an_invalid_project_id_fails_before_any_request() {
     let (served, state) = fakes::gke::start(BTreeMap::new()).await;
-    let (report, _) = discover(&source(&served.url(), &["../../v1/other", "Bad Project"])).await;
+    let (report, _) =
+        fakes::discover(&source(&served.url(), &["../../v1/other", "Bad Project"])).await;
     assert_eq!(report.failed.len(), 2);
     assert!(
         report
@@ -344,10 +331,10 @@ async fn hostile_clusters_are_rejected_or_made_safe_and_kubectl_still_loads_the_
     });
     let (served, _state) =
         fakes::gke::start(BTreeMap::from([("hostile".to_string(), ok(clusters_json))])).await;
-    let (report, _) = discover(&source(&served.url(), &["hostile"])).await;
+    let (report, _) = fakes::discover(&source(&served.url(), &["hostile"])).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
 
-    let found = clusters(&report);
+    let found = fakes::clusters(&report);
     assert_eq!(found.len(), 8, "{:?}", report.rejected);
     let names: BTreeSet<&str> = found.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(

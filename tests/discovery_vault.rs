@@ -6,12 +6,11 @@
 mod fakes;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
 use k8s_tunnels::discovery::validate::check_name;
 use k8s_tunnels::discovery::vault::{VaultConfig, VaultEnv, VaultSource};
-use k8s_tunnels::discovery::{ClusterSource, Progress, Rejection, SourceReport};
-use k8s_tunnels::inventory::{self, Cloud, Cluster, OriginMode};
+use k8s_tunnels::discovery::{ClusterSource, Rejection, SourceReport};
+use k8s_tunnels::inventory::{self, Cloud, OriginMode};
 use k8s_tunnels::secret::Secret;
 use serde_json::{Value, json};
 
@@ -51,20 +50,6 @@ fn env(addr: &str, namespace: Option<&str>) -> VaultEnv {
         namespace: namespace.map(Into::into),
         home: None,
     }
-}
-
-async fn discover(source: &VaultSource) -> (SourceReport, Vec<Progress>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    let report = source
-        .discover(Arc::new(move |p| sink.lock().unwrap().push(p)))
-        .await;
-    let progress = seen.lock().unwrap().clone();
-    (report, progress)
-}
-
-fn clusters(report: &SourceReport) -> Vec<Cluster> {
-    report.found.iter().map(|f| f.cluster.clone()).collect()
 }
 
 fn assert_no_token(report: &SourceReport) {
@@ -122,7 +107,7 @@ async fn walks_the_prefix_and_maps_fields_ids_groups() {
     .await;
     let source = VaultSource::with_env(config(), env(&served.url(), Some("team-a")));
     assert_eq!(source.name(), "vault");
-    let (report, progress) = discover(&source).await;
+    let (report, progress) = fakes::discover(&source).await;
 
     assert_eq!(report.source, "vault");
     assert_eq!(report.scanned, vec!["vault:kv:k8s-tunnels".to_string()]);
@@ -146,7 +131,7 @@ async fn walks_the_prefix_and_maps_fields_ids_groups() {
             .iter()
             .all(|f| f.scope == "vault:kv:k8s-tunnels")
     );
-    let all = clusters(&report);
+    let all = fakes::clusters(&report);
     let by_name = |n: &str| all.iter().find(|c| c.name == n).unwrap();
     let prod = by_name("prod-a");
     assert_eq!(prod.cloud, Cloud::Onprem);
@@ -229,7 +214,7 @@ async fn namespace_from_config_wins_and_a_wrong_one_is_denied() {
 
     // VAULT_NAMESPACE alone.
     let source = VaultSource::with_env(config(), env(&served.url(), Some("team-a/sub")));
-    let (report, _) = discover(&source).await;
+    let (report, _) = fakes::discover(&source).await;
     assert_eq!(report.found.len(), 1, "{:?}", report.failed);
 
     // The config's namespace beats VAULT_NAMESPACE.
@@ -238,12 +223,12 @@ async fn namespace_from_config_wins_and_a_wrong_one_is_denied() {
         ..config()
     };
     let source = VaultSource::with_env(configured, env(&served.url(), Some("other")));
-    let (report, _) = discover(&source).await;
+    let (report, _) = fakes::discover(&source).await;
     assert_eq!(report.found.len(), 1, "{:?}", report.failed);
 
     // No namespace: the token is not valid at the root, the scope fails with Vault's answer.
     let source = VaultSource::with_env(config(), env(&served.url(), None));
-    let (report, _) = discover(&source).await;
+    let (report, _) = fakes::discover(&source).await;
     assert!(report.found.is_empty() && report.scanned.is_empty());
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].scope, "vault:kv:k8s-tunnels");
@@ -271,7 +256,7 @@ async fn forbidden_paths_fail_the_scope_without_stopping_the_walk() {
     fake.denied = BTreeSet::from(["k8s-tunnels/team-b/".into(), "k8s-tunnels/locked".into()]);
     let (served, _state) = fakes::vault::start(fake).await;
     let source = VaultSource::with_env(config(), env(&served.url(), None));
-    let (report, progress) = discover(&source).await;
+    let (report, progress) = fakes::discover(&source).await;
 
     let names: BTreeSet<&str> = report
         .found
@@ -315,7 +300,7 @@ async fn forbidden_paths_fail_the_scope_without_stopping_the_walk() {
 async fn a_missing_prefix_is_no_clusters_and_a_bad_token_is_reported_without_it() {
     let (served, state) = fakes::vault::start(vault(None, BTreeMap::new())).await;
     let source = VaultSource::with_env(config(), env(&served.url(), None));
-    let (report, _) = discover(&source).await;
+    let (report, _) = fakes::discover(&source).await;
     assert_eq!(report.scanned, vec!["vault:kv:k8s-tunnels".to_string()]);
     assert!(report.found.is_empty() && report.failed.is_empty() && report.rejected.is_empty());
 
@@ -323,7 +308,7 @@ async fn a_missing_prefix_is_no_clusters_and_a_bad_token_is_reported_without_it(
         token: Some(Secret::new("hvs.wrong-token-value")),
         ..env(&served.url(), None)
     };
-    let (report, _) = discover(&VaultSource::with_env(config(), wrong)).await;
+    let (report, _) = fakes::discover(&VaultSource::with_env(config(), wrong)).await;
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].message.contains("permission denied"));
     assert!(!format!("{report:?}").contains("wrong-token-value"));
@@ -343,7 +328,7 @@ async fn the_token_comes_from_vault_token_file_and_its_absence_is_explained() {
         home: Some(home.path().to_path_buf()),
         ..env(&served.url(), None)
     };
-    let (report, _) = discover(&VaultSource::with_env(config(), from_home.clone())).await;
+    let (report, _) = fakes::discover(&VaultSource::with_env(config(), from_home.clone())).await;
     assert!(report.found.is_empty());
     assert!(
         report.failed[0].message.contains("VAULT_TOKEN")
@@ -353,7 +338,7 @@ async fn the_token_comes_from_vault_token_file_and_its_absence_is_explained() {
     );
 
     std::fs::write(home.path().join(".vault-token"), format!("{TOKEN}\n")).unwrap();
-    let (report, _) = discover(&VaultSource::with_env(config(), from_home)).await;
+    let (report, _) = fakes::discover(&VaultSource::with_env(config(), from_home)).await;
     assert_eq!(report.found.len(), 1, "{:?}", report.failed);
     assert_no_token(&report);
 }
@@ -373,7 +358,8 @@ async fn the_walk_is_bounded_in_depth_and_count() {
         max_secrets: 2,
         ..config()
     };
-    let (report, _) = discover(&VaultSource::with_env(bounded, env(&served.url(), None))).await;
+    let (report, _) =
+        fakes::discover(&VaultSource::with_env(bounded, env(&served.url(), None))).await;
     assert_eq!(report.found.len(), 2);
     assert!(report.scanned.is_empty());
     let text: Vec<&str> = report.failed.iter().map(|f| f.message.as_str()).collect();
@@ -438,10 +424,11 @@ async fn hostile_secrets_are_rejected_or_made_safe_and_kubectl_still_loads_the_r
         ),
     ]);
     let (served, _state) = fakes::vault::start(vault(None, store)).await;
-    let (report, _) = discover(&VaultSource::with_env(config(), env(&served.url(), None))).await;
+    let (report, _) =
+        fakes::discover(&VaultSource::with_env(config(), env(&served.url(), None))).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
 
-    let found = clusters(&report);
+    let found = fakes::clusters(&report);
     let ids: BTreeSet<&str> = found.iter().map(|c| c.id.0.as_str()).collect();
     for id in [
         "vault:kv:k8s-tunnels/slash",

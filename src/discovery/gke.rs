@@ -128,7 +128,7 @@ impl GkeSource {
         let client = match self.client().await {
             Ok(client) => Arc::new(client),
             Err(e) => {
-                let message = error_chain(&e);
+                let message = crate::error_chain(&e);
                 report.failed = projects
                     .iter()
                     .map(|p| ScopeError {
@@ -229,22 +229,10 @@ fn describe(error: &google_cloud_gax::error::Error) -> String {
         // shown, it may be anything.
         return format!("the GKE API answered HTTP {code}");
     }
-    let text: String = error_chain(error).chars().take(MAX_MESSAGE).collect();
-    text
-}
-
-/// An error and its sources, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
+    let text: String = crate::error_chain(error)
+        .chars()
+        .take(MAX_MESSAGE)
+        .collect();
     text
 }
 

@@ -233,7 +233,7 @@ impl VaultSource {
             Err(e) => {
                 report.failed.push(ScopeError {
                     scope,
-                    message: error_chain(&e),
+                    message: crate::error_chain(&e),
                 });
                 tell(1, 1);
                 return report;
@@ -468,23 +468,11 @@ fn describe(error: &ClientError) -> String {
                 format!("Vault answered HTTP {code}: {text}")
             }
         }
-        other => error_chain(other).chars().take(MAX_MESSAGE).collect(),
+        other => crate::error_chain(other)
+            .chars()
+            .take(MAX_MESSAGE)
+            .collect(),
     }
-}
-
-/// An error and its sources, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
+use std::sync::{Arc, Mutex};
+
 use axum::Router;
+use k8s_tunnels::discovery::{ClusterSource, Progress, SourceReport};
 use k8s_tunnels::inventory::Cluster;
 use k8s_tunnels::kubeconfig::{ClusterEntry, Kubeconfig};
 use k8s_tunnels::secret::Secret;
@@ -119,4 +122,22 @@ pub fn ca_pem() -> String {
         .expect("make a CA")
         .cert_pem()
         .to_string()
+}
+
+/// Runs a source once, collecting the progress it reports.
+pub async fn discover(source: &dyn ClusterSource) -> (SourceReport, Vec<Progress>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let report = source
+        .discover(Arc::new(move |p| {
+            sink.lock().expect("progress lock").push(p)
+        }))
+        .await;
+    let progress = seen.lock().expect("progress lock").clone();
+    (report, progress)
+}
+
+/// The clusters a report found.
+pub fn clusters(report: &SourceReport) -> Vec<Cluster> {
+    report.found.iter().map(|f| f.cluster.clone()).collect()
 }
