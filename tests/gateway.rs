@@ -281,6 +281,32 @@ async fn bastion_picks_the_destination_and_enforces_the_allow_list() {
 }
 
 #[tokio::test]
+async fn a_bastion_without_an_allow_list_refuses_the_gateways_own_host() {
+    let local = echo_server().await;
+    let lab = start_lab(vec![app("bastion.lab.test", Origin::Bastion)], None).await;
+    let token = lab.token();
+    for dest in [
+        local.addr.to_string(),
+        format!("localhost:{}", local.addr.port()),
+        format!("[::ffff:127.0.0.1]:{}", local.addr.port()),
+        "169.254.169.254:80".to_string(),
+    ] {
+        let response = refusal(
+            lab.dial(
+                "bastion.lab.test",
+                &[
+                    ("Cf-Access-Token", token.expose()),
+                    ("Cf-Access-Jump-Destination", &dest),
+                ],
+            )
+            .await,
+        );
+        assert_eq!(response.status(), http::StatusCode::FORBIDDEN, "{dest}");
+    }
+    assert_eq!(local.accepted.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn refused_credentials_never_reach_the_origin() {
     let echo = echo_server().await;
     let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;

@@ -21,7 +21,7 @@
 //!   - hostname: bastion.k8s.example.com
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
-//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination
+//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination off the gateway's host
 //! ```
 
 use std::collections::HashMap;
@@ -330,7 +330,9 @@ pub struct ApplicationConfig {
     #[serde(default)]
     pub socks: bool,
     /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
-    /// (`host`, `*.suffix`, any port). `None` allows every destination.
+    /// (`host`, `*.suffix`, any port). `None` allows every destination except addresses of the
+    /// gateway's own host and link-local ones (checked after DNS resolution); list such a
+    /// destination explicitly to allow it.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
     /// The key set for this application's JWTs; defaults to the top-level `jwks`.

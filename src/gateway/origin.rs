@@ -44,6 +44,13 @@ pub(crate) enum DialError {
         /// Where.
         destination: String,
     },
+    /// A bastion without an allow-list was asked for an address on the gateway's own machine
+    /// or a link-local one (a cloud metadata endpoint).
+    #[error("destination {destination} is internal to the gateway's host")]
+    Internal {
+        /// Where.
+        destination: String,
+    },
 }
 
 /// Errors of the SOCKS5 exchange inside a stream.
@@ -80,14 +87,8 @@ pub(crate) fn destination(
                     Err(DestinationError::NotAllowed(host_port(&host, port)))
                 }
                 Some(_) => Ok((host, port)),
-                None => {
-                    tracing::debug!(
-                        app = %app.hostname,
-                        destination = %host_port(&host, port),
-                        "bastion has no allow-list: any destination is accepted"
-                    );
-                    Ok((host, port))
-                }
+                // No allow-list: any destination outside the gateway's host (see `dial_external`).
+                None => Ok((host, port)),
             }
         }
     }
@@ -117,6 +118,78 @@ pub(crate) async fn dial(host: &str, port: u16, timeout: Duration) -> Result<Tcp
     // Nagle would hold back the small writes of TLS handshakes by ~40 ms.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Dials `host:port` for a bastion that has no allow-list: only addresses outside the gateway's
+/// own machine and link-local ranges, so an authenticated user cannot reach services bound to
+/// the gateway's loopback or a cloud metadata endpoint (169.254.169.254). The check runs after
+/// DNS resolution and the checked address is the one dialled, so a name cannot smuggle such an
+/// address past it.
+pub(crate) async fn dial_external(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, DialError> {
+    let destination = host_port(host, port);
+    let timed_out = || DialError::Timeout {
+        destination: destination.clone(),
+    };
+    let resolved: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|source| DialError::Connect {
+                destination: destination.clone(),
+                source,
+            })?
+            .collect();
+    let permitted: Vec<_> = resolved
+        .into_iter()
+        .filter(|a| !is_internal(a.ip()))
+        .collect();
+    if permitted.is_empty() {
+        return Err(DialError::Internal { destination });
+    }
+    let mut last = None;
+    for addr in permitted {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(source)) => {
+                last = Some(DialError::Connect {
+                    destination: destination.clone(),
+                    source,
+                })
+            }
+            Err(_) => last = Some(timed_out()),
+        }
+    }
+    Err(last.unwrap_or_else(timed_out))
+}
+
+/// Loopback, unspecified, link-local, multicast or broadcast — also as IPv4-mapped IPv6.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unicast_link_local()
+            }
+        },
+    }
 }
 
 /// Runs the SOCKS5 server half inside `stream` the way cloudflared's `proxyType: socks` does:

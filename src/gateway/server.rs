@@ -181,8 +181,18 @@ async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response
     let destination = origin::host_port(&dest_host, dest_port);
     log.destination = Some(&destination);
     // Dial before answering 101, so "origin down" (502) is distinct from "edge down".
-    let upstream = match origin::dial(&dest_host, dest_port, state.config.connect_timeout).await {
+    let timeout = state.config.connect_timeout;
+    let dialled = if matches!(app.origin, Origin::Bastion) && app.allow.is_none() {
+        origin::dial_external(&dest_host, dest_port, timeout).await
+    } else {
+        origin::dial(&dest_host, dest_port, timeout).await
+    };
+    let upstream = match dialled {
         Ok(stream) => stream,
+        Err(e @ origin::DialError::Internal { .. }) => {
+            log.finish(&format!("refused: {e}"), 0, 0);
+            return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+        }
         Err(e) => {
             log.finish(&format!("origin unreachable: {e}"), 0, 0);
             return plain(StatusCode::BAD_GATEWAY, "origin unreachable\n");
