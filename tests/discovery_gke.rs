@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use k8s_tunnels::discovery::gke::{GkeConfig, GkeSource};
-use k8s_tunnels::discovery::validate::check_name;
 use k8s_tunnels::discovery::{ClusterSource, Rejection};
 use k8s_tunnels::inventory::{self, Cloud, OriginMode};
 use serde_json::Value;
@@ -336,16 +335,7 @@ async fn hostile_clusters_are_rejected_or_made_safe_and_kubectl_still_loads_the_
 
     let found = fakes::clusters(&report);
     assert_eq!(found.len(), 8, "{:?}", report.rejected);
-    let names: BTreeSet<&str> = found.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(
-        names.len(),
-        found.len(),
-        "hostile names stay distinct: {names:?}"
-    );
-    for c in &found {
-        assert!(check_name("name", &c.name).is_ok(), "{:?}", c.name);
-        assert!(!c.name.contains(".."), "{}", c.name);
-    }
+    let names = fakes::assert_safe_distinct_names(&found);
     assert!(names.contains("dots.in.name"), "a valid name is kept");
     let with_path = found
         .iter()

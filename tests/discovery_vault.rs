@@ -7,7 +7,6 @@ mod fakes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_tunnels::discovery::validate::check_name;
 use k8s_tunnels::discovery::vault::{VaultConfig, VaultEnv, VaultSource};
 use k8s_tunnels::discovery::{ClusterSource, Rejection, SourceReport};
 use k8s_tunnels::inventory::{self, Cloud, OriginMode};
@@ -444,16 +443,7 @@ async fn hostile_secrets_are_rejected_or_made_safe_and_kubectl_still_loads_the_r
         assert!(ids.contains(id), "{id} missing from {ids:?}");
     }
     assert_eq!(found.len(), 9, "{ids:?}");
-    let names: BTreeSet<&str> = found.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(
-        names.len(),
-        found.len(),
-        "hostile names stay distinct: {names:?}"
-    );
-    for c in &found {
-        assert!(check_name("name", &c.name).is_ok(), "{:?}", c.name);
-        assert!(!c.name.contains(".."), "{}", c.name);
-    }
+    fakes::assert_safe_distinct_names(&found);
     let path_host = found
         .iter()
         .find(|c| c.id.0.ends_with("host-path"))

@@ -141,3 +141,23 @@ pub async fn discover(source: &dyn ClusterSource) -> (SourceReport, Vec<Progress
 pub fn clusters(report: &SourceReport) -> Vec<Cluster> {
     report.found.iter().map(|f| f.cluster.clone()).collect()
 }
+
+/// Asserts that discovered names are valid kubeconfig keys (no `..`) and still distinct after
+/// hostile input was made safe; returns them.
+pub fn assert_safe_distinct_names(found: &[Cluster]) -> std::collections::BTreeSet<&str> {
+    let names: std::collections::BTreeSet<&str> = found.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        found.len(),
+        "hostile names stay distinct: {names:?}"
+    );
+    for c in found {
+        assert!(
+            k8s_tunnels::discovery::validate::check_name("name", &c.name).is_ok(),
+            "{:?}",
+            c.name
+        );
+        assert!(!c.name.contains(".."), "{}", c.name);
+    }
+    names
+}
