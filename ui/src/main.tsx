@@ -1,9 +1,7 @@
+// Entry point: the window over the desktop shell's IPC.
 import { render } from "preact";
+import { App } from "./app";
 import { tauriIpc } from "./tauri";
+import "./style.css";
 
-const ipc = tauriIpc();
-function Main() {
-  return <main><h1>k8s-tunnels</h1></main>;
-}
-void ipc;
-render(<Main />, document.getElementById("app")!);
+render(<App ipc={tauriIpc()} />, document.getElementById("app")!);
