@@ -105,7 +105,8 @@ test("a click on a toggle calls connect with the row's id; a tunnel event brings
     }, id);
     const r = row(page, id);
     await r.and(page.locator('[data-state="up"]')).waitFor();
-    assert.match(await r.locator(".state").innerText(), /Up · 127\.0\.0\.1:17555/);
+    assert.equal(await r.locator(".state").innerText(), "Up");
+    assert.equal(await r.locator(".port").innerText(), "127.0.0.1:17555");
     assert.equal(await r.locator(".fig-port").innerText(), "17555");
     assert.equal(await r.locator(".fig-open").innerText(), "2");
     assert.equal(await r.locator(".fig-up").innerText(), "1.5 KiB");
@@ -217,11 +218,44 @@ test("keyboard: / focuses the search, Tab reaches a toggle, Space switches it", 
       (await calls(page)).filter((c) => c.cmd === "connect"),
       [{ cmd: "connect", args: { id: "aws/dev/sandbox" } }],
     );
-    // Focus stays on the toggle while the command runs and after.
+    // Focus stays on the toggle while the command runs and after; Enter switches it off.
+    await row(page, "aws/dev/sandbox").and(page.locator('[data-state="connecting"]')).waitFor();
     assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("aria-label")), "Tunnel to sandbox");
+    await page.keyboard.press("Enter");
+    await row(page, "aws/dev/sandbox").and(page.locator('[data-state="off"]')).waitFor();
+    assert.deepEqual((await calls(page)).filter((c) => c.cmd === "disconnect"), [
+      { cmd: "disconnect", args: { id: "aws/dev/sandbox" } },
+    ]);
+    // A group collapses from the keyboard too.
+    await page.keyboard.press("Shift+Tab");
+    for (let i = 0; i < 10 && !(await page.evaluate(() => document.activeElement?.classList.contains("group-toggle"))); i++) {
+      await page.keyboard.press("Shift+Tab");
+    }
+    const heading = await page.evaluate(() => document.activeElement?.textContent);
+    assert.match(heading ?? "", /^▾dev/);
+    await page.keyboard.press("Enter");
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("aria-expanded")), "true", "a search keeps groups open");
     clean(errors);
   } finally {
     await close();
+  }
+});
+
+test("follows the system theme: dark colours under prefers-color-scheme: dark", async () => {
+  for (const scheme of /** @type {const} */ (["light", "dark"])) {
+    const { page, errors, close } = await openWindow({ colorScheme: scheme });
+    try {
+      // Relative luminance of the page background, from its computed rgb().
+      const lum = await page.evaluate(() => {
+        const [r, g, b] = (getComputedStyle(document.body).backgroundColor.match(/\d+/g) ?? []).map(Number);
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+      });
+      if (scheme === "dark") assert.ok(lum < 0.2, `dark background, got luminance ${lum}`);
+      else assert.ok(lum > 0.8, `light background, got luminance ${lum}`);
+      clean(errors);
+    } finally {
+      await close();
+    }
   }
 });
 

@@ -12,6 +12,7 @@ import {
   filterRows,
   formatBytes,
   formatLatency,
+  formatTime,
   isFiltering,
   listing,
   reduce,
@@ -491,17 +492,23 @@ function Row(props: {
         )}
         <span class="meta">{meta.join(" · ")}</span>
       </div>
-      <span class={`state state-${s}`} id={stateId}>
-        {stateLabel(s)}
-        {t && <span class="port"> · 127.0.0.1:{t.port}</span>}
-      </span>
+      <div class="state-cell">
+        <span
+          class={`state state-${s}`}
+          id={stateId}
+          title={t ? `${stateLabel(s)} since ${formatTime(t.since)}` : undefined}
+        >
+          {stateLabel(s)}
+        </span>
+        {t && <span class="port">127.0.0.1:{t.port}</span>}
+      </div>
       {t ? (
         <dl class="figures">
           <div>
             <dt>Port</dt>
             <dd class="fig-port">{t.port}</dd>
           </div>
-          <div>
+          <div title={`${t.total_connections} connections since it opened, ${t.refused_connections} refused`}>
             <dt>Open</dt>
             <dd class="fig-open">{t.open_connections}</dd>
           </div>

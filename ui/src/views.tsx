@@ -13,9 +13,11 @@ export function DiscoveryPanel(props: { discovery: DiscoveryState; refresh: () =
       <button
         type="button"
         class="secondary refresh"
-        onClick={props.refresh}
+        // Not `disabled`: keyboard focus stays on the button while discovery runs.
         aria-disabled={d.running}
-        disabled={d.running}
+        onClick={() => {
+          if (!d.running) props.refresh();
+        }}
       >
         {d.running ? "Refreshing…" : "Refresh discovery"}
       </button>
