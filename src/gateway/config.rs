@@ -812,6 +812,13 @@ impl ResolvedConfig {
         names.sort_unstable();
         names
     }
+
+    /// The access section's auth domain and transfer host, when it is configured.
+    pub fn access_hosts(&self) -> Option<(&str, &str)> {
+        self.access
+            .as_deref()
+            .map(|a| (a.auth_domain.as_str(), a.transfer_host.as_str()))
+    }
 }
 
 /// One validated application.
@@ -1025,6 +1032,91 @@ mod tests {
             err,
             "applications[0].service_tokens[0].client_secret: environment variable K8S_TUNNELS_TEST_UNSET_VAR is not set"
         );
+    }
+
+    #[test]
+    fn the_access_section_reads_from_yaml_and_opens_every_application() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = crate::gateway::TokenIssuer::generate().unwrap();
+        let key = dir.path().join("access-key.pem");
+        std::fs::write(&key, issuer.private_key_pem().expose()).unwrap();
+        let password = dir.path().join("ada-password");
+        std::fs::write(&password, "hunter2\n").unwrap();
+        let path = dir.path().join("gw.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\napplications:\n  - {{hostname: a.example, aud: x, origin: 'tcp://h:1'}}\n\
+             access:\n  auth_domain: Team.CloudflareAccess.com\n  signing_key: {{file: {}}}\n  app_token_ttl: 90s\n\
+             \x20 identities:\n    - {{email: Ada@Example.com, password: {{file: {}}}}}\n",
+            key.display(),
+            password.display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        let resolved = GatewayConfig::from_yaml_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let access = resolved.access.as_ref().unwrap();
+        assert_eq!(access.auth_domain, "team.cloudflareaccess.com");
+        assert_eq!(access.transfer_host, DEFAULT_TRANSFER_HOST);
+        assert_eq!(access.app_token_ttl, Duration::from_secs(90));
+        assert_eq!(access.org_token_ttl, DEFAULT_ORG_TOKEN_TTL);
+        assert_eq!(access.identities[0].email, "ada@example.com");
+        assert_eq!(access.identities[0].password.expose(), "hunter2");
+        assert_eq!(access.issuer.kid(), issuer.kid());
+        // The application named no key set: the access key is its key set.
+        let app = &resolved.applications["a.example"];
+        assert!(app.jwks.as_ref().unwrap().json.contains(issuer.kid()));
+        assert!(!format!("{resolved:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn access_errors_name_the_field() {
+        let base = || {
+            let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+            config.applications.push(ApplicationConfig::new(
+                "a.example",
+                "aud",
+                "tcp://h:1".parse().unwrap(),
+            ));
+            let key = crate::gateway::TokenIssuer::generate().unwrap();
+            config.access = Some(AccessConfig::new(
+                "team.cloudflareaccess.com",
+                SecretSource::Value(key.private_key_pem().clone()),
+            ));
+            config
+        };
+        let error = |config: GatewayConfig| config.resolve().unwrap_err().to_string();
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.signing_key = SecretSource::Value(Secret::new("-----BEGIN NONSENSE-----"));
+        }
+        assert!(
+            error(config).starts_with("access.signing_key: unusable signing key"),
+            "signing key"
+        );
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.identities.push(IdentityConfig {
+                email: "ada@example.com".into(),
+                password: SecretSource::Env("K8S_TUNNELS_TEST_UNSET_VAR".into()),
+            });
+        }
+        assert_eq!(
+            error(config),
+            "access.identities[0].password: environment variable K8S_TUNNELS_TEST_UNSET_VAR is not set"
+        );
+
+        let mut config = base();
+        config.applications[0].hostname = "team.cloudflareaccess.com".into();
+        assert!(error(config).starts_with("applications[0].hostname:"));
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.transfer_timeout = Duration::ZERO;
+        }
+        assert!(error(config).starts_with("access.transfer_timeout:"));
     }
 
     #[test]
