@@ -728,3 +728,102 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
         );
     }
 }
+
+/// The lab with its Access login on: the names it hands a client all reach the gateway, the
+/// login signs its user in, the minted token opens a cluster's tunnel, and the inventory's
+/// user clusters carry no credential, so a client has to log in.
+#[tokio::test]
+async fn the_lab_turns_the_login_on() {
+    use k8s_tunnels::inventory::{AccessAuth, Cloud, OriginMode};
+    use k8s_tunnels::lab::{LAB_AUTH_DOMAIN, Lab, LabAccess, LabClusterSpec, LabConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut robot = LabClusterSpec::new("robot", Cloud::Aws, "test", OriginMode::Tcp);
+    robot.service_token = true;
+    let clusters = vec![
+        LabClusterSpec::new("alpha", Cloud::Aws, "test", OriginMode::Tcp),
+        robot,
+    ];
+    let lab = Lab::start(LabConfig::new(dir.path(), clusters).with_access(LabAccess::default()))
+        .await
+        .unwrap();
+    assert_eq!(lab.auth_domain(), Some(LAB_AUTH_DOMAIN));
+    assert_eq!(
+        lab.transfer_service_url().as_deref(),
+        Some("https://login.cloudflareaccess.org")
+    );
+    let host = lab.access_hostname("alpha");
+    let aud = lab.aud("alpha").unwrap();
+    let (email, password) = lab.login_identity().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(lab.ca_path()).unwrap(),
+        lab.ca_pem()
+    );
+
+    let tls = k8s_tunnels::tls::client_config(Some(lab.ca_pem().as_bytes())).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .redirect(Policy::none());
+    for name in lab.host_names() {
+        builder = builder.resolve(&name, lab.gateway_addr());
+    }
+    let client = builder.build().unwrap();
+    let port = lab.gateway_addr().port();
+
+    let response = client
+        .head(format!("https://{host}:{port}/"))
+        .header("cf-access-metadata-request", "true")
+        .send()
+        .await
+        .unwrap();
+    let metadata = response.headers()["cf-access-metadata"].to_str().unwrap();
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(metadata)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["aud"], aud);
+    assert_eq!(claims["auth_domain"], LAB_AUTH_DOMAIN);
+
+    let response = client
+        .post(format!(
+            "https://{LAB_AUTH_DOMAIN}:{port}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url=%2F"
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(email, password.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let token = query(&location(&response))["token"].clone();
+
+    // The token opens alpha's tunnel through to its (fake) API server.
+    let mut request = format!("wss://{host}:{port}/")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cf-access-token", token.parse().unwrap());
+    let tcp = TcpStream::connect(lab.gateway_addr()).await.unwrap();
+    tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        Some(websocket_config()),
+        Some(Connector::Rustls(tls)),
+    )
+    .await
+    .expect("the login's token opens the tunnel");
+
+    let clusters = k8s_tunnels::discovery::file::load(lab.inventory_path()).unwrap();
+    let auth = |name: &str| {
+        clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.access.auth.clone())
+            .unwrap()
+    };
+    assert!(
+        matches!(auth("alpha"), AccessAuth::Default),
+        "{:?}",
+        auth("alpha")
+    );
+    assert!(matches!(auth("robot"), AccessAuth::ServiceToken { .. }));
+}
