@@ -32,9 +32,14 @@ pub const WINDOW: &str = "main";
 /// The argument autostart launches the app with: start in the tray, without the window.
 pub const HIDDEN_ARG: &str = "--hidden";
 
-/// Loads the configuration and builds the shell. With no cloud source configured and no
-/// inventory, starts the built-in demo lab and uses its clusters.
-pub async fn open_shell(dirs: AppDirs, options: AppOptions) -> anyhow::Result<Arc<Shell>> {
+/// Loads the configuration and builds the shell, the SOCKS secret in `keychain`. With no cloud
+/// source configured and no inventory, starts the built-in demo lab and uses its clusters.
+pub async fn open_shell(
+    dirs: AppDirs,
+    options: AppOptions,
+    keychain: Keychain,
+    schedule: ProbeSchedule,
+) -> anyhow::Result<Arc<Shell>> {
     let mut app = App::load(dirs, options).context("cannot load the configuration")?;
     let lab = if app.is_unconfigured() {
         let lab = Lab::start(LabConfig::demo(&app.dirs().cache.join("demo-lab")))
@@ -50,12 +55,8 @@ pub async fn open_shell(dirs: AppDirs, options: AppOptions) -> anyhow::Result<Ar
     } else {
         None
     };
-    // The keychain probe talks D-Bus and may block for a moment.
-    let keychain = tokio::task::spawn_blocking(|| Keychain::open(KEYCHAIN_SERVICE))
-        .await
-        .context("keychain probe panicked")?;
     let (engine, _) = app
-        .engine(&keychain, ProbeSchedule::default())
+        .engine(&keychain, schedule)
         .context("cannot set up the tunnel engine")?;
     Ok(Shell::start(app, engine, lab))
 }
@@ -119,8 +120,16 @@ pub fn run() {
     tauri::async_runtime::set(runtime.handle().clone());
     let shell = match AppDirs::from_env()
         .context("cannot find the app's folders")
-        .and_then(|dirs| runtime.block_on(open_shell(dirs, options_from_env())))
-    {
+        .and_then(|dirs| {
+            // The keychain probe talks D-Bus and may block for a moment; nothing else runs yet.
+            let keychain = Keychain::open(KEYCHAIN_SERVICE);
+            runtime.block_on(open_shell(
+                dirs,
+                options_from_env(),
+                keychain,
+                ProbeSchedule::default(),
+            ))
+        }) {
         Ok(shell) => shell,
         Err(e) => {
             eprintln!("error: {e:#}");
