@@ -118,6 +118,8 @@ pub fn run() {
     };
     // Tauri's async tasks and the engine share this one runtime.
     tauri::async_runtime::set(runtime.handle().clone());
+    // Setup code on the main thread (tray, notifier) spawns onto it too.
+    let entered = runtime.enter();
     let shell = match AppDirs::from_env()
         .context("cannot find the app's folders")
         .and_then(|dirs| {
@@ -186,6 +188,7 @@ pub fn run() {
             api.prevent_exit();
         }
     });
+    drop(entered);
     drop(runtime);
 }
 
