@@ -3,6 +3,8 @@
 //! StatusNotifierItem whose dbusmenu layout lists the favourites first (checkboxes), then a
 //! submenu per cloud, the status line and the actions.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -84,12 +86,21 @@ impl Watcher {
     }
 }
 
+/// The dbusmenu calls the test makes.
+enum MenuCall {
+    /// `GetLayout` of the whole tree.
+    Layout,
+    /// `Event(id, "clicked", …)`.
+    Click(i32),
+}
+
 /// `GetLayout`'s reply: revision, (id, properties, children).
 type Layout = (u32, (i32, HashMap<String, OwnedValue>, Vec<OwnedValue>));
 
 /// One dbusmenu node: label, properties of interest, children.
 #[derive(Debug)]
 struct Node {
+    id: i32,
     label: String,
     kind: String,
     checkmark: bool,
@@ -121,6 +132,10 @@ fn node(value: &Value<'_>) -> Node {
         other => panic!("not a child list: {other:?}"),
     };
     Node {
+        id: match &fields[0] {
+            Value::I32(id) => *id,
+            other => panic!("not an item id: {other:?}"),
+        },
         label: text("label").replace('_', ""),
         kind: text("type"),
         checkmark: text("toggle-type") == "checkmark",
@@ -187,7 +202,7 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         r#"{"version": 1, "favourites": ["file:sandbox", "file:prod-us"]}"#,
     )
     .expect("state");
-    let _app = Reaped(
+    let mut app = Reaped(
         Command::new(env!("CARGO_BIN_EXE_k8s-tunnels-desktop"))
             .arg(k8s_tunnels_desktop::HIDDEN_ARG)
             .env("DISPLAY", format!(":{display}"))
@@ -212,55 +227,57 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    let layout = rt.block_on(async {
-        let get = |iface: &'static str, prop: &'static str| {
-            let conn = conn.clone();
-            let (service, path) = (service.clone(), path.clone());
-            async move {
-                let reply = conn
-                    .call_method(
-                        Some(service.as_str()),
-                        path.as_str(),
-                        Some("org.freedesktop.DBus.Properties"),
-                        "Get",
-                        &(iface, prop),
-                    )
-                    .await?;
-                reply.body().deserialize::<OwnedValue>()
-            }
-        };
-        let id = get("org.kde.StatusNotifierItem", "Id").await.expect("Id");
-        assert!(String::try_from(id).is_ok());
-        let menu = get("org.kde.StatusNotifierItem", "Menu")
-            .await
-            .expect("Menu");
-        let menu = OwnedObjectPath::try_from(menu).expect("menu path");
-        // The menu is built as the app starts; wait until it has its items.
-        loop {
+    let get = |iface: &'static str, prop: &'static str| {
+        rt.block_on(async {
             let reply = conn
                 .call_method(
                     Some(service.as_str()),
-                    menu.as_str(),
-                    Some("com.canonical.dbusmenu"),
-                    "GetLayout",
-                    &(0i32, -1i32, Vec::<String>::new()),
+                    path.as_str(),
+                    Some("org.freedesktop.DBus.Properties"),
+                    "Get",
+                    &(iface, prop),
                 )
-                .await
-                .expect("GetLayout");
-            let body = reply.body();
-            let (_revision, (_id, _props, children)): Layout = body.deserialize().expect("layout");
-            let root = Node {
-                label: String::new(),
-                kind: String::new(),
-                checkmark: false,
-                checked: false,
-                children: children.iter().map(|c| node(c)).collect(),
-            };
-            if root.children.len() > 5 || Instant::now() > deadline {
-                break root;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+                .await?;
+            reply.body().deserialize::<OwnedValue>()
+        })
+    };
+    let id = get("org.kde.StatusNotifierItem", "Id").expect("Id");
+    assert!(String::try_from(id).is_ok());
+    let menu = get("org.kde.StatusNotifierItem", "Menu").expect("Menu");
+    let menu = OwnedObjectPath::try_from(menu).expect("menu path");
+    let dbusmenu = |method: &'static str, body: MenuCall| match body {
+        MenuCall::Layout => rt.block_on(conn.call_method(
+            Some(service.as_str()),
+            menu.as_str(),
+            Some("com.canonical.dbusmenu"),
+            method,
+            &(0i32, -1i32, Vec::<String>::new()),
+        )),
+        MenuCall::Click(id) => rt.block_on(conn.call_method(
+            Some(service.as_str()),
+            menu.as_str(),
+            Some("com.canonical.dbusmenu"),
+            method,
+            &(id, "clicked", Value::from(0i32), 0u32),
+        )),
+    };
+    let fetch = || {
+        let reply = dbusmenu("GetLayout", MenuCall::Layout).expect("GetLayout");
+        let body = reply.body();
+        let (_revision, (_id, _props, children)): Layout = body.deserialize().expect("layout");
+        Node {
+            id: 0,
+            label: String::new(),
+            kind: String::new(),
+            checkmark: false,
+            checked: false,
+            children: children.iter().map(|c| node(c)).collect(),
         }
+    };
+    // The menu is built as the app starts; wait until it has its items.
+    let layout = support::wait_for("the tray menu", || {
+        let layout = fetch();
+        (layout.children.len() > 5).then_some(layout)
     });
 
     let top = describe(&layout.children);
@@ -289,4 +306,18 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         describe(&aws.children[0].children),
         ["[ ] prod-eu", "[ ] prod-us"]
     );
+
+    // A click on a favourite connects it; the menu follows: checked, and the status line.
+    let favourite = layout.children[0].id;
+    dbusmenu("Event", MenuCall::Click(favourite)).expect("click");
+    support::wait_for("prod-us checked in the tray", || {
+        let top = describe(&fetch().children);
+        (top[0] == "[x] prod-us" && top.contains(&"1 tunnel up".to_string())).then_some(())
+    });
+
+    // Quit closes the tunnel and ends the app.
+    let quit = fetch().children.last().map(|n| n.id).expect("quit item");
+    dbusmenu("Event", MenuCall::Click(quit)).expect("click quit");
+    let status = support::wait_for("the app to exit", || app.0.try_wait().expect("wait"));
+    assert!(status.success(), "{status}");
 }
