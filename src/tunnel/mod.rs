@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::inventory::Cluster;
 use crate::secret::Secret;
 use carrier::Edge;
-use health::{Health, HealthState, ProbeSchedule};
+use health::{Health, HealthFigures, HealthState, ProbeSchedule};
 use listener::{ListenerContext, TunnelStats};
 
 /// Everything needed to start one tunnel.
@@ -113,6 +113,11 @@ impl TunnelHandle {
     /// Current health.
     pub fn health(&self) -> HealthState {
         self.health.current()
+    }
+
+    /// Latest probe latency and connection error.
+    pub fn figures(&self) -> HealthFigures {
+        self.health.figures()
     }
 
     /// Closes the listener and all connections, waiting at most `limit` for them to end.
