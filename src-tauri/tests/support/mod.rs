@@ -46,12 +46,7 @@ impl World {
             LabClusterSpec::new("gamma", Cloud::Gcp, "dev", OriginMode::Socks),
         ];
         let lab = rt
-            .block_on(Lab::start(LabConfig {
-                dir: dir.join("lab"),
-                clusters: specs,
-                tls: true,
-                ping_interval: Duration::from_secs(54),
-            }))
+            .block_on(Lab::start(LabConfig::new(&dir.join("lab"), specs)))
             .expect("start the lab");
         let home = AppDirs::at(&dir.join("home"));
         let kubeconfig = dir.join("kubeconfig");
