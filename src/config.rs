@@ -21,6 +21,8 @@ pub struct AppConfig {
     pub cache_ttl: Option<Duration>,
     /// Discovery sources.
     pub sources: SourcesConfig,
+    /// The Access login: auth domains, transfer service, browser, token files.
+    pub access: crate::access::settings::AccessSettings,
 }
 
 /// The discovery sources; a source runs when its section is present (`eks: {}` runs EKS with
