@@ -39,7 +39,7 @@ pub struct SourcesConfig {
 }
 
 /// Parses while the scalar is read, so a bad value is reported at its own line and column.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     struct Text;
     impl serde::de::Visitor<'_> for Text {
         type Value = Duration;

@@ -631,3 +631,87 @@ fn rfc3339(t: SystemTime) -> String {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct CountingOpener(AtomicU64);
+
+    impl BrowserOpener for CountingOpener {
+        fn open(&self, _url: &url::Url) -> Result<bool, crate::access::transfer::OpenError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(false)
+        }
+    }
+
+    fn cluster(access: &str) -> Cluster {
+        let yaml = format!(
+            "clusters:\n- name: c1\n  cloud: aws\n  environment: test\n  server: https://api.c1.example:6443\n  user: {{ token: x }}\n  access:\n    hostname: c1.example.com\n    origin: tcp\n{access}"
+        );
+        crate::discovery::file::parse(&yaml, std::path::Path::new("inventory.yaml"))
+            .unwrap()
+            .remove(0)
+    }
+
+    fn client(opener: Arc<CountingOpener>) -> AccessClient {
+        let settings = AccessSettings {
+            // Nothing answers here: any network attempt fails fast.
+            resolve: [("c1.example.com".to_string(), "127.0.0.1:9".parse().unwrap())].into(),
+            cloudflared_dir: Some(std::env::temp_dir().join("k8s-tunnels-no-such-dir")),
+            ..AccessSettings::default()
+        };
+        AccessClient::new(settings, TokenStore::memory_only("test"), opener)
+    }
+
+    #[tokio::test]
+    async fn a_configured_service_token_is_always_used_and_never_opens_a_browser() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "service-secret-value").unwrap();
+        let c = cluster(&format!(
+            "    service_token:\n      client_id: id.access\n      client_secret: {{ file: {} }}\n",
+            secret_file.display()
+        ));
+        let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
+        let access = client(opener.clone());
+        assert!(!access.manages(&c));
+        for _ in 0..3 {
+            let credential = access
+                .credential(&c, Interaction::Interactive)
+                .await
+                .unwrap();
+            assert!(matches!(credential, Credential::ServiceToken { .. }));
+            // The edge refusing it does not make it ours to replace.
+            assert!(!access.reject(&c, &credential).await);
+        }
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_silent_caller_never_opens_a_browser_and_errors_hold_no_token() {
+        let c = cluster("");
+        let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
+        let access = client(opener.clone());
+        if !access.manages(&c) {
+            // The environment provides a credential (TUNNEL_SERVICE_TOKEN_*): nothing to test.
+            return;
+        }
+        let token = crate::access::jwt::tests::token(serde_json::json!({"aud": ["x"], "exp": 1}));
+        access
+            .inner
+            .store
+            .put(&TokenKey::App("c1.example.com".into()), &token)
+            .await;
+        let err = access
+            .credential(&c, Interaction::Silent)
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?} {}", crate::error_chain(&err));
+        assert!(!shown.contains(token.expose()), "{shown}");
+        assert!(!format!("{access:?}").contains(token.expose()));
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+}

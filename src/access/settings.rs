@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -32,6 +33,15 @@ pub struct AccessSettings {
     pub browser: Option<String>,
     /// cloudflared's token directory [default: `~/.cloudflared`].
     pub cloudflared_dir: Option<PathBuf>,
+    /// Renew an app token through the SSO session when it has less than this left [5m].
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub refresh_before: Option<Duration>,
+    /// Announce a login that runs out within this time [15m].
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub warn_before: Option<Duration>,
+    /// How long the browser login waits for the user to sign in [10m].
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub login_timeout: Option<Duration>,
 }
 
 impl Default for AccessSettings {
@@ -45,6 +55,9 @@ impl Default for AccessSettings {
             write_cloudflared_files: false,
             browser: None,
             cloudflared_dir: None,
+            refresh_before: None,
+            warn_before: None,
+            login_timeout: None,
         }
     }
 }
@@ -59,6 +72,21 @@ impl AccessSettings {
             // `x.cloudflareaccess.com`, never `cloudflareaccess.com` itself nor `evilcloudflareaccess.com`.
             domain.len() > bare.len() && domain.ends_with(&format!(".{bare}"))
         })
+    }
+
+    /// The timings these settings ask for, defaults elsewhere.
+    pub fn timings(&self) -> crate::access::Timings {
+        let mut timings = crate::access::Timings::default();
+        if let Some(d) = self.refresh_before {
+            timings.refresh_before = d;
+        }
+        if let Some(d) = self.warn_before {
+            timings.warn_before = d;
+        }
+        if let Some(d) = self.login_timeout {
+            timings.poll.total = d;
+        }
+        timings
     }
 
     /// cloudflared's token directory.

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_tunnels::access::Interaction;
 use k8s_tunnels::engine::{
     ConnectOptions, Engine, EngineConfig, Event, KUBECONFIG_KEEPER_PERIOD, TunnelStatus,
 };
@@ -30,8 +31,9 @@ fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
     ctx.dirs
         .ensure()
         .context("cannot create the app's directories")?;
-    let keychain = Keychain::open("k8s-tunnels");
+    let keychain = std::sync::Arc::new(Keychain::open("k8s-tunnels"));
     let socks = socks_credentials(&keychain, &ctx.dirs).context("cannot load the SOCKS secret")?;
+    let access = crate::auth::access_client(ctx, keychain);
     let state = StateStore::new(&ctx.dirs);
     let settings = state.load().context("cannot read the app state")?.settings;
     let kubeconfig = match &ctx.kubeconfig_override {
@@ -42,14 +44,17 @@ fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
         },
     };
     let kubeconfig = kubeconfig.with_prefix(settings.kubeconfig_prefix.clone());
-    let engine = Engine::new(EngineConfig {
-        socks,
-        kubeconfig: Some(kubeconfig),
-        prefix: settings.kubeconfig_prefix,
-        state,
-        schedule: ProbeSchedule::default(),
-        kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
-    });
+    let engine = Engine::with_access(
+        EngineConfig {
+            socks,
+            kubeconfig: Some(kubeconfig),
+            prefix: settings.kubeconfig_prefix,
+            state,
+            schedule: ProbeSchedule::default(),
+            kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
+        },
+        access,
+    );
     Ok((engine, settings.switch_context_on_connect))
 }
 
@@ -100,6 +105,16 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
             "{}: listening on 127.0.0.1:{} — kubectl --context {}",
             status.name, status.port, status.context
         );
+        // A user-initiated connect may sign in at once rather than on kubectl's first
+        // connection; one login per application however many tunnels share it.
+        if let Some(access) = engine.access().filter(|a| a.manages(cluster)).cloned() {
+            let cluster = (*cluster).clone();
+            tokio::spawn(async move {
+                if let Err(e) = access.credential(&cluster, Interaction::Interactive).await {
+                    tracing::warn!(cluster = %cluster.name, error = %k8s_tunnels::error_chain(&e), "Access login failed");
+                }
+            });
+        }
     }
     if use_first && let Some(first) = chosen.first() {
         eprintln!("Switched to context \"{}\".", engine.context_name(first));
@@ -155,6 +170,16 @@ fn print_event(event: &Event) {
             None => eprintln!("{name}: {state}"),
         },
         Event::TunnelClosed { name, .. } => eprintln!("{name}: closed"),
+        Event::LoginExpiring {
+            application,
+            seconds_left,
+        } => eprintln!(
+            "{application}: Access login expires in {} — run `k8s-tunnels login` to renew it",
+            humantime::format_duration(Duration::from_secs(*seconds_left))
+        ),
+        Event::LoginRequired { application } => {
+            eprintln!("{application}: Access login required")
+        }
     }
 }
 
