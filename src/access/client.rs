@@ -63,6 +63,8 @@ pub struct Timings {
     pub warn_before: Duration,
     /// The browser login's long-poll.
     pub poll: PollSettings,
+    /// A token counts as expired this long before its `exp` (clocks disagree).
+    pub skew: Duration,
 }
 
 impl Default for Timings {
@@ -71,7 +73,29 @@ impl Default for Timings {
             refresh_before: Duration::from_secs(5 * 60),
             warn_before: Duration::from_secs(15 * 60),
             poll: PollSettings::default(),
+            skew: crate::access::jwt::SKEW_MARGIN,
         }
+    }
+}
+
+/// How often the client did each kind of login, for status and tests.
+#[derive(Debug, Default)]
+pub struct LoginCounters {
+    /// Browser logins started.
+    pub browser: std::sync::atomic::AtomicU64,
+    /// Org-token exchanges attempted.
+    pub exchanges: std::sync::atomic::AtomicU64,
+}
+
+impl LoginCounters {
+    /// Browser logins started so far.
+    pub fn browser(&self) -> u64 {
+        self.browser.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Org-token exchanges attempted so far.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -166,6 +190,7 @@ struct Inner {
     required_announced: Mutex<HashSet<String>>,
     /// (application, expiry) pairs whose "expiring" was announced.
     expiring_announced: Mutex<HashSet<(String, u64)>>,
+    counters: LoginCounters,
 }
 
 impl AccessClient {
@@ -204,6 +229,7 @@ impl AccessClient {
                 rejected: Mutex::default(),
                 required_announced: Mutex::default(),
                 expiring_announced: Mutex::default(),
+                counters: LoginCounters::default(),
             }),
         }
     }
@@ -211,6 +237,11 @@ impl AccessClient {
     /// Every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// How many logins of each kind ran.
+    pub fn counters(&self) -> &LoginCounters {
+        &self.inner.counters
     }
 
     /// The token store (for its durability warning).
@@ -327,7 +358,7 @@ impl AccessClient {
             aud: claims.aud.clone(),
             email: claims.email.clone(),
             expires_at: claims.exp.map(rfc3339),
-            valid: claims.is_fresh(SystemTime::now()),
+            valid: claims.is_fresh(SystemTime::now(), self.inner.timings.skew),
             auth_domain,
             session_expires_at: session.and_then(|c| c.exp).map(rfc3339),
         })
@@ -341,7 +372,7 @@ impl AccessClient {
         let host = access_http::app_host(cluster);
         let now = SystemTime::now();
         if let Some((token, claims)) = self.stored_app_token(&host).await {
-            let left = claims.usable_for(now);
+            let left = claims.usable_for(now, self.inner.timings.skew);
             if left > self.inner.timings.refresh_before {
                 self.check_expiring(&host, &claims).await;
                 return Ok(token);
@@ -380,7 +411,8 @@ impl AccessClient {
             Some(app) => claims.is_for(&app.aud),
             None => true,
         };
-        (claims.is_fresh(SystemTime::now()) && aud_ok).then_some((token, claims))
+        (claims.is_fresh(SystemTime::now(), self.inner.timings.skew) && aud_ok)
+            .then_some((token, claims))
     }
 
     fn is_rejected(&self, token: &Secret) -> bool {
@@ -425,7 +457,9 @@ impl AccessClient {
             && let Ok(Some(token)) = files.read_app_token(&app.app_host, &app.aud)
         {
             let usable = TokenClaims::read(&token).is_ok_and(|c| {
-                c.is_for(&app.aud) && c.usable_for(now) > self.inner.timings.refresh_before
+                c.is_for(&app.aud)
+                    && c.usable_for(now, self.inner.timings.skew)
+                        > self.inner.timings.refresh_before
             });
             if usable && !self.is_rejected(&token) {
                 tracing::info!(application = %host, "using the Access token of cloudflared");
@@ -438,7 +472,7 @@ impl AccessClient {
         let mut org = self.inner.store.get(&org_key).await;
         if org
             .as_ref()
-            .is_none_or(|t| !usable_org(t, now) || self.is_rejected(t))
+            .is_none_or(|t| !usable_org(t, now, self.inner.timings.skew) || self.is_rejected(t))
         {
             org = self
                 .inner
@@ -446,10 +480,16 @@ impl AccessClient {
                 .as_ref()
                 .and_then(|f| f.read_org_token(&app.auth_domain).ok().flatten());
         }
-        let Some(org) = org.filter(|t| usable_org(t, now) && !self.is_rejected(t)) else {
+        let Some(org) =
+            org.filter(|t| usable_org(t, now, self.inner.timings.skew) && !self.is_rejected(t))
+        else {
             return Err(LoginError::Required { application: host });
         };
         let url = access_http::app_url(cluster);
+        self.inner
+            .counters
+            .exchanges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match exchange::exchange(&client, &app, &url, &org, &self.inner.settings).await {
             Ok(token) => {
                 tracing::info!(application = %host, "renewed the Access token through the SSO session");
@@ -487,6 +527,10 @@ impl AccessClient {
         let client = self.client(cluster)?;
         let app = self.app_info(cluster, &client).await?;
         let transfer = Transfer::new(&app, &access_http::app_url(cluster));
+        self.inner
+            .counters
+            .browser
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let opened = self.inner.opener.open(&transfer.url);
         match &opened {
             Ok(true) => eprintln!(
@@ -557,7 +601,7 @@ impl AccessClient {
                 .get(&TokenKey::Org(domain))
                 .await
                 .and_then(|t| TokenClaims::read(&t).ok())
-                .filter(|c| c.is_fresh(now)),
+                .filter(|c| c.is_fresh(now, self.inner.timings.skew)),
             None => None,
         };
         // The login lasts as long as the longer of the two: the app token can be renewed
@@ -566,7 +610,7 @@ impl AccessClient {
             Some(s) if s.exp > app_claims.exp => s,
             _ => app_claims.clone(),
         };
-        let left = claims.usable_for(now);
+        let left = claims.usable_for(now, self.inner.timings.skew);
         if left.is_zero() || left > self.inner.timings.warn_before {
             return;
         }
@@ -613,8 +657,8 @@ impl AccessClient {
     }
 }
 
-fn usable_org(token: &Secret, now: SystemTime) -> bool {
-    TokenClaims::read(token).is_ok_and(|c| c.is_fresh(now))
+fn usable_org(token: &Secret, now: SystemTime, skew: Duration) -> bool {
+    TokenClaims::read(token).is_ok_and(|c| c.is_fresh(now, skew))
 }
 
 /// The auth domain of a token, from its issuer `https://<auth_domain>`.

@@ -97,19 +97,19 @@ impl TokenClaims {
         })
     }
 
-    /// Time left before the token counts as expired (its `exp` minus [`SKEW_MARGIN`]) at
-    /// `now`; zero when it already does. A token without `exp` is treated as expired: we
-    /// cannot tell, and the edge would decide on every connection.
-    pub fn usable_for(&self, now: SystemTime) -> Duration {
+    /// Time left before the token counts as expired (its `exp` minus `margin`, normally
+    /// [`SKEW_MARGIN`]) at `now`; zero when it already does. A token without `exp` is treated
+    /// as expired: we cannot tell, and the edge would decide on every connection.
+    pub fn usable_for(&self, now: SystemTime, margin: Duration) -> Duration {
         self.exp
-            .and_then(|exp| exp.checked_sub(SKEW_MARGIN))
+            .and_then(|exp| exp.checked_sub(margin))
             .and_then(|deadline| deadline.duration_since(now).ok())
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Whether the token is worth sending at `now` (not expired within the skew margin).
-    pub fn is_fresh(&self, now: SystemTime) -> bool {
-        !self.usable_for(now).is_zero()
+    /// Whether the token is worth sending at `now` (not expired within `margin`).
+    pub fn is_fresh(&self, now: SystemTime, margin: Duration) -> bool {
+        !self.usable_for(now, margin).is_zero()
     }
 
     /// Whether the token is for the application `aud`.
@@ -149,17 +149,20 @@ pub(crate) mod tests {
         let c = TokenClaims::read(&t).unwrap();
         assert!(c.is_for("a2") && !c.is_for("a3"));
         assert_eq!(c.email.as_deref(), Some("ada@example.com"));
-        assert!(c.is_fresh(SystemTime::now()));
-        let left = c.usable_for(SystemTime::now());
+        assert!(c.is_fresh(SystemTime::now(), SKEW_MARGIN));
+        let left = c.usable_for(SystemTime::now(), SKEW_MARGIN);
         assert!(left <= Duration::from_secs(3600 - 59) && left > Duration::from_secs(3400));
 
         let c =
             TokenClaims::read(&token(serde_json::json!({"aud": "one", "exp": now + 30}))).unwrap();
         assert_eq!(c.aud, ["one"]);
         // Thirty seconds left is inside the skew margin: already stale.
-        assert!(!c.is_fresh(SystemTime::now()));
+        assert!(!c.is_fresh(SystemTime::now(), SKEW_MARGIN));
         let c = TokenClaims::read(&token(serde_json::json!({"aud": "one"}))).unwrap();
-        assert!(!c.is_fresh(SystemTime::now()), "no exp counts as expired");
+        assert!(
+            !c.is_fresh(SystemTime::now(), SKEW_MARGIN),
+            "no exp counts as expired"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub mod settings;
 pub mod store;
 pub mod transfer;
 
-pub use client::{AccessClient, AccessEvent, Interaction, LoginError, LoginStatus, Timings};
+pub use client::{
+    AccessClient, AccessEvent, Interaction, LoginCounters, LoginError, LoginStatus, Timings,
+};
 pub use settings::AccessSettings;
 pub use store::TokenStore;
 

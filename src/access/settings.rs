@@ -42,6 +42,9 @@ pub struct AccessSettings {
     /// How long the browser login waits for the user to sign in [10m].
     #[serde(deserialize_with = "crate::config::duration")]
     pub login_timeout: Option<Duration>,
+    /// A token counts as expired this long before its `exp` [60s].
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub clock_skew: Option<Duration>,
 }
 
 impl Default for AccessSettings {
@@ -58,6 +61,7 @@ impl Default for AccessSettings {
             refresh_before: None,
             warn_before: None,
             login_timeout: None,
+            clock_skew: None,
         }
     }
 }
@@ -85,6 +89,9 @@ impl AccessSettings {
         }
         if let Some(d) = self.login_timeout {
             timings.poll.total = d;
+        }
+        if let Some(d) = self.clock_skew {
+            timings.skew = d;
         }
         timings
     }
