@@ -70,7 +70,19 @@ impl HttpBrowser {
         }
     }
 
-    async fn sign_in(
+    /// Follows `url` to the done page, signing in on the way; waits for it.
+    pub async fn sign_in(&self, url: url::Url) -> Result<(), String> {
+        Self::sign_in_with(
+            self.client.clone(),
+            url,
+            self.email.clone(),
+            self.password.clone(),
+            self.counts.clone(),
+        )
+        .await
+    }
+
+    async fn sign_in_with(
         client: reqwest::Client,
         start: url::Url,
         email: String,
@@ -169,7 +181,7 @@ impl BrowserOpener for HttpBrowser {
             self.counts.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = Self::sign_in(client, url, email, password, counts.clone()).await {
+            if let Err(e) = Self::sign_in_with(client, url, email, password, counts.clone()).await {
                 counts.errors.lock().expect("errors lock").push(e);
             }
         });
