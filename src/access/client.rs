@@ -450,6 +450,12 @@ impl AccessClient {
     async fn silent_job(&self, cluster: &Cluster) -> Result<Secret, LoginError> {
         let host = access_http::app_host(cluster);
         let now = SystemTime::now();
+        // A flight that finished just before this one started may have renewed the token.
+        if let Some((token, claims)) = self.stored_app_token(&host).await
+            && claims.usable_for(now, self.inner.timings.skew) > self.inner.timings.refresh_before
+        {
+            return Ok(token);
+        }
         let client = self.client(cluster)?;
         let app = self.app_info(cluster, &client).await?;
         // A cloudflared login for this application.
