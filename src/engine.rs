@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use crate::inventory::{Cluster, ClusterId};
 use crate::kubeconfig::{ClusterEntry, Kubeconfig, KubeconfigError};
 use crate::secret::Secret;
-use crate::state::{SocksCredentials, StateError, StateStore, port_candidates};
+use crate::state::{AppState, SocksCredentials, StateError, StateStore, port_candidates};
 use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
 use crate::tunnel::{TunnelHandle, TunnelSpec};
@@ -132,6 +132,12 @@ pub struct TunnelStatus {
     pub bytes_up: u64,
     /// Bytes received from the cluster.
     pub bytes_down: u64,
+    /// Round trip of the last successful health probe to the edge, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// The last error a connection through this tunnel met, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Why an engine operation failed.
@@ -374,6 +380,7 @@ impl Engine {
     fn describe(&self, handle: &TunnelHandle) -> TunnelStatus {
         let health = handle.health();
         let stats = handle.stats();
+        let figures = handle.figures();
         let cluster = handle.cluster();
         TunnelStatus {
             cluster: cluster.id.clone(),
@@ -388,7 +395,23 @@ impl Engine {
             refused_connections: stats.refused.load(Ordering::Relaxed),
             bytes_up: stats.bytes_up.load(Ordering::Relaxed),
             bytes_down: stats.bytes_down.load(Ordering::Relaxed),
+            latency_ms: figures.latency_ms,
+            last_error: figures.last_error,
         }
+    }
+
+    /// Reads, changes and saves the app state (favourites, settings), serialised with the
+    /// engine's own port writes so that neither loses the other's change.
+    pub async fn update_state<R>(
+        &self,
+        change: impl FnOnce(&mut AppState) -> R,
+    ) -> Result<R, EngineError> {
+        let _guard = self.inner.state_lock.lock().await;
+        let store = &self.inner.config.state;
+        let mut state = store.load().map_err(EngineError::State)?;
+        let result = change(&mut state);
+        store.save(&state).map_err(EngineError::State)?;
+        Ok(result)
     }
 
     /// Binds the cluster's listener on its persisted port, else the first free candidate, and

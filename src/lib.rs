@@ -4,9 +4,11 @@
 //! ([`inventory`], [`discovery`]), the tunnel ([`tunnel`]) and the [`engine`] that owns open
 //! tunnels, Access credentials ([`access`]), the safe [`kubeconfig`] writer, persisted app
 //! [`state`], and the server side of the protocol ([`gateway`]) with the demo [`lab`] built on
-//! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`].
+//! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`] and the
+//! [`app::App`] facade.
 
 pub mod access;
+pub mod app;
 pub mod config;
 pub mod dirs;
 pub mod discovery;

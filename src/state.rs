@@ -133,6 +133,8 @@ pub struct Settings {
     pub switch_context_on_connect: bool,
     /// Desktop notifications on tunnel drops and expiring logins.
     pub notifications: bool,
+    /// Start the desktop app when the user logs in.
+    pub start_at_login: bool,
 }
 
 impl Default for Settings {
@@ -142,6 +144,7 @@ impl Default for Settings {
             kubeconfig_path: None,
             switch_context_on_connect: false,
             notifications: true,
+            start_at_login: false,
         }
     }
 }

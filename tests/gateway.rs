@@ -373,6 +373,10 @@ async fn refused_credentials_never_reach_the_origin() {
         .await,
     );
     assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
+    // The body says why, so a client tells "service token rejected" from "login required".
+    let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+    assert!(body.contains("service token rejected"), "{body}");
+    assert!(!body.contains("wrong"), "{body}");
     let response = refusal(
         lab.dial(
             host,

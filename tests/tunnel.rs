@@ -63,6 +63,17 @@ fn connect(world: &LabWorld, engine: &Engine, cluster: &Cluster) -> TunnelStatus
         .unwrap()
 }
 
+fn wait_for_last_error(engine: &Engine, cluster: &Cluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(error) = engine.status_of(&cluster.id).and_then(|s| s.last_error) {
+            return error;
+        }
+        assert!(Instant::now() < deadline, "no last error recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_state(engine: &Engine, cluster: &Cluster, state: TunnelState) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -271,6 +282,12 @@ fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
     let mut events = engine.subscribe();
     let status = connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
+    let up = engine.status_of(&cluster.id).expect("open");
+    assert!(
+        up.latency_ms.is_some(),
+        "a successful probe has a round trip"
+    );
+    assert_eq!(up.last_error, None);
 
     world.rt.block_on(world.lab.stop_gateway());
     let reason = wait_state(&engine, cluster, TunnelState::Down).unwrap();
@@ -285,6 +302,10 @@ fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
         4,
         "host unreachable"
     );
+    // That connection's error is the tunnel's last error, free of secrets.
+    let last_error = wait_for_last_error(&engine, cluster);
+    assert!(last_error.contains("unreachable"), "{last_error}");
+    assert!(!last_error.contains(socks.password.expose()));
 
     world.rt.block_on(world.lab.start_gateway()).unwrap();
     wait_state(&engine, cluster, TunnelState::Up);

@@ -48,10 +48,10 @@ impl std::fmt::Debug for TokenStore {
 impl TokenStore {
     /// Tokens in `keychain` when its probe found it durable; otherwise in memory only, with
     /// [`TokenStore::warning`] saying so.
-    pub fn new(keychain: Arc<Keychain>) -> Self {
+    pub fn new(keychain: Keychain) -> Self {
         match keychain.status().clone() {
             KeychainStatus::Durable => Self {
-                keychain: Some(keychain),
+                keychain: Some(Arc::new(keychain)),
                 memory: Arc::default(),
                 warning: None,
             },
@@ -147,10 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_keychain_tokens_live_in_memory_with_a_warning() {
-        let keychain = Arc::new(Keychain::disabled(
-            "k8s-tunnels-test",
-            "disabled for this test",
-        ));
+        let keychain = Keychain::disabled("k8s-tunnels-test", "disabled for this test");
         let store = TokenStore::new(keychain);
         assert!(!store.is_durable());
         let warning = store.warning().unwrap();

@@ -98,6 +98,9 @@ async fn main() -> ExitCode {
             resolved.hostnames().len(),
             resolved.hostnames().join(", ")
         );
+        if let Some((auth_domain, transfer_host)) = resolved.access_hosts() {
+            println!("access login: auth domain {auth_domain}, transfer service {transfer_host}");
+        }
         return ExitCode::SUCCESS;
     }
     let handle = match Gateway::start_resolved(resolved).await {

@@ -82,7 +82,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Whether two secrets are equal, compared as SHA-256 digests in constant time so that neither
+/// the secret nor its length leaks through timing.
+pub(crate) fn secrets_match(offered: &str, want: &str) -> bool {
+    let offered = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, offered.as_bytes());
+    let want = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, want.as_bytes());
+    #[allow(deprecated)]
+    aws_lc_rs::constant_time::verify_slices_are_equal(offered.as_ref(), want.as_ref()).is_ok()
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -94,19 +104,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn check_service_token(app: &Application, id: &str, secret: &str) -> Result<Subject, Refusal> {
-    // Compare digests in constant time so neither the secret nor its length leaks through
-    // timing; every configured token is compared so the match position does not leak either.
-    let offered = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    // Every configured token is compared so the match position does not leak through timing.
     let mut found = None;
     for token in &app.service_tokens {
-        let want = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            token.client_secret.expose().as_bytes(),
-        );
-        #[allow(deprecated)]
-        let secret_ok =
-            aws_lc_rs::constant_time::verify_slices_are_equal(offered.as_ref(), want.as_ref())
-                .is_ok();
+        let secret_ok = secrets_match(secret, token.client_secret.expose());
         if secret_ok && token.client_id == id {
             found = Some(token.client_id.clone());
         }
@@ -124,6 +125,10 @@ struct Identity {
     email: Option<String>,
     #[serde(default)]
     sub: Option<String>,
+    /// `org` marks the auth domain's organisation token, which opens no application even
+    /// when someone gives an application the auth domain's name as its AUD.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
@@ -149,6 +154,9 @@ fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
         .filter(|(kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid);
     for (_, key) in candidates {
         if let Ok(data) = jsonwebtoken::decode::<Identity>(token, key, &validation) {
+            if data.claims.kind.as_deref() == Some("org") {
+                return Err(Refusal::Invalid);
+            }
             let who = [data.claims.email, data.claims.sub]
                 .into_iter()
                 .flatten()
@@ -160,8 +168,25 @@ fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
     Err(Refusal::Invalid)
 }
 
-/// The `Location` of the login redirect for `host` and `aud`, as the Access edge sends it.
-pub(crate) fn login_location(host: &str, aud: &str) -> String {
-    let aud: String = url::form_urlencoded::byte_serialize(aud.as_bytes()).collect();
-    format!("https://{host}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url=%2F")
+/// The `Location` of the login redirect for application `host` (AUD `aud`), coming back to
+/// `redirect` (a path on the application) after the login, as the Access edge sends it.
+///
+/// `login_origin` is `https://<auth domain>[:port]` when the gateway plays the login; without
+/// it the redirect points at the application's own host, where no login is served (a client
+/// only reads the AUD from `kid`).
+pub(crate) fn login_location(
+    login_origin: Option<&str>,
+    host: &str,
+    aud: &str,
+    redirect: &str,
+) -> String {
+    let aud = urlencode(aud);
+    let redirect = urlencode(redirect);
+    let origin = login_origin.map_or_else(|| format!("https://{host}"), str::to_owned);
+    format!("{origin}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url={redirect}")
+}
+
+/// `text` percent-encoded for a query value.
+pub(crate) fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

@@ -22,6 +22,16 @@
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
 //!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination off the gateway's host
+//! access:                                # optional: play the Access login (auth domain, transfer service)
+//!   auth_domain: team.cloudflareaccess.com
+//!   signing_key: { file: /etc/k8s-tunnels-gateway/access-key.pem }   # RSA, signs app/org tokens
+//!   app_token_ttl: 24h
+//!   org_token_ttl: 720h
+//!   transfer_host: login.cloudflareaccess.org
+//!   transfer_timeout: 60s
+//!   identities:
+//!     - email: ada@example.com
+//!       password: { env: ADA_PASSWORD }
 //! ```
 
 use std::collections::HashMap;
@@ -39,6 +49,15 @@ use crate::secret::Secret;
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(54);
 /// How long dialling an origin may take before the client gets a 502.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lifetime of an application token minted by the login (Cloudflare's default session).
+pub const DEFAULT_APP_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of the auth domain's organisation token (Cloudflare's default: 30 days).
+pub const DEFAULT_ORG_TOKEN_TTL: Duration = Duration::from_secs(720 * 3600);
+/// The transfer service's host name, as cloudflared knows it.
+pub const DEFAULT_TRANSFER_HOST: &str = "login.cloudflareaccess.org";
+/// How long `GET /transfer/<key>` waits for the login before answering 404 (cloudflared's
+/// client timeout).
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors loading or validating a gateway configuration. Each names the field or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +378,158 @@ fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
 
+fn default_app_token_ttl() -> Duration {
+    DEFAULT_APP_TOKEN_TTL
+}
+
+fn default_org_token_ttl() -> Duration {
+    DEFAULT_ORG_TOKEN_TTL
+}
+
+fn default_transfer_host() -> String {
+    DEFAULT_TRANSFER_HOST.to_owned()
+}
+
+fn default_transfer_timeout() -> Duration {
+    DEFAULT_TRANSFER_TIMEOUT
+}
+
+/// A user who can sign in on the gateway's login page (a stand-in for the identity provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The e-mail address: the login name and the tokens' `email` claim.
+    pub email: String,
+    /// The password.
+    pub password: SecretSource,
+}
+
+/// The `access:` section: the gateway also plays the Access login, that is the auth domain
+/// (`<team>.cloudflareaccess.com`: JWKS, sign-in page, organisation cookie), the per-application
+/// endpoints (`cf-access-metadata`, `/cdn-cgi/access/authorized`, `/cdn-cgi/access/cli`) and the
+/// token transfer service (`login.cloudflareaccess.org`). Each is chosen by `Host`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The auth domain's host name.
+    pub auth_domain: String,
+    /// The RSA private key (PEM) signing application and organisation tokens and the metadata
+    /// answer; its public half is served at the auth domain's `/cdn-cgi/access/certs` and added
+    /// to every application's key set.
+    pub signing_key: SecretSource,
+    /// Lifetime of application tokens.
+    #[serde(
+        default = "default_app_token_ttl",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub app_token_ttl: Duration,
+    /// Lifetime of the organisation token (the auth domain's cookie, the silent exchange).
+    #[serde(
+        default = "default_org_token_ttl",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub org_token_ttl: Duration,
+    /// The transfer service's host name.
+    #[serde(default = "default_transfer_host")]
+    pub transfer_host: String,
+    /// How long a transfer long-poll waits before answering 404.
+    #[serde(
+        default = "default_transfer_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub transfer_timeout: Duration,
+    /// The users who can sign in.
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+}
+
+impl AccessConfig {
+    /// An access section with default lifetimes, the default transfer host and no identities.
+    pub fn new(auth_domain: impl Into<String>, signing_key: SecretSource) -> Self {
+        Self {
+            auth_domain: auth_domain.into(),
+            signing_key,
+            app_token_ttl: DEFAULT_APP_TOKEN_TTL,
+            org_token_ttl: DEFAULT_ORG_TOKEN_TTL,
+            transfer_host: DEFAULT_TRANSFER_HOST.to_owned(),
+            transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            identities: Vec::new(),
+        }
+    }
+
+    fn resolve(&self) -> Result<AccessSettings, ConfigError> {
+        let auth_domain = dns_name(&self.auth_domain)
+            .ok_or_else(|| invalid("access.auth_domain", "must be a DNS hostname"))?;
+        let transfer_host = dns_name(&self.transfer_host)
+            .ok_or_else(|| invalid("access.transfer_host", "must be a DNS hostname"))?;
+        if transfer_host == auth_domain {
+            return Err(invalid(
+                "access.transfer_host",
+                "must differ from the auth domain",
+            ));
+        }
+        for (field, ttl) in [
+            ("access.app_token_ttl", self.app_token_ttl),
+            ("access.org_token_ttl", self.org_token_ttl),
+            ("access.transfer_timeout", self.transfer_timeout),
+        ] {
+            if ttl < Duration::from_secs(1) {
+                return Err(invalid(field, "must be at least 1s"));
+            }
+        }
+        let pem = self.signing_key.load("access.signing_key", false)?;
+        let issuer = super::issuer::TokenIssuer::from_pem(&pem).map_err(|e| {
+            invalid(
+                "access.signing_key",
+                format!("unusable signing key: {}", crate::error_chain(&e)),
+            )
+        })?;
+        let keys = KeySet::parse(&issuer.jwks_json(), "access.signing_key")?;
+        let mut identities: Vec<Identity> = Vec::new();
+        for (i, identity) in self.identities.iter().enumerate() {
+            let field = format!("access.identities[{i}]");
+            let email = identity.email.trim().to_ascii_lowercase();
+            if email.is_empty() || !email.contains('@') || email.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    format!("{field}.email"),
+                    "must be an e-mail address",
+                ));
+            }
+            if identities.iter().any(|known| known.email == email) {
+                return Err(invalid(
+                    format!("{field}.email"),
+                    format!("`{email}` is listed twice"),
+                ));
+            }
+            let password = identity.password.load(&format!("{field}.password"), true)?;
+            if password.expose().is_empty() {
+                return Err(invalid(format!("{field}.password"), "is empty"));
+            }
+            identities.push(Identity { email, password });
+        }
+        Ok(AccessSettings {
+            auth_domain,
+            transfer_host,
+            issuer,
+            keys: Arc::new(keys),
+            app_token_ttl: self.app_token_ttl,
+            org_token_ttl: self.org_token_ttl,
+            transfer_timeout: self.transfer_timeout,
+            identities,
+        })
+    }
+}
+
+/// `name` lower-cased without a trailing dot, when it is a DNS host name.
+fn dns_name(name: &str) -> Option<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then_some(name)
+}
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +556,9 @@ pub struct GatewayConfig {
     pub jwks: Option<TextSource>,
     /// The applications, one per hostname.
     pub applications: Vec<ApplicationConfig>,
+    /// The Access login the gateway plays, if any.
+    #[serde(default)]
+    pub access: Option<AccessConfig>,
 }
 
 impl GatewayConfig {
@@ -397,6 +571,7 @@ impl GatewayConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             jwks: None,
             applications: Vec::new(),
+            access: None,
         }
     }
 
@@ -444,10 +619,26 @@ impl GatewayConfig {
                 "at least one application is needed",
             ));
         }
+        let access = match &self.access {
+            None => None,
+            Some(access) => Some(Arc::new(access.resolve()?)),
+        };
         let mut applications = HashMap::new();
         for (i, app) in self.applications.iter().enumerate() {
             let field = format!("applications[{i}]");
-            let resolved = app.resolve(&field, default_jwks.as_ref())?;
+            let resolved = app.resolve(
+                &field,
+                default_jwks.as_ref(),
+                access.as_ref().map(|a| &a.keys),
+            )?;
+            if let Some(access) = &access
+                && [&access.auth_domain, &access.transfer_host].contains(&&resolved.hostname)
+            {
+                return Err(invalid(
+                    format!("{field}.hostname"),
+                    "is the access section's auth domain or transfer host",
+                ));
+            }
             if applications
                 .insert(resolved.hostname.clone(), Arc::new(resolved))
                 .is_some()
@@ -464,6 +655,7 @@ impl GatewayConfig {
             ping_interval: self.ping_interval,
             connect_timeout: self.connect_timeout,
             applications,
+            access,
         })
     }
 }
@@ -487,6 +679,7 @@ impl ApplicationConfig {
         &self,
         field: &str,
         default_jwks: Option<&Arc<KeySet>>,
+        access_keys: Option<&Arc<KeySet>>,
     ) -> Result<Application, ConfigError> {
         let hostname = self.hostname.trim().to_ascii_lowercase();
         let valid_host = !hostname.is_empty()
@@ -534,6 +727,13 @@ impl ApplicationConfig {
             Some(source) => Some(Arc::new(KeySet::load(source, &format!("{field}.jwks"))?)),
             None => default_jwks.cloned(),
         };
+        // Tokens minted by the gateway's own login must open every application, as Access
+        // tokens signed by the team's key do.
+        let jwks = match (jwks, access_keys) {
+            (Some(own), Some(access)) => Some(Arc::new(own.merged(access))),
+            (None, Some(access)) => Some(access.clone()),
+            (own, None) => own,
+        };
         let mut service_tokens = Vec::new();
         for (j, token) in self.service_tokens.iter().enumerate() {
             let tfield = format!("{field}.service_tokens[{j}]");
@@ -579,6 +779,30 @@ pub struct ResolvedConfig {
     pub(crate) connect_timeout: Duration,
     /// Applications by lower-case hostname.
     pub(crate) applications: HashMap<String, Arc<Application>>,
+    /// The Access login, when configured.
+    pub(crate) access: Option<Arc<AccessSettings>>,
+}
+
+/// The validated `access:` section.
+#[derive(Debug)]
+pub(crate) struct AccessSettings {
+    pub(crate) auth_domain: String,
+    pub(crate) transfer_host: String,
+    pub(crate) issuer: super::issuer::TokenIssuer,
+    /// The public half of `issuer`.
+    pub(crate) keys: Arc<KeySet>,
+    pub(crate) app_token_ttl: Duration,
+    pub(crate) org_token_ttl: Duration,
+    pub(crate) transfer_timeout: Duration,
+    pub(crate) identities: Vec<Identity>,
+}
+
+/// A user of the login page, with the password loaded.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    /// Lower-case e-mail address.
+    pub(crate) email: String,
+    pub(crate) password: Secret,
 }
 
 impl ResolvedConfig {
@@ -587,6 +811,13 @@ impl ResolvedConfig {
         let mut names: Vec<&str> = self.applications.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The access section's auth domain and transfer host, when it is configured.
+    pub fn access_hosts(&self) -> Option<(&str, &str)> {
+        self.access
+            .as_deref()
+            .map(|a| (a.auth_domain.as_str(), a.transfer_host.as_str()))
     }
 }
 
@@ -650,6 +881,7 @@ impl AllowRule {
 pub(crate) struct KeySet {
     pub(crate) json: String,
     pub(crate) keys: Vec<(Option<String>, DecodingKey)>,
+    set: JwkSet,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -697,7 +929,28 @@ impl KeySet {
             field: field.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(Self { json, keys })
+        Ok(Self { json, keys, set })
+    }
+
+    /// This set plus the keys of `other` whose key id it does not already hold.
+    pub(crate) fn merged(&self, other: &KeySet) -> KeySet {
+        let mut set = self.set.clone();
+        let mut keys: Vec<(Option<String>, DecodingKey)> = self.keys.clone();
+        let known = |kid: &Option<String>, keys: &[(Option<String>, DecodingKey)]| {
+            kid.is_some() && keys.iter().any(|(k, _)| k == kid)
+        };
+        for jwk in &other.set.keys {
+            if !known(&jwk.common.key_id, &keys) {
+                set.keys.push(jwk.clone());
+            }
+        }
+        for (kid, key) in &other.keys {
+            if !known(kid, &keys) {
+                keys.push((kid.clone(), key.clone()));
+            }
+        }
+        let json = serde_json::to_string(&set).unwrap_or_else(|_| self.json.clone());
+        KeySet { json, keys, set }
     }
 }
 
@@ -779,6 +1032,91 @@ mod tests {
             err,
             "applications[0].service_tokens[0].client_secret: environment variable K8S_TUNNELS_TEST_UNSET_VAR is not set"
         );
+    }
+
+    #[test]
+    fn the_access_section_reads_from_yaml_and_opens_every_application() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = crate::gateway::TokenIssuer::generate().unwrap();
+        let key = dir.path().join("access-key.pem");
+        std::fs::write(&key, issuer.private_key_pem().expose()).unwrap();
+        let password = dir.path().join("ada-password");
+        std::fs::write(&password, "hunter2\n").unwrap();
+        let path = dir.path().join("gw.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\napplications:\n  - {{hostname: a.example, aud: x, origin: 'tcp://h:1'}}\n\
+             access:\n  auth_domain: Team.CloudflareAccess.com\n  signing_key: {{file: {}}}\n  app_token_ttl: 90s\n\
+             \x20 identities:\n    - {{email: Ada@Example.com, password: {{file: {}}}}}\n",
+            key.display(),
+            password.display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        let resolved = GatewayConfig::from_yaml_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let access = resolved.access.as_ref().unwrap();
+        assert_eq!(access.auth_domain, "team.cloudflareaccess.com");
+        assert_eq!(access.transfer_host, DEFAULT_TRANSFER_HOST);
+        assert_eq!(access.app_token_ttl, Duration::from_secs(90));
+        assert_eq!(access.org_token_ttl, DEFAULT_ORG_TOKEN_TTL);
+        assert_eq!(access.identities[0].email, "ada@example.com");
+        assert_eq!(access.identities[0].password.expose(), "hunter2");
+        assert_eq!(access.issuer.kid(), issuer.kid());
+        // The application named no key set: the access key is its key set.
+        let app = &resolved.applications["a.example"];
+        assert!(app.jwks.as_ref().unwrap().json.contains(issuer.kid()));
+        assert!(!format!("{resolved:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn access_errors_name_the_field() {
+        let base = || {
+            let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+            config.applications.push(ApplicationConfig::new(
+                "a.example",
+                "aud",
+                "tcp://h:1".parse().unwrap(),
+            ));
+            let key = crate::gateway::TokenIssuer::generate().unwrap();
+            config.access = Some(AccessConfig::new(
+                "team.cloudflareaccess.com",
+                SecretSource::Value(key.private_key_pem().clone()),
+            ));
+            config
+        };
+        let error = |config: GatewayConfig| config.resolve().unwrap_err().to_string();
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.signing_key = SecretSource::Value(Secret::new("-----BEGIN NONSENSE-----"));
+        }
+        assert!(
+            error(config).starts_with("access.signing_key: unusable signing key"),
+            "signing key"
+        );
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.identities.push(IdentityConfig {
+                email: "ada@example.com".into(),
+                password: SecretSource::Env("K8S_TUNNELS_TEST_UNSET_VAR".into()),
+            });
+        }
+        assert_eq!(
+            error(config),
+            "access.identities[0].password: environment variable K8S_TUNNELS_TEST_UNSET_VAR is not set"
+        );
+
+        let mut config = base();
+        config.applications[0].hostname = "team.cloudflareaccess.com".into();
+        assert!(error(config).starts_with("applications[0].hostname:"));
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.transfer_timeout = Duration::ZERO;
+        }
+        assert!(error(config).starts_with("access.transfer_timeout:"));
     }
 
     #[test]

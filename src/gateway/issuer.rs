@@ -1,7 +1,8 @@
 //! A token issuer standing in for the Access identity provider: an RSA key that signs RS256
-//! application tokens, and the JWKS that verifies them. For the lab, the tests and self-hosting.
+//! application and organisation tokens (and the signed `cf-access-metadata` answer), and the
+//! JWKS that verifies them. For the lab, the tests and the gateway's `access:` section.
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,9 @@ pub enum IssuerError {
     /// jsonwebtoken refused the key or the claims.
     #[error("cannot sign or describe the token")]
     Jwt(#[source] jsonwebtoken::errors::Error),
+    /// The PEM text is not an RSA private key (PKCS#1 or PKCS#8).
+    #[error("not an RSA private key in PEM form")]
+    NotRsaKey(#[source] jsonwebtoken::errors::Error),
 }
 
 /// The claims of an Access application token that the gateway checks or logs.
@@ -36,6 +40,10 @@ pub struct Claims {
     /// Issuer (`https://<team>.cloudflareaccess.com` at Cloudflare).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// The token's kind, JSON `type`: `app` for an application token, `org` for the auth
+    /// domain's organisation token (which no application accepts).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl Claims {
@@ -49,6 +57,7 @@ impl Claims {
             iat: now,
             exp: now + lifetime.as_secs(),
             iss: None,
+            kind: None,
         }
     }
 }
@@ -58,6 +67,7 @@ pub struct TokenIssuer {
     kid: String,
     key: EncodingKey,
     jwk: Jwk,
+    pem: Secret,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -80,13 +90,35 @@ impl TokenIssuer {
         // PKCS#8 document rather than hand-parse ASN.1.
         let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
         let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(IssuerError::Jwt)?;
-        let kid = Secret::random(16).expose().to_ascii_lowercase();
+        Self::from_pem(&Secret::new(pem))
+    }
+
+    /// An issuer for an existing RSA private key (PEM, PKCS#1 or PKCS#8). The key id is the
+    /// key's RFC 7638 thumbprint, so it stays the same across restarts and tokens minted before
+    /// a restart still name a published key.
+    pub fn from_pem(pem: &Secret) -> Result<Self, IssuerError> {
+        let key =
+            EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(IssuerError::NotRsaKey)?;
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).map_err(IssuerError::Jwt)?;
+        let thumbprint = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(IssuerError::Jwt)?;
+        // 32 characters of the base64url thumbprint: unique enough, short enough for headers.
+        let kid: String = thumbprint.chars().take(32).collect();
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
-        Ok(Self { kid, key, jwk })
+        Ok(Self {
+            kid,
+            key,
+            jwk,
+            pem: pem.clone(),
+        })
+    }
+
+    /// The private key, PEM (PKCS#8 when generated here), for a gateway's `access.signing_key`.
+    pub fn private_key_pem(&self) -> &Secret {
+        &self.pem
     }
 
     /// The key id put in every token's header.
@@ -108,6 +140,12 @@ impl TokenIssuer {
 
     /// Signs `claims` as an RS256 JWT with this issuer's `kid`.
     pub fn mint(&self, claims: &Claims) -> Result<Secret, IssuerError> {
+        self.sign(claims)
+    }
+
+    /// Signs any claims set (the metadata answer has its own shape) as an RS256 JWT with this
+    /// issuer's `kid`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<Secret, IssuerError> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
@@ -143,5 +181,17 @@ mod tests {
             "private exponent published"
         );
         assert!(!format!("{issuer:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn an_issuer_from_the_same_pem_keeps_its_key_id() {
+        let issuer = TokenIssuer::generate().unwrap();
+        let again = TokenIssuer::from_pem(issuer.private_key_pem()).unwrap();
+        assert_eq!(issuer.kid(), again.kid());
+        assert_eq!(issuer.jwks_json(), again.jwks_json());
+        assert!(matches!(
+            TokenIssuer::from_pem(&Secret::new("not a key")),
+            Err(IssuerError::NotRsaKey(_))
+        ));
     }
 }

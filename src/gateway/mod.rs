@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod issuer;
+mod login;
 pub mod origin;
 pub(crate) mod serve;
 mod server;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    ApplicationConfig, ConfigError, GatewayConfig, Origin, SecretSource, ServiceTokenConfig,
-    TextSource, TlsConfig,
+    AccessConfig, ApplicationConfig, ConfigError, GatewayConfig, IdentityConfig, Origin,
+    SecretSource, ServiceTokenConfig, TextSource, TlsConfig,
 };
 pub use issuer::{Claims, IssuerError, TokenIssuer};
 
@@ -67,6 +68,7 @@ impl Gateway {
         let state = server::GatewayState {
             config: Arc::new(config),
             life: life.clone(),
+            deposits: Arc::default(),
         };
         let local_addr = serve::bind_and_serve(listen, tls, server::router(state), life.clone())
             .await

@@ -1,5 +1,6 @@
 //! The HTTP side of the gateway: route by `Host`, check Access credentials, dial the origin,
-//! upgrade to a WebSocket and pipe; plus `GET /cdn-cgi/access/certs`.
+//! upgrade to a WebSocket and pipe; plus `GET /cdn-cgi/access/certs`, and the Access login's
+//! hosts and endpoints when it is configured ([`super::login`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -15,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::auth::{self, Refusal, Subject};
 use super::config::{Application, Origin, ResolvedConfig};
+use super::login::{self, Deposits};
 use super::origin;
 use super::serve::{Lifecycle, PeerAddr};
 use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
@@ -28,36 +30,74 @@ const COPY_BUFFER: usize = 64 * 1024;
 pub(crate) struct GatewayState {
     pub(crate) config: Arc<ResolvedConfig>,
     pub(crate) life: Lifecycle,
+    /// Sealed token transfers waiting for their client (the Access login).
+    pub(crate) deposits: Arc<Deposits>,
 }
 
-/// The gateway's routes.
+/// The gateway's routes: everything goes through [`dispatch`], which routes by `Host` first.
 pub(crate) fn router(state: GatewayState) -> axum::Router {
-    axum::Router::new()
-        .route("/cdn-cgi/access/certs", axum::routing::get(certs))
-        .fallback(tunnel)
-        .with_state(state)
+    axum::Router::new().fallback(dispatch).with_state(state)
 }
 
-/// The request's host name without port, lower-case.
-fn request_host(req: &Request) -> Option<String> {
+/// The request's host name (lower-case, without port) and the port it names, if any.
+fn request_host(req: &Request) -> Option<(String, Option<u16>)> {
     let raw = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().host().map(str::to_owned))?;
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str().rsplit('@').next().unwrap_or_default().to_owned())
+        })?;
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        (host, tail.strip_prefix(':'))
     } else {
-        raw.split(':').next().unwrap_or_default()
+        match raw.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (raw.as_str(), None),
+        }
     };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    let port = port.and_then(|p| p.parse::<u16>().ok());
+    Some((host.trim_end_matches('.').to_ascii_lowercase(), port))
 }
 
-fn app_for(state: &GatewayState, req: &Request) -> Option<(String, Arc<Application>)> {
-    let host = request_host(req)?;
-    let app = state.config.applications.get(&host)?.clone();
-    Some((host, app))
+/// Routes by `Host`: the Access login's auth domain and transfer service when configured, else
+/// an application (its JWKS, its login endpoints, or a tunnel).
+async fn dispatch(State(state): State<GatewayState>, req: Request) -> Response {
+    let Some((host, port)) = request_host(&req) else {
+        return plain(StatusCode::NOT_FOUND, "no application for this host\n");
+    };
+    let access = state.config.access.clone();
+    if let Some(access) = &access {
+        if host == access.auth_domain {
+            return login::auth_domain(access, &state.config.applications, port, req).await;
+        }
+        if host == access.transfer_host {
+            return login::transfer_service(access, &state.deposits, req).await;
+        }
+    }
+    let Some(app) = state.config.applications.get(&host).cloned() else {
+        return plain(StatusCode::NOT_FOUND, "no application for this host\n");
+    };
+    let path = req.uri().path();
+    if path == login::CERTS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return certs(&app);
+    }
+    if let Some(access) = &access {
+        if login::wants_metadata(&req) {
+            return login::metadata(access, &host, &app);
+        }
+        if path == login::AUTHORIZED_PATH {
+            return login::authorized(access, &app, &req);
+        }
+        if path == login::CLI_PATH {
+            return login::cli(access, &state.deposits, &host, port, &app, &req);
+        }
+    }
+    tunnel(state, host, port, app, req).await
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -69,10 +109,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
         .into_response()
 }
 
-async fn certs(State(state): State<GatewayState>, req: Request) -> Response {
-    let Some((_, app)) = app_for(&state, &req) else {
-        return plain(StatusCode::NOT_FOUND, "no application for this host\n");
-    };
+fn certs(app: &Application) -> Response {
     match &app.jwks {
         Some(keys) => (
             [(header::CONTENT_TYPE, "application/json")],
@@ -138,11 +175,14 @@ fn websocket_key(headers: &HeaderMap) -> Option<&HeaderValue> {
         .flatten()
 }
 
-async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response {
+async fn tunnel(
+    state: GatewayState,
+    host: String,
+    port: Option<u16>,
+    app: Arc<Application>,
+    mut req: Request,
+) -> Response {
     let started = Instant::now();
-    let Some((host, app)) = app_for(&state, &req) else {
-        return plain(StatusCode::NOT_FOUND, "no application for this host\n");
-    };
     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let mut log = StreamLog {
         peer,
@@ -156,7 +196,22 @@ async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response
         Ok(subject) => subject,
         Err(refusal) => {
             log.finish(refusal.as_str(), 0, 0);
-            return refusal_response(refusal, &host, &app.aud);
+            return match refusal {
+                Refusal::Missing | Refusal::Invalid => {
+                    let back = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |pq| pq.as_str())
+                        .to_owned();
+                    login::login_redirect(state.config.access.as_deref(), &host, port, &app, &back)
+                }
+                // Distinct from "login required": no login can fix a wrong service token, and
+                // the client must say so instead of opening a browser.
+                Refusal::ServiceTokenRejected => plain(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden: service token rejected (Cf-Access-Client-Id / Cf-Access-Client-Secret match no service token of this application)\n",
+                ),
+            };
         }
     };
     log.subject = Some(&subject);
@@ -227,20 +282,6 @@ async fn tunnel(State(state): State<GatewayState>, mut req: Request) -> Response
         )
         .body(Body::empty())
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
-}
-
-fn refusal_response(refusal: Refusal, host: &str, aud: &str) -> Response {
-    match refusal {
-        Refusal::Missing | Refusal::Invalid => {
-            let location = auth::login_location(host, aud);
-            Response::builder()
-                .status(StatusCode::FOUND)
-                .header(header::LOCATION, location)
-                .body(Body::empty())
-                .unwrap_or_else(|_| plain(StatusCode::FOUND, ""))
-        }
-        Refusal::ServiceTokenRejected => plain(StatusCode::FORBIDDEN, "Forbidden\n"),
-    }
 }
 
 async fn pipe(

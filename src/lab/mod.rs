@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::dirs::write_private;
 use crate::gateway::{
-    ApplicationConfig, Claims, Gateway, GatewayConfig, GatewayHandle, Origin, SecretSource,
-    ServiceTokenConfig, TextSource, TlsConfig, TokenIssuer,
+    AccessConfig, ApplicationConfig, Claims, Gateway, GatewayConfig, GatewayHandle, IdentityConfig,
+    Origin, SecretSource, ServiceTokenConfig, TextSource, TlsConfig, TokenIssuer,
 };
 use crate::inventory::{Cloud, OriginMode};
 use crate::secret::Secret;
@@ -67,6 +67,47 @@ impl LabClusterSpec {
     }
 }
 
+/// The auth domain the lab's Access login answers on.
+pub const LAB_AUTH_DOMAIN: &str = "lab.cloudflareaccess.com";
+
+/// The lab gateway's Access login (its `access:` section): an auth domain, the transfer
+/// service and one user who can sign in.
+#[derive(Clone, Debug)]
+pub struct LabAccess {
+    /// The auth domain ([`LAB_AUTH_DOMAIN`] by default).
+    pub auth_domain: String,
+    /// The transfer service's host (`login.cloudflareaccess.org` by default).
+    pub transfer_host: String,
+    /// The e-mail address of the user who can sign in.
+    pub email: String,
+    /// That user's password (random by default).
+    pub password: Secret,
+    /// Lifetime of application tokens the login mints.
+    pub app_token_ttl: Duration,
+    /// Lifetime of the organisation token.
+    pub org_token_ttl: Duration,
+    /// How long a transfer long-poll waits before answering 404.
+    pub transfer_timeout: Duration,
+    /// Also give user-token clusters a ready token file in the inventory (as without the
+    /// login). Off by default: the clusters name no credential, so a client must log in.
+    pub inventory_tokens: bool,
+}
+
+impl Default for LabAccess {
+    fn default() -> Self {
+        Self {
+            auth_domain: LAB_AUTH_DOMAIN.to_owned(),
+            transfer_host: crate::gateway::config::DEFAULT_TRANSFER_HOST.to_owned(),
+            email: LAB_USER.to_owned(),
+            password: Secret::random(24),
+            app_token_ttl: crate::gateway::config::DEFAULT_APP_TOKEN_TTL,
+            org_token_ttl: crate::gateway::config::DEFAULT_ORG_TOKEN_TTL,
+            transfer_timeout: crate::gateway::config::DEFAULT_TRANSFER_TIMEOUT,
+            inventory_tokens: false,
+        }
+    }
+}
+
 /// The lab's settings.
 #[derive(Clone, Debug)]
 pub struct LabConfig {
@@ -78,9 +119,28 @@ pub struct LabConfig {
     pub tls: bool,
     /// The gateway's ping interval.
     pub ping_interval: Duration,
+    /// Play the Access login too (needs `tls`).
+    pub access: Option<LabAccess>,
 }
 
 impl LabConfig {
+    /// A lab of `clusters` in `dir`: TLS on, the edge's ping interval, no Access login.
+    pub fn new(dir: &Path, clusters: Vec<LabClusterSpec>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            clusters,
+            tls: true,
+            ping_interval: Duration::from_secs(54),
+            access: None,
+        }
+    }
+
+    /// The same lab with the Access login on.
+    pub fn with_access(mut self, access: LabAccess) -> Self {
+        self.access = Some(access);
+        self
+    }
+
     /// The demo: eight clusters across three clouds and three environments, every origin mode.
     pub fn demo(dir: &Path) -> Self {
         use Cloud::*;
@@ -97,12 +157,7 @@ impl LabConfig {
         ];
         clusters[1].service_token = true;
         clusters[1].region = "us-east-1".into();
-        Self {
-            dir: dir.to_path_buf(),
-            clusters,
-            tls: true,
-            ping_interval: Duration::from_secs(54),
-        }
+        Self::new(dir, clusters)
     }
 }
 
@@ -121,6 +176,9 @@ pub enum LabError {
     /// A fake API server did not start.
     #[error("cannot start a lab API server")]
     ApiServer(#[source] apiserver::FakeApiError),
+    /// The Access login needs the gateway on TLS (its cookies are `Secure`).
+    #[error("the lab's Access login needs `tls: true`")]
+    AccessWithoutTls,
     /// A lab file could not be written.
     #[error("cannot write lab files in {}", dir.display())]
     Files {
@@ -141,9 +199,11 @@ pub struct Lab {
     api_servers: Vec<FakeApiHandle>,
     issuer: TokenIssuer,
     inventory: PathBuf,
+    ca_pem: String,
 }
 
 const LAB_AUD_PREFIX: &str = "lab-aud-";
+const LAB_USER: &str = "demo@k8s-tunnels.lab";
 const ACCESS_DOMAIN: &str = "access.lab";
 const API_DOMAIN: &str = "k8s.lab";
 
@@ -155,6 +215,9 @@ impl Lab {
             dir: lab_dir.clone(),
             source,
         };
+        if config.access.is_some() && !config.tls {
+            return Err(LabError::AccessWithoutTls);
+        }
         std::fs::create_dir_all(&config.dir).map_err(|e| files_err(e.into()))?;
         let ca = LabCa::new("k8s-tunnels demo lab CA")?;
         let issuer = TokenIssuer::generate()?;
@@ -185,7 +248,10 @@ impl Lab {
         gateway_config.ping_interval = config.ping_interval;
         gateway_config.jwks = Some(TextSource::Inline(issuer.jwks_json()));
         if config.tls {
-            let names: Vec<&str> = hostnames.iter().map(String::as_str).collect();
+            let mut names: Vec<&str> = hostnames.iter().map(String::as_str).collect();
+            if let Some(access) = &config.access {
+                names.extend([access.auth_domain.as_str(), access.transfer_host.as_str()]);
+            }
             let cert = ca.issue(&names)?;
             gateway_config.tls = Some(TlsConfig {
                 cert: TextSource::Inline(cert.cert_pem),
@@ -214,6 +280,23 @@ impl Lab {
             }
             gateway_config.applications.push(app);
         }
+        if let Some(access) = &config.access {
+            // The lab's issuer signs the login's tokens too, so tokens from `mint_token` and
+            // from a login open the same applications.
+            let mut section = AccessConfig::new(
+                &access.auth_domain,
+                SecretSource::Value(issuer.private_key_pem().clone()),
+            );
+            section.transfer_host = access.transfer_host.clone();
+            section.app_token_ttl = access.app_token_ttl;
+            section.org_token_ttl = access.org_token_ttl;
+            section.transfer_timeout = access.transfer_timeout;
+            section.identities.push(IdentityConfig {
+                email: access.email.clone(),
+                password: SecretSource::Value(access.password.clone()),
+            });
+            gateway_config.access = Some(section);
+        }
         let gateway = Gateway::start(gateway_config.clone()).await?;
         let gateway_addr = gateway.local_addr();
         // From now on the gateway restarts on the same port (tests stop and start it).
@@ -227,6 +310,7 @@ impl Lab {
             api_servers,
             issuer,
             inventory: PathBuf::new(),
+            ca_pem: ca.cert_pem().to_owned(),
         };
         lab.inventory = lab
             .write_files(&ca, &k8s_token, &service_secret)
@@ -254,6 +338,68 @@ impl Lab {
         &self.api_servers[i]
     }
 
+    /// The lab CA's certificate (PEM): it signs the gateway's certificate, which covers every
+    /// application host and, with the Access login on, the auth domain and transfer host.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The lab CA's certificate file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.config.dir.join("lab-ca.pem")
+    }
+
+    /// The Access hostname of cluster `name` (whether or not it is in the lab).
+    pub fn access_hostname(&self, name: &str) -> String {
+        format!("{name}.{ACCESS_DOMAIN}")
+    }
+
+    /// The AUD tag of cluster `name`'s Access application, if it is in the lab.
+    pub fn aud(&self, name: &str) -> Option<String> {
+        self.config
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(aud)
+    }
+
+    /// The Access login's settings, when it is on.
+    pub fn access(&self) -> Option<&LabAccess> {
+        self.config.access.as_ref()
+    }
+
+    /// The Access login's auth domain, when it is on.
+    pub fn auth_domain(&self) -> Option<&str> {
+        self.access().map(|a| a.auth_domain.as_str())
+    }
+
+    /// The transfer service's URL (`https://<transfer host>`), when the login is on. Like
+    /// every lab name it resolves to [`Lab::gateway_addr`].
+    pub fn transfer_service_url(&self) -> Option<String> {
+        self.access()
+            .map(|a| format!("https://{}", a.transfer_host))
+    }
+
+    /// Every host name the gateway answers for (applications, auth domain, transfer host):
+    /// map each to [`Lab::gateway_addr`] (`resolve` in the client's config, like curl's).
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .config
+            .clusters
+            .iter()
+            .map(|c| self.access_hostname(&c.name))
+            .collect();
+        if let Some(access) = self.access() {
+            names.extend([access.auth_domain.clone(), access.transfer_host.clone()]);
+        }
+        names
+    }
+
+    /// The e-mail address and password of the user who can sign in, when the login is on.
+    pub fn login_identity(&self) -> Option<(&str, &Secret)> {
+        self.access().map(|a| (a.email.as_str(), &a.password))
+    }
+
     /// The file holding the lab user's Access token.
     pub fn token_path(&self) -> PathBuf {
         self.config.dir.join("access-token")
@@ -262,7 +408,8 @@ impl Lab {
     /// Mints a token for the lab user valid for every lab application; `lifetime` may be in
     /// the past to make an expired token.
     pub fn mint_token(&self, lifetime: Duration, expired: bool) -> Result<Secret, LabError> {
-        let mut claims = Claims::for_user(LAB_AUD_PREFIX, "demo@k8s-tunnels.lab", lifetime);
+        let email = self.access().map_or(LAB_USER, |a| a.email.as_str());
+        let mut claims = Claims::for_user(LAB_AUD_PREFIX, email, lifetime);
         claims.aud = self.config.clusters.iter().map(aud).collect();
         if expired {
             claims.exp = claims.iat.saturating_sub(lifetime.as_secs().max(120));
@@ -314,11 +461,15 @@ impl Lab {
                     }
                     _ => format!("https://{}.{API_DOMAIN}:6443", spec.name),
                 };
+                let login_only = self.access().is_some_and(|a| !a.inventory_tokens);
                 let auth = if spec.service_token {
                     json!({"service_token": {
                         "client_id": service_client_id(spec),
                         "client_secret": {"file": service_secret_path},
                     }})
+                } else if login_only {
+                    // No credential: the client finds the login through the edge.
+                    json!({})
                 } else {
                     json!({"token": {"file": self.token_path()}})
                 };

@@ -70,9 +70,19 @@ impl Default for ProbeSchedule {
 
 type OnChange = Box<dyn Fn(&HealthState) + Send + Sync>;
 
+/// Figures that change without changing the state: not announced, read with the status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HealthFigures {
+    /// Round trip of the last successful probe of the edge, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// The last error a connection through the tunnel met (free of secrets).
+    pub last_error: Option<String>,
+}
+
 /// The shared health of one tunnel.
 pub struct Health {
     current: Mutex<HealthState>,
+    figures: Mutex<HealthFigures>,
     wake: Notify,
     on_change: OnChange,
 }
@@ -88,6 +98,7 @@ impl Health {
         on_change(&initial);
         Self {
             current: Mutex::new(initial),
+            figures: Mutex::new(HealthFigures::default()),
             wake: Notify::new(),
             on_change: Box::new(on_change),
         }
@@ -98,6 +109,11 @@ impl Health {
         lock(&self.current).clone()
     }
 
+    /// The latest probe latency and connection error.
+    pub fn figures(&self) -> HealthFigures {
+        lock(&self.figures).clone()
+    }
+
     /// A connection went through: the tunnel is up.
     pub fn report_success(&self) {
         self.set(TunnelState::Up, None);
@@ -106,6 +122,7 @@ impl Health {
     /// A connection failed. "Login required" is certain at once; anything else may be one
     /// connection's bad luck, so the prober checks the edge now and decides.
     pub fn report_failure(&self, err: &CarrierError) {
+        lock(&self.figures).last_error = Some(crate::error_chain(err));
         if err.is_login_required() {
             self.set(TunnelState::LoginRequired, Some(crate::error_chain(err)));
         }
@@ -127,9 +144,13 @@ impl Health {
         (self.on_change)(&current);
     }
 
-    fn record_probe(&self, result: Result<(), CarrierError>) {
+    fn record_probe(&self, result: Result<(), CarrierError>, took: Duration) {
         match result {
-            Ok(()) => self.set(TunnelState::Up, None),
+            Ok(()) => {
+                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                lock(&self.figures).latency_ms = Some(ms);
+                self.set(TunnelState::Up, None)
+            }
             Err(err) if err.is_login_required() => {
                 self.set(TunnelState::LoginRequired, Some(crate::error_chain(&err)))
             }
@@ -162,11 +183,12 @@ pub async fn run_probes(
         );
         // A probe to a black-holed edge can take many seconds; a closed tunnel must not report
         // its result afterwards.
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             result = probe => result,
         };
-        health.record_probe(result);
+        health.record_probe(result, started.elapsed());
         let wait = if health.current().state == TunnelState::Down {
             let wait = down_wait;
             down_wait = (down_wait * 2).min(schedule.down_max);

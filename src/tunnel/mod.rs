@@ -19,7 +19,7 @@ use crate::access::{AccessClient, Credential, Interaction};
 use crate::inventory::Cluster;
 use crate::secret::Secret;
 use carrier::Edge;
-use health::{Health, HealthState, ProbeSchedule};
+use health::{Health, HealthFigures, HealthState, ProbeSchedule};
 use listener::{ListenerContext, TunnelStats};
 
 /// Gets the credential for one attempt and runs `attempt` with it. When the edge refuses a
@@ -152,6 +152,11 @@ impl TunnelHandle {
     /// Current health.
     pub fn health(&self) -> HealthState {
         self.health.current()
+    }
+
+    /// Latest probe latency and connection error.
+    pub fn figures(&self) -> HealthFigures {
+        self.health.figures()
     }
 
     /// Closes the listener and all connections, waiting at most `limit` for them to end.

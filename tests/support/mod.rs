@@ -28,14 +28,9 @@ pub async fn start_lab(dir: &Path, clusters: &[(&str, OriginMode)]) -> Lab {
         .iter()
         .map(|(name, origin)| LabClusterSpec::new(name, Cloud::Aws, "test", *origin))
         .collect();
-    Lab::start(LabConfig {
-        dir: dir.to_path_buf(),
-        clusters: specs,
-        tls: true,
-        ping_interval: Duration::from_secs(54),
-    })
-    .await
-    .expect("start the lab")
+    Lab::start(LabConfig::new(dir, specs))
+        .await
+        .expect("start the lab")
 }
 
 /// A lab running on its own runtime, so that a test can block (run processes, sleep) freely.

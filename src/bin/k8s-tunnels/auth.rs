@@ -1,30 +1,21 @@
 //! `login`, `logout` and `auth status`: the Access login from the command line.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use k8s_tunnels::access::{AccessClient, LoginStatus, TokenStore, transfer};
+use k8s_tunnels::access::{AccessClient, LoginStatus};
+use k8s_tunnels::app::KEYCHAIN_SERVICE;
 use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::keychain::Keychain;
 use serde::Serialize;
 
 use crate::{Context, Failure};
 
-/// The Access login every command shares: tokens in the keychain (memory only, with a
-/// warning, when there is none), the configured browser opener.
-pub fn access_client(ctx: &Context, keychain: Arc<Keychain>) -> AccessClient {
-    let settings = ctx.config.access.clone();
-    let store = TokenStore::new(keychain);
-    if let Some(warning) = store.warning() {
+/// The Access login every command shares, warning when tokens cannot outlive the process.
+fn client(ctx: &Context) -> AccessClient {
+    let access = ctx.access_client(&Keychain::open(KEYCHAIN_SERVICE));
+    if let Some(warning) = access.store().warning() {
         eprintln!("warning: {warning}");
     }
-    let opener = transfer::opener_from_setting(settings.browser.as_deref());
-    let timings = settings.timings();
-    AccessClient::with_timings(settings, store, opener, timings)
-}
-
-fn client(ctx: &Context) -> AccessClient {
-    access_client(ctx, Arc::new(Keychain::open("k8s-tunnels")))
+    access
 }
 
 /// `k8s-tunnels login <cluster>`.

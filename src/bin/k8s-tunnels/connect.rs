@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_tunnels::access::Interaction;
-use k8s_tunnels::engine::{
-    ConnectOptions, Engine, EngineConfig, Event, KUBECONFIG_KEEPER_PERIOD, TunnelStatus,
-};
+use k8s_tunnels::app::KEYCHAIN_SERVICE;
+use k8s_tunnels::engine::{ConnectOptions, Engine, Event, TunnelStatus};
 use k8s_tunnels::inventory::Cluster;
 use k8s_tunnels::keychain::Keychain;
-use k8s_tunnels::state::{StateStore, socks_credentials};
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
 
 use crate::output::human_bytes;
@@ -28,33 +26,11 @@ pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
 
 /// The engine and whether the user asked connect to switch kubectl's context.
 fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
-    ctx.dirs
-        .ensure()
-        .context("cannot create the app's directories")?;
-    let keychain = std::sync::Arc::new(Keychain::open("k8s-tunnels"));
-    let socks = socks_credentials(&keychain, &ctx.dirs).context("cannot load the SOCKS secret")?;
-    let access = crate::auth::access_client(ctx, keychain);
-    let state = StateStore::new(&ctx.dirs);
-    let settings = state.load().context("cannot read the app state")?.settings;
-    let kubeconfig = match &ctx.kubeconfig_override {
-        Some(_) => ctx.kubeconfig()?,
-        None => match &settings.kubeconfig_path {
-            Some(path) => k8s_tunnels::kubeconfig::Kubeconfig::with_paths(vec![path.clone()]),
-            None => ctx.kubeconfig()?,
-        },
-    };
-    let kubeconfig = kubeconfig.with_prefix(settings.kubeconfig_prefix.clone());
-    let engine = Engine::with_access(
-        EngineConfig {
-            socks,
-            kubeconfig: Some(kubeconfig),
-            prefix: settings.kubeconfig_prefix,
-            state,
-            schedule: ProbeSchedule::default(),
-            kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
-        },
-        access,
-    );
+    let keychain = Keychain::open(KEYCHAIN_SERVICE);
+    let (engine, settings) = ctx.engine(&keychain, ProbeSchedule::default())?;
+    if let Some(warning) = engine.access().and_then(|a| a.store().warning()) {
+        eprintln!("warning: {warning}");
+    }
     Ok((engine, settings.switch_context_on_connect))
 }
 
@@ -120,7 +96,7 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
         eprintln!("Switched to context \"{}\".", engine.context_name(first));
     }
 
-    let run_file = RunFile::create(&ctx.dirs).context("cannot write the status file")?;
+    let run_file = RunFile::create(ctx.dirs()).context("cannot write the status file")?;
     let _refresher = crate::discover::background_refresh(ctx);
     let mut live = LiveLine::new(std::io::stderr().is_terminal());
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -7,7 +7,7 @@ use k8s_tunnels::lab::{Lab, LabConfig};
 use crate::{Context, Failure};
 
 pub async fn run(ctx: Context) -> Result<(), Failure> {
-    let dir = ctx.dirs.cache.join("demo-lab");
+    let dir = ctx.dirs().cache.join("demo-lab");
     let lab = Lab::start(LabConfig::demo(&dir))
         .await
         .context("cannot start the demo lab")?;

@@ -5,58 +5,18 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use k8s_tunnels::config::AppConfig;
-use k8s_tunnels::discovery::{
-    ClusterSource, Progress, ProgressSink, SourceReport, cache, eks, gke, runner, vault,
-};
+use k8s_tunnels::discovery::{Progress, ProgressSink, SourceReport, runner};
 use serde::Serialize;
 
 use crate::{Context, Failure};
 
-/// Names of the sources the configuration enables.
-pub fn configured_sources(config: &AppConfig) -> Vec<&'static str> {
-    sources(config, &[]).map_or_else(|_| Vec::new(), |s| s.iter().map(|s| s.name()).collect())
-}
-
 /// Keeps the discovery cache fresh in the background when the configuration sets a TTL and
 /// names sources; `None` otherwise. Dropping it stops it.
 pub fn background_refresh(ctx: &Context) -> Option<runner::Refresher> {
-    let ttl = ctx.config.cache_ttl?;
-    let sources = match sources(&ctx.config, &[]) {
-        Ok(sources) if !sources.is_empty() => sources,
-        Ok(_) => return None,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "background discovery disabled");
-            return None;
-        }
-    };
-    Some(runner::Refresher::start(
-        cache::cache_path(&ctx.dirs.cache),
-        Arc::new(sources),
-        ttl,
-        |cache| tracing::info!(clusters = cache.clusters.len(), "discovery cache refreshed"),
-    ))
-}
-
-/// The configured sources, or only those named in `only`.
-fn sources(config: &AppConfig, only: &[String]) -> anyhow::Result<Vec<Box<dyn ClusterSource>>> {
-    let configured = &config.sources;
-    let mut all: Vec<Box<dyn ClusterSource>> = Vec::new();
-    if let Some(eks) = &configured.eks {
-        all.push(Box::new(eks::EksSource::new(eks.clone())));
-    }
-    if let Some(gke) = &configured.gke {
-        all.push(Box::new(gke::GkeSource::new(gke.clone())));
-    }
-    if let Some(vault) = &configured.vault {
-        all.push(Box::new(vault::VaultSource::new(vault.clone())));
-    }
-    Ok(all
-        .into_iter()
-        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name()))
-        .collect())
+    ctx.background_refresh(|cache| {
+        tracing::info!(clusters = cache.clusters.len(), "discovery cache refreshed")
+    })
 }
 
 #[derive(Serialize)]
@@ -68,8 +28,7 @@ struct Summary<'a> {
 }
 
 pub async fn run(ctx: &Context, only: &[String], json: bool) -> Result<(), Failure> {
-    let sources = sources(&ctx.config, only).context("cannot set up the discovery sources")?;
-    if sources.is_empty() {
+    if ctx.sources(only).is_empty() {
         return Err(Failure::inventory(anyhow::anyhow!(
             "no discovery sources {}in {} (the inventory file needs no discovery; see the README's \"Discovery\" section)",
             if only.is_empty() {
@@ -77,21 +36,15 @@ pub async fn run(ctx: &Context, only: &[String], json: bool) -> Result<(), Failu
             } else {
                 "of those named are configured "
             },
-            ctx.config_path.display()
+            ctx.config_path().display()
         )));
     }
-    ctx.dirs
-        .ensure()
-        .context("cannot create the app's directories")?;
     let bars = Bars::new(!json && std::io::stderr().is_terminal());
     let sink: ProgressSink = {
         let bars = bars.clone();
         Arc::new(move |p: Progress| bars.update(&p))
     };
-    let path = cache::cache_path(&ctx.dirs.cache);
-    let (cache, reports) = runner::refresh(&path, &sources, sink)
-        .await
-        .context("cannot update the discovery cache")?;
+    let (cache, reports) = ctx.discover(only, sink).await?;
     bars.finish();
 
     let summaries: Vec<Summary<'_>> = reports.iter().map(summary).collect();

@@ -16,11 +16,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use k8s_tunnels::config::{self, AppConfig};
+use k8s_tunnels::app::{App, AppError, AppOptions};
 use k8s_tunnels::dirs::AppDirs;
-use k8s_tunnels::discovery::cache;
-use k8s_tunnels::discovery::catalog::{self, Entry};
-use k8s_tunnels::kubeconfig::Kubeconfig;
 
 /// Reach every Kubernetes cluster behind Cloudflare Access: a local SOCKS5 port per cluster,
 /// carried over a WebSocket to the Access edge, with kubeconfig kept up to date.
@@ -131,9 +128,6 @@ impl Failure {
     fn inventory(error: anyhow::Error) -> Self {
         Self { code: 3, error }
     }
-    fn kubeconfig(error: anyhow::Error) -> Self {
-        Self { code: 4, error }
-    }
 }
 
 impl From<anyhow::Error> for Failure {
@@ -188,85 +182,32 @@ fn init_logging(verbose: u8) {
 }
 
 /// What every command needs: where files are, the configuration, and the catalog of clusters.
-pub struct Context {
-    dirs: AppDirs,
-    config_path: PathBuf,
-    config: AppConfig,
-    kubeconfig_override: Option<PathBuf>,
-    inventory_path: PathBuf,
-    /// The inventory was named (flag or configuration): it must exist.
-    inventory_explicit: bool,
-}
+pub type Context = App;
 
-impl Context {
-    /// The same context reading another inventory.
-    fn with_inventory(self, inventory_path: PathBuf) -> Self {
+impl From<AppError> for Failure {
+    fn from(error: AppError) -> Self {
+        let code = match &error {
+            AppError::Config(_) | AppError::Inventory { .. } | AppError::UnknownCluster { .. } => 3,
+            AppError::Kubeconfig(_) => 4,
+            AppError::Dirs(_) | AppError::Cache(_) | AppError::State(_) => 1,
+        };
         Self {
-            inventory_path,
-            inventory_explicit: true,
-            ..self
-        }
-    }
-
-    /// The inventory's clusters; none when the default inventory does not exist.
-    fn inventory(&self) -> Result<Vec<k8s_tunnels::inventory::Cluster>, Failure> {
-        if !self.inventory_explicit && !self.inventory_path.exists() {
-            return Ok(Vec::new());
-        }
-        k8s_tunnels::discovery::file::load(&self.inventory_path)
-            .map_err(|e| Failure::inventory(anyhow::Error::new(e)))
-    }
-
-    /// Every cluster: the inventory's and the discovery cache's. No network.
-    fn catalog(&self) -> Result<Vec<Entry>, Failure> {
-        let inventory = self.inventory()?;
-        let cached = cache::load(&cache::cache_path(&self.dirs.cache))
-            .context("cannot read the discovery cache")?;
-        Ok(catalog::assemble(inventory, &cached))
-    }
-
-    fn find<'a>(entries: &'a [Entry], wanted: &str) -> Result<&'a Entry, Failure> {
-        catalog::find(entries, wanted).ok_or_else(|| {
-            let known: Vec<&str> = entries.iter().map(|e| e.cluster.name.as_str()).collect();
-            Failure::inventory(anyhow::anyhow!(
-                "no cluster named {wanted:?} (known: {})",
-                if known.is_empty() {
-                    "none; see `k8s-tunnels list`".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })
-    }
-
-    fn kubeconfig(&self) -> Result<Kubeconfig, Failure> {
-        match &self.kubeconfig_override {
-            Some(path) => Ok(Kubeconfig::with_paths(vec![path.clone()])),
-            None => Kubeconfig::from_env().map_err(|e| Failure::kubeconfig(anyhow::Error::new(e))),
+            code,
+            error: anyhow::Error::new(error),
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let dirs = AppDirs::from_env().context("cannot find the app's directories")?;
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| dirs.config.join(config::CONFIG_FILE));
-    let config =
-        config::load(&config_path).map_err(|e| Failure::inventory(anyhow::Error::new(e)))?;
-    let (inventory_path, inventory_explicit) = match (&cli.inventory, &config.inventory) {
-        (Some(path), _) | (None, Some(path)) => (path.clone(), true),
-        (None, None) => (dirs.default_inventory(), false),
-    };
-    let ctx = Context {
+    let ctx = App::load(
         dirs,
-        config_path,
-        config,
-        kubeconfig_override: cli.kubeconfig.clone(),
-        inventory_path,
-        inventory_explicit,
-    };
+        AppOptions {
+            config: cli.config.clone(),
+            inventory: cli.inventory.clone(),
+            kubeconfig: cli.kubeconfig.clone(),
+        },
+    )?;
     match cli.command {
         Command::Connect {
             clusters,

@@ -28,10 +28,10 @@ struct ListedCluster<'a> {
 
 pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
     let entries = ctx.catalog()?;
-    let state = StateStore::new(&ctx.dirs)
+    let state = StateStore::new(ctx.dirs())
         .load()
         .map_err(anyhow::Error::new)?;
-    let live = live_tunnels(&ctx.dirs);
+    let live = live_tunnels(ctx.dirs());
     let prefix = &state.settings.kubeconfig_prefix;
     let clusters: Vec<Cluster> = entries.iter().map(|e| e.cluster.clone()).collect();
     let groups = group(&clusters);
@@ -74,8 +74,8 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
         println!(
             "No clusters yet. Try the built-in lab with `k8s-tunnels demo`, write an inventory at {},\n\
              or configure discovery sources in {} and run `k8s-tunnels discover`.",
-            ctx.inventory_path.display(),
-            ctx.config_path.display()
+            ctx.inventory_path().display(),
+            ctx.config_path().display()
         );
         return Ok(());
     }
@@ -133,24 +133,24 @@ struct ConfigReport<'a> {
 }
 
 pub fn config(ctx: &Context, json: bool) -> Result<(), Failure> {
-    let cache_path = k8s_tunnels::discovery::cache::cache_path(&ctx.dirs.cache);
+    let cache_path = k8s_tunnels::discovery::cache::cache_path(&ctx.dirs().cache);
     let cached = k8s_tunnels::discovery::cache::load(&cache_path)
         .map_err(anyhow::Error::new)?
         .clusters
         .len();
     let report = ConfigReport {
-        config_file: &ctx.config_path,
-        config_file_exists: ctx.config_path.exists(),
-        inventory: &ctx.inventory_path,
-        inventory_exists: ctx.inventory_path.exists(),
+        config_file: ctx.config_path(),
+        config_file_exists: ctx.config_path().exists(),
+        inventory: ctx.inventory_path(),
+        inventory_exists: ctx.inventory_path().exists(),
         cache: cache_path,
         cached_clusters: cached,
-        state: StateStore::new(&ctx.dirs).path().to_path_buf(),
+        state: StateStore::new(ctx.dirs()).path().to_path_buf(),
         cache_ttl: ctx
-            .config
+            .config()
             .cache_ttl
             .map(|d| humantime::format_duration(d).to_string()),
-        sources: crate::discover::configured_sources(&ctx.config),
+        sources: ctx.configured_sources(),
     };
     if json {
         println!(
@@ -195,7 +195,7 @@ pub fn config(ctx: &Context, json: bool) -> Result<(), Failure> {
 }
 
 pub fn status(ctx: &Context, json: bool) -> Result<(), Failure> {
-    let tunnels = live_tunnels(&ctx.dirs);
+    let tunnels = live_tunnels(ctx.dirs());
     if json {
         println!(
             "{}",

@@ -1,0 +1,438 @@
+//! Typed events to the web UI, mirrored in `ui/src/ipc.ts` (`Events`, `EVENT_NAMES`), and the
+//! mapping of engine events onto them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_tunnels::engine::{Engine, Event, TunnelStatus};
+use k8s_tunnels::inventory::ClusterId;
+use k8s_tunnels::tunnel::health::TunnelState;
+use serde::Serialize;
+
+/// Event names, exactly as `ui/src/ipc.ts` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventName {
+    /// `tunnel`
+    Tunnel,
+    /// `tunnel_closed`
+    TunnelClosed,
+    /// `discovery`
+    Discovery,
+    /// `clusters_changed`
+    ClustersChanged,
+    /// `activity`
+    Activity,
+    /// `login`
+    Login,
+}
+
+impl EventName {
+    /// Every event name, in `EVENT_NAMES` order.
+    pub const ALL: [EventName; 6] = [
+        EventName::Tunnel,
+        EventName::TunnelClosed,
+        EventName::Discovery,
+        EventName::ClustersChanged,
+        EventName::Activity,
+        EventName::Login,
+    ];
+
+    /// The name the UI listens to.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::Tunnel => "tunnel",
+            EventName::TunnelClosed => "tunnel_closed",
+            EventName::Discovery => "discovery",
+            EventName::ClustersChanged => "clusters_changed",
+            EventName::Activity => "activity",
+            EventName::Login => "login",
+        }
+    }
+}
+
+/// The result of one discovery source in the last refresh (`SourceOutcome` in ipc.ts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceOutcome {
+    /// Source name.
+    pub source: String,
+    /// Clusters found.
+    pub clusters: usize,
+    /// One line per failed scope.
+    pub errors: Vec<String>,
+    /// Rejected entries, one line each.
+    pub rejected: Vec<String>,
+}
+
+impl SourceOutcome {
+    /// The outcome of one source's report.
+    pub fn from_report(report: &k8s_tunnels::discovery::SourceReport) -> Self {
+        Self {
+            source: report.source.clone(),
+            clusters: report.found.len(),
+            errors: report
+                .failed
+                .iter()
+                .map(|f| format!("{}: {}", f.scope, f.message))
+                .collect(),
+            rejected: report
+                .rejected
+                .iter()
+                .map(|r| format!("{} ({}): {}", r.name, r.scope, r.reason))
+                .collect(),
+        }
+    }
+}
+
+/// Discovery progress (the `discovery` event's payload).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum DiscoveryPhase {
+    /// A source made progress.
+    Running {
+        /// Source name.
+        source: String,
+        /// Scopes done.
+        done: usize,
+        /// Scopes to scan.
+        total: usize,
+    },
+    /// The refresh finished.
+    Finished {
+        /// Per-source outcome.
+        outcomes: Vec<SourceOutcome>,
+    },
+}
+
+/// Login state of an Access application (the `login` event's payload).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LoginNotice {
+    /// The login ends soon.
+    Expiring {
+        /// The Access application (hostname).
+        application: String,
+        /// Seconds until it ends.
+        seconds_left: u64,
+    },
+    /// A (new) login is needed.
+    Required {
+        /// The Access application (hostname).
+        application: String,
+    },
+}
+
+/// How serious an activity line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Normal operation.
+    Info,
+    /// Something the user may want to look at.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+/// One line of the activity log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// RFC 3339.
+    pub at: String,
+    /// Level.
+    pub level: Level,
+    /// Cluster display name, when the entry is about one.
+    pub cluster: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+impl Activity {
+    /// A line stamped now.
+    pub fn now(level: Level, cluster: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            level,
+            cluster,
+            message: message.into(),
+        }
+    }
+}
+
+/// `tunnel_closed` payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelClosed {
+    /// Cluster id.
+    pub cluster: ClusterId,
+    /// Cluster display name.
+    pub name: String,
+}
+
+/// `clusters_changed` payload: an empty object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Empty {}
+
+/// Every event the shell sends to the UI.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UiEvent {
+    /// A tunnel changed state or figures.
+    Tunnel(TunnelStatus),
+    /// A tunnel was closed.
+    TunnelClosed(TunnelClosed),
+    /// Discovery progress or outcome.
+    Discovery(DiscoveryPhase),
+    /// The catalog or the favourites changed.
+    ClustersChanged,
+    /// A new activity line.
+    Activity(Activity),
+    /// Login state of an Access application.
+    Login(LoginNotice),
+}
+
+impl UiEvent {
+    /// The event's name.
+    pub fn name(&self) -> EventName {
+        match self {
+            UiEvent::Tunnel(_) => EventName::Tunnel,
+            UiEvent::TunnelClosed(_) => EventName::TunnelClosed,
+            UiEvent::Discovery(_) => EventName::Discovery,
+            UiEvent::ClustersChanged => EventName::ClustersChanged,
+            UiEvent::Activity(_) => EventName::Activity,
+            UiEvent::Login(_) => EventName::Login,
+        }
+    }
+
+    /// The payload as JSON, the shape ipc.ts declares for the event.
+    pub fn payload(&self) -> serde_json::Value {
+        let value = match self {
+            UiEvent::Tunnel(status) => serde_json::to_value(status),
+            UiEvent::TunnelClosed(closed) => serde_json::to_value(closed),
+            UiEvent::Discovery(phase) => serde_json::to_value(phase),
+            UiEvent::ClustersChanged => serde_json::to_value(Empty::default()),
+            UiEvent::Activity(activity) => serde_json::to_value(activity),
+            UiEvent::Login(login) => serde_json::to_value(login),
+        };
+        // These types serialise infallibly (no maps with non-string keys, no custom impls).
+        value.unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Maps one engine event to UI events and, for state changes, an activity line.
+pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
+    match event {
+        Event::TunnelState {
+            cluster,
+            name,
+            state,
+            reason,
+        } => {
+            let mut out = Vec::new();
+            // The engine's status carries the figures; the event's own state wins, since the
+            // tunnel may have moved on (the next event will say so).
+            if let Some(mut status) = engine.status_of(cluster) {
+                status.state = *state;
+                status.reason = reason.clone();
+                out.push(UiEvent::Tunnel(status));
+            }
+            let (level, message) = match (state, reason) {
+                (TunnelState::Connecting, _) => (Level::Info, "connecting".to_string()),
+                (TunnelState::Up, _) => (Level::Info, "up".to_string()),
+                (TunnelState::Down, Some(reason)) => (Level::Error, format!("down: {reason}")),
+                (TunnelState::Down, None) => (Level::Error, "down".to_string()),
+                (TunnelState::LoginRequired, Some(reason)) => {
+                    (Level::Warning, format!("login required: {reason}"))
+                }
+                (TunnelState::LoginRequired, None) => (Level::Warning, "login required".into()),
+            };
+            out.push(UiEvent::Activity(Activity::now(
+                level,
+                Some(name.clone()),
+                message,
+            )));
+            out
+        }
+        Event::TunnelClosed { cluster, name } => vec![
+            UiEvent::TunnelClosed(TunnelClosed {
+                cluster: cluster.clone(),
+                name: name.clone(),
+            }),
+            UiEvent::Activity(Activity::now(Level::Info, Some(name.clone()), "closed")),
+        ],
+        Event::LoginExpiring {
+            application,
+            seconds_left,
+        } => vec![
+            UiEvent::Login(LoginNotice::Expiring {
+                application: application.clone(),
+                seconds_left: *seconds_left,
+            }),
+            UiEvent::Activity(Activity::now(
+                Level::Warning,
+                None,
+                format!(
+                    "the Access login of {application} ends in {}",
+                    humantime::format_duration(Duration::from_secs(*seconds_left))
+                ),
+            )),
+        ],
+        Event::LoginRequired { application } => vec![
+            UiEvent::Login(LoginNotice::Required {
+                application: application.clone(),
+            }),
+            UiEvent::Activity(Activity::now(
+                Level::Warning,
+                None,
+                format!("{application} needs a new Access login"),
+            )),
+        ],
+    }
+}
+
+/// Figures (bytes, connections, latency) change all the time; the UI hears them at most once a
+/// second per tunnel, and only when they changed. State changes always go through at once.
+#[derive(Debug)]
+pub struct FigureThrottle {
+    every: Duration,
+    last: HashMap<ClusterId, (Instant, Figures)>,
+}
+
+/// The parts of a status that change without a state change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Figures {
+    open: u64,
+    total: u64,
+    refused: u64,
+    up: u64,
+    down: u64,
+    latency: Option<u64>,
+    last_error: Option<String>,
+}
+
+impl Figures {
+    fn of(s: &TunnelStatus) -> Self {
+        Self {
+            open: s.open_connections,
+            total: s.total_connections,
+            refused: s.refused_connections,
+            up: s.bytes_up,
+            down: s.bytes_down,
+            latency: s.latency_ms,
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+impl FigureThrottle {
+    /// At most one figures update per tunnel per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Records a status the UI was sent (a state change).
+    pub fn sent(&mut self, status: &TunnelStatus, now: Instant) {
+        self.last
+            .insert(status.cluster.clone(), (now, Figures::of(status)));
+    }
+
+    /// Whether this status should be sent as a figures update now; records it if so.
+    pub fn due(&mut self, status: &TunnelStatus, now: Instant) -> bool {
+        let figures = Figures::of(status);
+        let due = match self.last.get(&status.cluster) {
+            None => true,
+            Some((at, seen)) => *seen != figures && now.duration_since(*at) >= self.every,
+        };
+        if due {
+            self.last.insert(status.cluster.clone(), (now, figures));
+        }
+        due
+    }
+
+    /// Forgets a closed tunnel.
+    pub fn forget(&mut self, id: &ClusterId) {
+        self.last.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(bytes: u64) -> TunnelStatus {
+        TunnelStatus {
+            cluster: ClusterId("file:a".into()),
+            name: "a".into(),
+            context: "k8s-tunnels/a".into(),
+            state: TunnelState::Up,
+            reason: None,
+            since: "2026-01-01T00:00:00Z".into(),
+            port: 20001,
+            open_connections: 0,
+            total_connections: 0,
+            refused_connections: 0,
+            bytes_up: bytes,
+            bytes_down: 0,
+            latency_ms: Some(3),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn figures_go_out_at_most_once_a_second_and_only_when_changed() {
+        let mut throttle = FigureThrottle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        throttle.sent(&status(0), t0);
+        assert!(!throttle.due(&status(0), t0 + Duration::from_secs(5)));
+        assert!(!throttle.due(&status(10), t0 + Duration::from_millis(500)));
+        assert!(throttle.due(&status(10), t0 + Duration::from_millis(1000)));
+        assert!(!throttle.due(&status(20), t0 + Duration::from_millis(1500)));
+        assert!(throttle.due(&status(20), t0 + Duration::from_millis(2000)));
+        throttle.forget(&status(0).cluster);
+        assert!(throttle.due(&status(20), t0 + Duration::from_millis(2001)));
+    }
+
+    #[test]
+    fn payloads_have_the_ipc_ts_shapes() {
+        let running = UiEvent::Discovery(DiscoveryPhase::Running {
+            source: "eks".into(),
+            done: 1,
+            total: 3,
+        });
+        assert_eq!(
+            running.payload(),
+            serde_json::json!({"phase": "running", "source": "eks", "done": 1, "total": 3})
+        );
+        assert_eq!(UiEvent::ClustersChanged.payload(), serde_json::json!({}));
+        let login = UiEvent::Login(LoginNotice::Expiring {
+            application: "a.example".into(),
+            seconds_left: 60,
+        });
+        assert_eq!(
+            login.payload(),
+            serde_json::json!({"kind": "expiring", "application": "a.example", "seconds_left": 60})
+        );
+        let tunnel = UiEvent::Tunnel(status(5)).payload();
+        for key in [
+            "cluster",
+            "name",
+            "context",
+            "state",
+            "reason",
+            "since",
+            "port",
+            "open_connections",
+            "total_connections",
+            "refused_connections",
+            "bytes_up",
+            "bytes_down",
+            "latency_ms",
+            "last_error",
+        ] {
+            assert!(tunnel.get(key).is_some(), "tunnel payload lacks {key}");
+        }
+        let activity = UiEvent::Activity(Activity::now(Level::Warning, None, "x")).payload();
+        assert_eq!(activity["level"], "warning");
+        assert!(activity["cluster"].is_null());
+    }
+}

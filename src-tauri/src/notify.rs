@@ -1,0 +1,549 @@
+//! Desktop notifications: a tunnel dropped (with the reason) or came back, a login is required
+//! or expiring, discovery finished with errors. Events are coalesced into bursts — one
+//! notification per burst, never one per connection or per tunnel when a whole edge goes away —
+//! by a pure [`Coalescer`]; [`Notifier`] feeds it from the shell's events and shows what it
+//! yields with notify-rust, when the notifications setting is on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_tunnels::inventory::ClusterId;
+use k8s_tunnels::tunnel::health::TunnelState;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{DiscoveryPhase, LoginNotice, UiEvent};
+use crate::shell::Shell;
+
+/// The app name notifications carry.
+pub const APP_NAME: &str = "k8s-tunnels";
+
+/// What the coalescer is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A tunnel's state (sent on every change; repeats are fine).
+    Tunnel {
+        /// Cluster id.
+        cluster: ClusterId,
+        /// Display name.
+        name: String,
+        /// State.
+        state: TunnelState,
+        /// Why, for down and login required.
+        reason: Option<String>,
+    },
+    /// A tunnel was closed on purpose: no notification, forget it.
+    Closed(ClusterId),
+    /// A login notice.
+    Login(LoginNotice),
+    /// A discovery refresh finished; `errors` are `source: scope: message` lines.
+    DiscoveryFinished {
+        /// Error lines.
+        errors: Vec<String>,
+    },
+}
+
+/// One desktop notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// Title.
+    pub summary: String,
+    /// Text.
+    pub body: String,
+    /// Shown as critical (a drop, a required login).
+    pub critical: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Burst {
+    started: Instant,
+    last: Instant,
+    /// Each tunnel's state before the burst (None: not seen before).
+    before: BTreeMap<ClusterId, Option<TunnelState>>,
+    logins: Vec<LoginNotice>,
+    discovery_errors: Option<Vec<String>>,
+}
+
+/// Groups events into bursts: a burst ends when nothing happened for `quiet`, or `max` after it
+/// began; then it yields at most one notification per kind (dropped, back, login, discovery),
+/// from each tunnel's state before the burst to its state after. A tunnel that dropped and came
+/// back within a burst yields nothing.
+#[derive(Debug)]
+pub struct Coalescer {
+    quiet: Duration,
+    max: Duration,
+    /// Known tunnels: name, state, reason.
+    tunnels: BTreeMap<ClusterId, (String, TunnelState, Option<String>)>,
+    burst: Option<Burst>,
+}
+
+impl Coalescer {
+    /// Bursts end after `quiet` without events, or `max` after they began.
+    pub fn new(quiet: Duration, max: Duration) -> Self {
+        Self {
+            quiet,
+            max,
+            tunnels: BTreeMap::new(),
+            burst: None,
+        }
+    }
+
+    fn burst(&mut self, now: Instant) -> &mut Burst {
+        let burst = self.burst.get_or_insert_with(|| Burst {
+            started: now,
+            last: now,
+            before: BTreeMap::new(),
+            logins: Vec::new(),
+            discovery_errors: None,
+        });
+        burst.last = now;
+        burst
+    }
+
+    /// Takes one event.
+    pub fn push(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Tunnel {
+                cluster,
+                name,
+                state,
+                reason,
+            } => {
+                let previous = self.tunnels.get(&cluster).map(|(_, s, _)| *s);
+                if previous == Some(state) {
+                    // Same state, maybe a new reason: keep the latest reason, no new burst.
+                    self.tunnels.insert(cluster, (name, state, reason));
+                    return;
+                }
+                self.burst(now)
+                    .before
+                    .entry(cluster.clone())
+                    .or_insert(previous);
+                self.tunnels.insert(cluster, (name, state, reason));
+            }
+            Input::Closed(cluster) => {
+                self.tunnels.remove(&cluster);
+                if let Some(burst) = &mut self.burst {
+                    burst.before.remove(&cluster);
+                }
+            }
+            Input::Login(notice) => {
+                let burst = self.burst(now);
+                if !burst.logins.contains(&notice) {
+                    burst.logins.push(notice);
+                }
+            }
+            Input::DiscoveryFinished { errors } => {
+                if !errors.is_empty() {
+                    self.burst(now)
+                        .discovery_errors
+                        .get_or_insert_with(Vec::new)
+                        .extend(errors);
+                }
+            }
+        }
+    }
+
+    /// When the current burst ends, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.burst
+            .as_ref()
+            .map(|b| (b.last + self.quiet).min(b.started + self.max))
+    }
+
+    /// The notifications of the burst if it has ended by `now`; nothing otherwise.
+    pub fn flush(&mut self, now: Instant) -> Vec<Notice> {
+        match self.deadline() {
+            Some(deadline) if deadline <= now => {}
+            _ => return Vec::new(),
+        }
+        let Some(burst) = self.burst.take() else {
+            return Vec::new();
+        };
+        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
+        let mut back: Vec<String> = Vec::new();
+        let mut login_required: Vec<String> = Vec::new();
+        for (cluster, before) in &burst.before {
+            let Some((name, after, reason)) = self.tunnels.get(cluster) else {
+                continue;
+            };
+            let was_failing =
+                matches!(before, Some(TunnelState::Down | TunnelState::LoginRequired));
+            match after {
+                TunnelState::Down if *before != Some(TunnelState::Down) => {
+                    dropped.push((name.clone(), reason.clone()))
+                }
+                TunnelState::LoginRequired if *before != Some(TunnelState::LoginRequired) => {
+                    login_required.push(name.clone())
+                }
+                TunnelState::Up if was_failing => back.push(name.clone()),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if !dropped.is_empty() {
+            let summary = match dropped.as_slice() {
+                [(name, _)] => format!("Tunnel dropped: {name}"),
+                many => format!("{} tunnels dropped", many.len()),
+            };
+            let body = dropped
+                .iter()
+                .map(|(name, reason)| match reason {
+                    Some(reason) => format!("{name}: {reason}"),
+                    None => name.clone(),
+                })
+                .collect::<Vec<_>>();
+            out.push(Notice {
+                summary,
+                body: lines(&body),
+                critical: true,
+            });
+        }
+        if !back.is_empty() {
+            let summary = match back.as_slice() {
+                [name] => format!("Tunnel back: {name}"),
+                many => format!("{} tunnels back", many.len()),
+            };
+            out.push(Notice {
+                summary,
+                body: format!(
+                    "{} {} up again.",
+                    back.join(", "),
+                    if back.len() == 1 { "is" } else { "are" }
+                ),
+                critical: false,
+            });
+        }
+        let mut required: Vec<String> = login_required;
+        let mut expiring: Vec<(String, u64)> = Vec::new();
+        for notice in &burst.logins {
+            match notice {
+                LoginNotice::Required { application } => required.push(application.clone()),
+                LoginNotice::Expiring {
+                    application,
+                    seconds_left,
+                } => expiring.push((application.clone(), *seconds_left)),
+            }
+        }
+        if !required.is_empty() {
+            out.push(Notice {
+                summary: "Login required".into(),
+                body: format!("Log in again to reach {}.", required.join(", ")),
+                critical: true,
+            });
+        } else if !expiring.is_empty() {
+            let soonest = expiring.iter().map(|(_, s)| *s).min().unwrap_or(0);
+            let apps: Vec<&str> = expiring.iter().map(|(a, _)| a.as_str()).collect();
+            out.push(Notice {
+                summary: "Login expiring".into(),
+                body: format!(
+                    "Your login to {} ends in {}.",
+                    apps.join(", "),
+                    humantime::format_duration(Duration::from_secs(soonest))
+                ),
+                critical: false,
+            });
+        }
+        if let Some(errors) = burst.discovery_errors {
+            out.push(Notice {
+                summary: "Discovery finished with errors".into(),
+                body: lines(&errors),
+                critical: false,
+            });
+        }
+        out
+    }
+}
+
+/// At most five lines, then "and N more".
+fn lines(items: &[String]) -> String {
+    const MAX: usize = 5;
+    let mut text = items
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if items.len() > MAX {
+        text.push_str(&format!("\n… and {} more", items.len() - MAX));
+    }
+    text
+}
+
+/// What the coalescer hears of a UI event.
+pub fn input_of(event: &UiEvent) -> Option<Input> {
+    match event {
+        UiEvent::Tunnel(status) => Some(Input::Tunnel {
+            cluster: status.cluster.clone(),
+            name: status.name.clone(),
+            state: status.state,
+            reason: status.reason.clone(),
+        }),
+        UiEvent::TunnelClosed(closed) => Some(Input::Closed(closed.cluster.clone())),
+        UiEvent::Login(notice) => Some(Input::Login(notice.clone())),
+        UiEvent::Discovery(DiscoveryPhase::Finished { outcomes }) => {
+            Some(Input::DiscoveryFinished {
+                errors: outcomes
+                    .iter()
+                    .flat_map(|o| o.errors.iter().map(move |e| format!("{}: {e}", o.source)))
+                    .collect(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Shows a notification on the desktop's notification server (D-Bus on Linux).
+pub async fn show(notice: &Notice) -> Result<(), String> {
+    let notice = notice.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut n = notify_rust::Notification::new();
+        n.appname(APP_NAME)
+            .summary(&notice.summary)
+            .body(&notice.body)
+            .icon("network-vpn");
+        #[cfg(all(unix, not(target_os = "macos")))]
+        n.urgency(if notice.critical {
+            notify_rust::Urgency::Critical
+        } else {
+            notify_rust::Urgency::Normal
+        });
+        n.show().map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Follows the shell's events and shows one notification per burst. Dropping it stops it.
+pub struct Notifier {
+    stop: CancellationToken,
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Notifier {
+    /// Bursts end after 1.5 s without events, or 5 s after they began.
+    pub fn start(shell: &Arc<Shell>) -> Self {
+        Self::with_timing(shell, Duration::from_millis(1500), Duration::from_secs(5))
+    }
+
+    /// With explicit burst timing.
+    pub fn with_timing(shell: &Arc<Shell>, quiet: Duration, max: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let events = shell.subscribe();
+        tokio::spawn(run(
+            Arc::downgrade(shell),
+            events,
+            Coalescer::new(quiet, max),
+            stop.clone(),
+        ));
+        Self { stop }
+    }
+}
+
+async fn run(
+    shell: std::sync::Weak<Shell>,
+    mut events: broadcast::Receiver<UiEvent>,
+    mut coalescer: Coalescer,
+    stop: CancellationToken,
+) {
+    loop {
+        let deadline = coalescer.deadline();
+        let wait = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Some(input) = input_of(&event) {
+                        coalescer.push(Instant::now(), input);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = wait => {
+                let notices = coalescer.flush(Instant::now());
+                let Some(shell) = shell.upgrade() else { return };
+                let enabled = shell.settings().map(|s| s.notifications).unwrap_or(true);
+                drop(shell);
+                if !enabled {
+                    continue;
+                }
+                for notice in notices {
+                    if let Err(e) = show(&notice).await {
+                        tracing::warn!(error = %e, summary = %notice.summary, "cannot show a notification");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUIET: Duration = Duration::from_millis(1500);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn tunnel(name: &str, state: TunnelState, reason: Option<&str>) -> Input {
+        Input::Tunnel {
+            cluster: ClusterId(format!("file:{name}")),
+            name: name.into(),
+            state,
+            reason: reason.map(String::from),
+        }
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// Three tunnels connected and up, the burst of their first connect flushed.
+    fn three_up(t0: Instant) -> Coalescer {
+        let mut c = Coalescer::new(QUIET, MAX);
+        for name in ["a", "b", "c"] {
+            c.push(t0, tunnel(name, TunnelState::Connecting, None));
+            c.push(t0, tunnel(name, TunnelState::Up, None));
+        }
+        assert_eq!(c.flush(ms(t0, 2000)), [], "connecting is not news");
+        c
+    }
+
+    #[test]
+    fn an_edge_going_away_is_one_notification_naming_every_tunnel() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(
+            ms(t0, 10_000),
+            tunnel("a", TunnelState::Down, Some("edge unreachable")),
+        );
+        c.push(
+            ms(t0, 10_100),
+            tunnel("b", TunnelState::Down, Some("edge unreachable")),
+        );
+        // A new reason for a tunnel that is still down is not a new drop.
+        c.push(
+            ms(t0, 10_200),
+            tunnel("a", TunnelState::Down, Some("connection refused")),
+        );
+        c.push(
+            ms(t0, 10_300),
+            tunnel("c", TunnelState::Down, Some("edge unreachable")),
+        );
+        assert_eq!(c.flush(ms(t0, 11_000)), [], "the burst is still going");
+        assert_eq!(c.deadline(), Some(ms(t0, 11_800)));
+        let notices = c.flush(ms(t0, 11_800));
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].summary, "3 tunnels dropped");
+        assert_eq!(
+            notices[0].body,
+            "a: connection refused\nb: edge unreachable\nc: edge unreachable"
+        );
+        assert!(notices[0].critical);
+        assert_eq!(c.deadline(), None);
+
+        c.push(ms(t0, 20_000), tunnel("a", TunnelState::Up, None));
+        c.push(ms(t0, 20_100), tunnel("b", TunnelState::Up, None));
+        c.push(ms(t0, 20_200), tunnel("c", TunnelState::Up, None));
+        let notices = c.flush(ms(t0, 22_000));
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].summary, "3 tunnels back");
+        assert_eq!(notices[0].body, "a, b, c are up again.");
+    }
+
+    #[test]
+    fn a_single_drop_names_the_tunnel_and_reason() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(
+            ms(t0, 5000),
+            tunnel("b", TunnelState::Down, Some("gateway gone")),
+        );
+        let n = c.flush(ms(t0, 7000));
+        assert_eq!(n[0].summary, "Tunnel dropped: b");
+        assert_eq!(n[0].body, "b: gateway gone");
+    }
+
+    #[test]
+    fn a_flap_within_a_burst_is_silent_and_closing_is_never_news() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(ms(t0, 5000), tunnel("a", TunnelState::Down, Some("blip")));
+        c.push(ms(t0, 5400), tunnel("a", TunnelState::Up, None));
+        assert_eq!(c.flush(ms(t0, 7000)), []);
+        c.push(ms(t0, 8000), tunnel("b", TunnelState::Down, Some("x")));
+        c.push(ms(t0, 8100), Input::Closed(ClusterId("file:b".into())));
+        assert_eq!(c.flush(ms(t0, 10_000)), []);
+    }
+
+    #[test]
+    fn an_endless_storm_still_yields_one_notification_per_max_window() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        let mut shown = Vec::new();
+        // One tunnel flapping every second for 12 s: events never stop for `quiet`.
+        for i in 0..12u64 {
+            let state = if i % 2 == 0 {
+                TunnelState::Down
+            } else {
+                TunnelState::Up
+            };
+            c.push(ms(t0, 10_000 + i * 1000), tunnel("a", state, Some("flaky")));
+            shown.extend(c.flush(ms(t0, 10_000 + i * 1000 + 1)));
+        }
+        shown.extend(c.flush(ms(t0, 30_000)));
+        assert!(shown.len() <= 3, "{shown:?}");
+    }
+
+    #[test]
+    fn logins_and_discovery_errors() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(QUIET, MAX);
+        c.push(
+            t0,
+            Input::Login(LoginNotice::Expiring {
+                application: "a.example".into(),
+                seconds_left: 300,
+            }),
+        );
+        c.push(
+            t0,
+            Input::Login(LoginNotice::Expiring {
+                application: "a.example".into(),
+                seconds_left: 300,
+            }),
+        );
+        let n = c.flush(ms(t0, 2000));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].summary, "Login expiring");
+        assert!(n[0].body.contains("5m"), "{}", n[0].body);
+
+        c.push(t0, Input::DiscoveryFinished { errors: vec![] });
+        assert_eq!(c.deadline(), None, "a clean discovery is not news");
+        let errors: Vec<String> = (0..7).map(|i| format!("eks: scope{i}: denied")).collect();
+        c.push(ms(t0, 3000), Input::DiscoveryFinished { errors });
+        let n = c.flush(ms(t0, 5000));
+        assert_eq!(n[0].summary, "Discovery finished with errors");
+        assert!(n[0].body.ends_with("… and 2 more"), "{}", n[0].body);
+
+        c.push(ms(t0, 6000), tunnel("x", TunnelState::Up, None));
+        c.push(
+            ms(t0, 6000),
+            tunnel("x", TunnelState::LoginRequired, Some("302")),
+        );
+        let n = c.flush(ms(t0, 8000));
+        assert_eq!(n[0].summary, "Login required");
+        assert!(n[0].body.contains('x'));
+    }
+}

@@ -1,0 +1,581 @@
+//! The desktop app's core, without Tauri: the app facade, the engine, the catalog as the
+//! window and the tray see it, the activity log, and one stream of typed UI events that the
+//! window, the tray and the notifier all follow. Commands are one-line adapters over it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_tunnels::app::{App, AppError, SourceInfo};
+use k8s_tunnels::discovery::catalog::Entry;
+use k8s_tunnels::discovery::{Progress, ProgressSink};
+use k8s_tunnels::engine::{ConnectOptions, Engine, EngineError, TunnelStatus};
+use k8s_tunnels::inventory::{Cloud, ClusterId};
+use k8s_tunnels::lab::Lab;
+use k8s_tunnels::state::Settings;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{ErrorCode, IpcError};
+use crate::events::{
+    Activity, DiscoveryPhase, FigureThrottle, Level, SourceOutcome, UiEvent, from_engine,
+};
+use crate::menu::{MenuCluster, MenuState};
+
+/// How long closing one tunnel may take.
+const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
+/// The activity log keeps this many lines.
+const ACTIVITY_LINES: usize = 200;
+
+/// One cluster of the catalog, with its tunnel when one is open (`ClusterRow` in ipc.ts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterRow {
+    /// Cluster id.
+    pub id: ClusterId,
+    /// Display name.
+    pub name: String,
+    /// Cloud.
+    pub cloud: Cloud,
+    /// Environment.
+    pub environment: String,
+    /// Region or project.
+    pub region: Option<String>,
+    /// Source that found it.
+    pub source: String,
+    /// Why it may be out of date.
+    pub stale: Option<String>,
+    /// Pinned at the top.
+    pub favourite: bool,
+    /// The kubectl context that reaches it.
+    pub context: String,
+    /// Its open tunnel.
+    pub tunnel: Option<TunnelStatus>,
+}
+
+type AutostartHook = Box<dyn Fn(bool) -> Result<(), String> + Send + Sync>;
+
+/// The desktop app's state, shared by commands, the tray and the notifier.
+pub struct Shell {
+    app: App,
+    engine: Engine,
+    /// The demo lab, when the app runs on it; dropping it stops the lab.
+    lab: Mutex<Option<Lab>>,
+    catalog: Mutex<Arc<Vec<Entry>>>,
+    activity: Mutex<VecDeque<Activity>>,
+    refreshing: AtomicBool,
+    events: broadcast::Sender<UiEvent>,
+    autostart: Mutex<Option<AutostartHook>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Shell {
+    /// Builds the shell over an app and its engine, loads the catalog and starts following the
+    /// engine's events. Must run inside a tokio runtime.
+    pub fn start(app: App, engine: Engine, lab: Option<Lab>) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        let shell = Arc::new(Self {
+            app,
+            engine,
+            lab: Mutex::new(lab),
+            catalog: Mutex::new(Arc::new(Vec::new())),
+            activity: Mutex::new(VecDeque::new()),
+            refreshing: AtomicBool::new(false),
+            events,
+            autostart: Mutex::new(None),
+            stop: CancellationToken::new(),
+        });
+        if let Err(e) = shell.reload_catalog() {
+            shell.log(Level::Error, None, error_text(&e));
+        }
+        tokio::spawn(pump(Arc::downgrade(&shell), shell.stop.clone()));
+        shell
+    }
+
+    /// Every UI event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<UiEvent> {
+        self.events.subscribe()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The app facade.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Runs `f` on the demo lab, when the app runs on one.
+    pub fn with_lab<R>(&self, f: impl FnOnce(&mut Lab) -> R) -> Option<R> {
+        lock(&self.lab).as_mut().map(f)
+    }
+
+    /// Sets what applies the start-at-login setting (the autostart plugin).
+    pub fn set_autostart_hook(&self, hook: AutostartHook) {
+        *lock(&self.autostart) = Some(hook);
+    }
+
+    fn publish(&self, event: UiEvent) {
+        // No receiver (no window, tests) is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn log(&self, level: Level, cluster: Option<String>, message: impl Into<String>) {
+        self.record(Activity::now(level, cluster, message));
+    }
+
+    fn record(&self, line: Activity) {
+        {
+            let mut log = lock(&self.activity);
+            if log.len() == ACTIVITY_LINES {
+                log.pop_front();
+            }
+            log.push_back(line.clone());
+        }
+        self.publish(UiEvent::Activity(line));
+    }
+
+    /// Re-reads the inventory and the discovery cache.
+    pub fn reload_catalog(&self) -> Result<(), IpcError> {
+        let entries = self.app.catalog().map_err(IpcError::from_app)?;
+        *lock(&self.catalog) = Arc::new(entries);
+        Ok(())
+    }
+
+    fn catalog(&self) -> Arc<Vec<Entry>> {
+        lock(&self.catalog).clone()
+    }
+
+    fn entry(&self, id: &str) -> Result<Entry, IpcError> {
+        self.catalog()
+            .iter()
+            .find(|e| e.cluster.id.0 == id)
+            .cloned()
+            .ok_or_else(|| IpcError::new(ErrorCode::NotFound, format!("no cluster with id {id:?}")))
+    }
+
+    fn favourites(&self) -> std::collections::BTreeSet<ClusterId> {
+        self.app.favourites().unwrap_or_else(|e| {
+            tracing::warn!(error = %error_text(&e), "cannot read favourites");
+            Default::default()
+        })
+    }
+
+    /// Every cluster with its tunnel, favourites first, then by cloud, environment and name.
+    pub fn clusters(&self) -> Result<Vec<ClusterRow>, IpcError> {
+        let favourites = self.app.favourites().map_err(IpcError::from_app)?;
+        let mut rows: Vec<ClusterRow> = self
+            .catalog()
+            .iter()
+            .map(|e| ClusterRow {
+                id: e.cluster.id.clone(),
+                name: e.cluster.name.clone(),
+                cloud: e.cluster.cloud,
+                environment: e.cluster.environment.clone(),
+                region: e.cluster.region.clone(),
+                source: e.source.clone(),
+                stale: e.stale.clone(),
+                favourite: favourites.contains(&e.cluster.id),
+                context: self.engine.context_name(&e.cluster),
+                tunnel: self.engine.status_of(&e.cluster.id),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (!a.favourite, a.cloud, &a.environment, &a.name).cmp(&(
+                !b.favourite,
+                b.cloud,
+                &b.environment,
+                &b.name,
+            ))
+        });
+        Ok(rows)
+    }
+
+    /// What the tray menu shows.
+    pub fn menu_state(&self) -> MenuState {
+        let favourites = self.favourites();
+        MenuState {
+            clusters: self
+                .catalog()
+                .iter()
+                .map(|e| MenuCluster {
+                    id: e.cluster.id.clone(),
+                    name: e.cluster.name.clone(),
+                    cloud: e.cluster.cloud,
+                    environment: e.cluster.environment.clone(),
+                    favourite: favourites.contains(&e.cluster.id),
+                    tunnel: self.engine.status_of(&e.cluster.id).map(|s| s.state),
+                })
+                .collect(),
+            refreshing: self.refreshing.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Opens a cluster's tunnel (switching kubectl's context when the settings say so).
+    pub async fn connect(&self, id: &str) -> Result<TunnelStatus, IpcError> {
+        let entry = self.entry(id)?;
+        let settings = self.app.settings().map_err(IpcError::from_app)?;
+        let options = ConnectOptions {
+            use_context: settings.switch_context_on_connect,
+        };
+        let status = self
+            .engine
+            .connect(&entry.cluster, options)
+            .await
+            .map_err(IpcError::from_engine)
+            .inspect_err(|e| {
+                self.log(Level::Error, Some(entry.cluster.name.clone()), &e.message)
+            })?;
+        Ok(status)
+    }
+
+    /// Closes a cluster's tunnel; closing one that is not open is not an error.
+    pub async fn disconnect(&self, id: &str) -> Result<(), IpcError> {
+        let entry = self.entry(id)?;
+        match self
+            .engine
+            .disconnect(&entry.cluster.id, DISCONNECT_LIMIT)
+            .await
+        {
+            Ok(()) | Err(EngineError::NotConnected(_)) => Ok(()),
+            Err(e) => Err(IpcError::from_engine(e)),
+        }
+    }
+
+    /// Opens the tunnel when it is closed, closes it otherwise (the tray's checkboxes).
+    pub async fn toggle(&self, id: &ClusterId) -> Result<(), IpcError> {
+        if self.engine.status_of(id).is_some() {
+            self.disconnect(&id.0).await
+        } else {
+            self.connect(&id.0).await.map(|_| ())
+        }
+    }
+
+    /// Closes every tunnel.
+    pub async fn disconnect_all(&self) {
+        self.engine.shutdown(DISCONNECT_LIMIT).await;
+    }
+
+    /// Pins or unpins a cluster.
+    pub async fn set_favourite(&self, id: &str, favourite: bool) -> Result<(), IpcError> {
+        let entry = self.entry(id)?;
+        let cluster = entry.cluster.id.clone();
+        self.engine
+            .update_state(move |state| {
+                if favourite {
+                    state.favourites.insert(cluster);
+                } else {
+                    state.favourites.remove(&cluster);
+                }
+            })
+            .await
+            .map_err(IpcError::from_engine)?;
+        self.publish(UiEvent::ClustersChanged);
+        Ok(())
+    }
+
+    /// Makes the cluster's context kubectl's current context.
+    pub async fn use_context(&self, id: &str) -> Result<String, IpcError> {
+        let entry = self.entry(id)?;
+        let context = self
+            .engine
+            .use_context(&entry.cluster)
+            .await
+            .map_err(IpcError::from_engine)?;
+        self.log(
+            Level::Info,
+            Some(entry.cluster.name.clone()),
+            format!("kubectl context switched to {context}"),
+        );
+        Ok(context)
+    }
+
+    /// `kubectl --context '<context>' get namespaces`, quoted for a POSIX shell.
+    pub fn kubectl_command(&self, id: &str) -> Result<String, IpcError> {
+        let entry = self.entry(id)?;
+        Ok(format!(
+            "kubectl --context {} get namespaces",
+            shell_quote(&self.engine.context_name(&entry.cluster))
+        ))
+    }
+
+    /// Runs discovery now, with progress as `discovery` events; one run at a time.
+    pub async fn refresh_discovery(&self) -> Result<Vec<SourceOutcome>, IpcError> {
+        if self.refreshing.swap(true, Ordering::SeqCst) {
+            return Err(IpcError::new(
+                ErrorCode::Discovery,
+                "discovery is already running",
+            ));
+        }
+        // Announce "refreshing" (the tray shows it) before the sources start.
+        self.publish(UiEvent::Discovery(DiscoveryPhase::Running {
+            source: String::new(),
+            done: 0,
+            total: 0,
+        }));
+        let sender = self.events.clone();
+        let progress: ProgressSink = Arc::new(move |p: Progress| {
+            let _ = sender.send(UiEvent::Discovery(DiscoveryPhase::Running {
+                source: p.source,
+                done: p.done,
+                total: p.total,
+            }));
+        });
+        let result = self.app.discover(&[], progress).await;
+        self.refreshing.store(false, Ordering::SeqCst);
+        let outcomes: Vec<SourceOutcome> = match result {
+            Ok((_, reports)) => reports.iter().map(SourceOutcome::from_report).collect(),
+            Err(e) => {
+                let err = IpcError::from_app(e);
+                self.log(
+                    Level::Error,
+                    None,
+                    format!("discovery failed: {}", err.message),
+                );
+                self.publish(UiEvent::Discovery(DiscoveryPhase::Finished {
+                    outcomes: Vec::new(),
+                }));
+                return Err(err);
+            }
+        };
+        if let Err(e) = self.reload_catalog() {
+            self.log(Level::Error, None, e.message);
+        }
+        let errors: usize = outcomes.iter().map(|o| o.errors.len()).sum();
+        let found: usize = outcomes.iter().map(|o| o.clusters).sum();
+        if errors > 0 {
+            self.log(
+                Level::Warning,
+                None,
+                format!("discovery finished: {found} cluster(s), {errors} error(s)"),
+            );
+        } else {
+            self.log(
+                Level::Info,
+                None,
+                format!("discovery finished: {found} cluster(s)"),
+            );
+        }
+        self.publish(UiEvent::Discovery(DiscoveryPhase::Finished {
+            outcomes: outcomes.clone(),
+        }));
+        self.publish(UiEvent::ClustersChanged);
+        Ok(outcomes)
+    }
+
+    /// Whether a discovery refresh runs.
+    pub fn refreshing(&self) -> bool {
+        self.refreshing.load(Ordering::SeqCst)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> Result<Settings, IpcError> {
+        self.app.settings().map_err(IpcError::from_app)
+    }
+
+    /// Validates and saves the settings; returns them as saved. The kubeconfig file and prefix
+    /// apply to tunnels opened after the next start (open tunnels keep their entries).
+    pub async fn save_settings(&self, settings: Settings) -> Result<Settings, IpcError> {
+        validate_settings(&settings)?;
+        let new = settings.clone();
+        let old = self
+            .engine
+            .update_state(move |state| std::mem::replace(&mut state.settings, new))
+            .await
+            .map_err(IpcError::from_engine)?;
+        if old.start_at_login != settings.start_at_login
+            && let Some(hook) = lock(&self.autostart).as_ref()
+            && let Err(e) = hook(settings.start_at_login)
+        {
+            self.log(
+                Level::Error,
+                None,
+                format!("cannot change start at login: {e}"),
+            );
+        }
+        if old.kubeconfig_prefix != settings.kubeconfig_prefix
+            || old.kubeconfig_path != settings.kubeconfig_path
+        {
+            self.log(
+                Level::Info,
+                None,
+                "kubeconfig settings saved; they apply from the next start of the app",
+            );
+        }
+        Ok(settings)
+    }
+
+    /// The discovery sources, for the settings page.
+    pub fn sources(&self) -> Vec<SourceInfo> {
+        self.app.source_infos()
+    }
+
+    /// The most recent activity, newest last.
+    pub fn activity(&self) -> Vec<Activity> {
+        lock(&self.activity).iter().cloned().collect()
+    }
+
+    /// Closes every tunnel (Quit) and stops the lab.
+    pub async fn shutdown(&self) {
+        self.engine.shutdown(DISCONNECT_LIMIT).await;
+        self.stop.cancel();
+        let lab = lock(&self.lab).take();
+        if let Some(mut lab) = lab {
+            lab.stop_gateway().await;
+        }
+    }
+}
+
+fn validate_settings(settings: &Settings) -> Result<(), IpcError> {
+    let prefix = &settings.kubeconfig_prefix;
+    if prefix.is_empty()
+        || prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\'' || c == '"')
+    {
+        return Err(IpcError::new(
+            ErrorCode::Invalid,
+            format!(
+                "kubeconfig prefix {prefix:?} must be non-empty, without spaces or quotes (e.g. k8s-tunnels/)"
+            ),
+        ));
+    }
+    if let Some(path) = &settings.kubeconfig_path
+        && !path.is_absolute()
+    {
+        return Err(IpcError::new(
+            ErrorCode::Invalid,
+            format!(
+                "kubeconfig file {} must be an absolute path",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Quotes a word for a POSIX shell: single quotes, an embedded `'` as `'\''`.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Follows the engine: maps its events to UI events (with activity lines), and once a second
+/// sends the figures of tunnels whose figures changed.
+async fn pump(shell: std::sync::Weak<Shell>, stop: CancellationToken) {
+    let Some(mut events) = shell.upgrade().map(|s| s.engine.subscribe()) else {
+        return;
+    };
+    let mut throttle = FigureThrottle::new(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => {
+                let Some(shell) = shell.upgrade() else { return };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "UI fell behind the engine's events");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for ui in from_engine(&event, &shell.engine) {
+                    match &ui {
+                        UiEvent::Tunnel(status) => throttle.sent(status, Instant::now()),
+                        UiEvent::TunnelClosed(closed) => throttle.forget(&closed.cluster),
+                        _ => {}
+                    }
+                    match ui {
+                        UiEvent::Activity(line) => shell.record(line),
+                        other => shell.publish(other),
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let Some(shell) = shell.upgrade() else { return };
+                let now = Instant::now();
+                for status in shell.engine.status() {
+                    if throttle.due(&status, now) {
+                        shell.publish(UiEvent::Tunnel(status));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    k8s_tunnels::error_chain(e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl IpcError {
+    /// The IPC error for an app facade error.
+    pub fn from_app(e: AppError) -> Self {
+        let code = match &e {
+            AppError::UnknownCluster { .. } => ErrorCode::NotFound,
+            AppError::Config(_) | AppError::Inventory { .. } => ErrorCode::Invalid,
+            AppError::Cache(_) => ErrorCode::Discovery,
+            AppError::Kubeconfig(_) => ErrorCode::Kubeconfig,
+            AppError::Dirs(_) | AppError::State(_) => ErrorCode::State,
+        };
+        Self::new(code, error_text(&e))
+    }
+
+    /// The IPC error for an engine error.
+    pub fn from_engine(e: EngineError) -> Self {
+        let code = match &e {
+            EngineError::NotConnected(_) => ErrorCode::NotFound,
+            EngineError::Kubeconfig(_) => ErrorCode::Kubeconfig,
+            EngineError::State(_) => ErrorCode::State,
+            EngineError::NoFreePort { .. }
+            | EngineError::Bind { .. }
+            | EngineError::Edge { .. } => ErrorCode::Tunnel,
+            EngineError::Internal(_) => ErrorCode::Internal,
+        };
+        Self::new(code, error_text(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_names() {
+        assert_eq!(shell_quote("k8s-tunnels/a"), "'k8s-tunnels/a'");
+        assert_eq!(shell_quote("a'b; rm -rf ~"), r"'a'\''b; rm -rf ~'");
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let ok = Settings::default();
+        assert!(validate_settings(&ok).is_ok());
+        let mut bad = ok.clone();
+        bad.kubeconfig_prefix = "a b".into();
+        assert_eq!(
+            validate_settings(&bad).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        let mut bad = ok;
+        bad.kubeconfig_path = Some("relative/config".into());
+        assert_eq!(
+            validate_settings(&bad).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+    }
+}

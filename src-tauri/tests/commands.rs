@@ -1,0 +1,202 @@
+//! The command adapters through Tauri's mock runtime, against a real lab: what the web UI
+//! sends (`invoke(name, args)`) and what it gets back, errors as `{code, message}`.
+
+mod support;
+
+use std::sync::Arc;
+
+use k8s_tunnels::state::StateStore;
+use k8s_tunnels_desktop::commands;
+use k8s_tunnels_desktop::shell::Shell;
+use serde_json::{Value, json};
+use support::{World, wait_for};
+use tauri::test::{
+    INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
+};
+use tauri::webview::InvokeRequest;
+use tauri::{WebviewWindow, WebviewWindowBuilder};
+
+fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: tauri::ipc::CallbackFn(0),
+            error: tauri::ipc::CallbackFn(1),
+            url: "tauri://localhost".parse().expect("url"),
+            body: tauri::ipc::InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|body| body.deserialize::<Value>().expect("json response"))
+}
+
+fn mock_window(shell: Arc<Shell>) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let app = commands::register(mock_builder())
+        .manage(shell)
+        .build(mock_context(noop_assets()))
+        .expect("mock app");
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("mock window");
+    (app, window)
+}
+
+fn row<'a>(rows: &'a Value, id: &str) -> &'a Value {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row {id}"))
+}
+
+#[test]
+fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let world = World::start(tmp.path());
+    tauri::async_runtime::set(world.rt.handle().clone());
+    let (_app, window) = mock_window(world.shell.clone());
+    let alpha = world.id("alpha");
+
+    // The catalog: every lab cluster, nothing open.
+    let rows = invoke(&window, "clusters", json!({})).expect("clusters");
+    assert_eq!(rows.as_array().expect("rows").len(), 3);
+    let a = row(&rows, &alpha);
+    assert_eq!(a["name"], "alpha");
+    assert_eq!(a["cloud"], "aws");
+    assert_eq!(a["environment"], "prod");
+    assert_eq!(a["source"], "file");
+    assert_eq!(a["favourite"], false);
+    assert_eq!(a["context"], "k8s-tunnels/alpha");
+    assert!(a["tunnel"].is_null());
+
+    // connect → a tunnel on a local port that comes up.
+    let status = invoke(&window, "connect", json!({ "id": alpha })).expect("connect");
+    let port = status["port"].as_u64().expect("port");
+    assert!(port > 0);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_ok());
+    let up = wait_for("alpha up", || {
+        let rows = invoke(&window, "clusters", json!({})).ok()?;
+        let tunnel = row(&rows, &alpha)["tunnel"].clone();
+        (tunnel["state"] == "up").then_some(tunnel)
+    });
+    assert_eq!(up["port"].as_u64(), Some(port));
+    assert!(up["latency_ms"].is_u64(), "{up}");
+    assert!(up["last_error"].is_null(), "{up}");
+    // The kubeconfig entry points kubectl at it.
+    let kubeconfig = std::fs::read_to_string(&world.kubeconfig).expect("kubeconfig written");
+    assert!(kubeconfig.contains(&format!("127.0.0.1:{port}")));
+
+    // set_favourite persists in the app state and puts the cluster first.
+    let gamma = world.id("gamma");
+    assert_eq!(
+        invoke(
+            &window,
+            "set_favourite",
+            json!({ "id": gamma, "favourite": true })
+        ),
+        Ok(Value::Null)
+    );
+    let state = StateStore::new(&world.home).load().expect("state");
+    assert!(state.favourites.iter().any(|f| f.0 == gamma));
+    let rows = invoke(&window, "clusters", json!({})).expect("clusters");
+    assert_eq!(rows[0]["id"], gamma);
+    assert_eq!(rows[0]["favourite"], true);
+
+    // use_context and kubectl_command name the cluster's context.
+    assert_eq!(
+        invoke(&window, "use_context", json!({ "id": alpha })),
+        Ok(json!("k8s-tunnels/alpha"))
+    );
+    assert_eq!(
+        invoke(&window, "kubectl_command", json!({ "id": alpha })),
+        Ok(json!(
+            "kubectl --context 'k8s-tunnels/alpha' get namespaces"
+        ))
+    );
+
+    // Settings round-trip, with the new start_at_login; bad ones are refused.
+    let mut settings = invoke(&window, "settings", json!({})).expect("settings");
+    assert_eq!(settings["start_at_login"], false);
+    settings["notifications"] = json!(false);
+    let saved = invoke(&window, "save_settings", json!({ "settings": settings })).expect("save");
+    assert_eq!(saved["notifications"], false);
+    assert!(
+        !StateStore::new(&world.home)
+            .load()
+            .expect("state")
+            .settings
+            .notifications
+    );
+    settings["kubeconfig_prefix"] = json!("");
+    let err = invoke(&window, "save_settings", json!({ "settings": settings })).unwrap_err();
+    assert_eq!(err["code"], "invalid", "{err}");
+
+    let sources = invoke(&window, "sources", json!({})).expect("sources");
+    assert_eq!(sources[0]["name"], "file");
+    assert_eq!(sources[0]["enabled"], true);
+    let outcomes = invoke(&window, "refresh_discovery", json!({})).expect("refresh");
+    assert_eq!(outcomes, json!([]), "no cloud source configured");
+
+    // disconnect closes it; the activity log tells the story.
+    assert_eq!(
+        invoke(&window, "disconnect", json!({ "id": alpha })),
+        Ok(Value::Null)
+    );
+    let rows = invoke(&window, "clusters", json!({})).expect("clusters");
+    assert!(row(&rows, &alpha)["tunnel"].is_null());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err());
+    let activity = invoke(&window, "activity", json!({})).expect("activity");
+    let messages: Vec<String> = activity
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["cluster"] == "alpha")
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(messages.contains(&"up".to_string()), "{messages:?}");
+    assert!(messages.contains(&"closed".to_string()), "{messages:?}");
+
+    // Errors are {code, message}.
+    for (cmd, args) in [
+        ("connect", json!({ "id": "file:nope" })),
+        ("disconnect", json!({ "id": "file:nope" })),
+        (
+            "set_favourite",
+            json!({ "id": "file:nope", "favourite": true }),
+        ),
+        ("use_context", json!({ "id": "file:nope" })),
+        ("kubectl_command", json!({ "id": "file:nope" })),
+    ] {
+        let err = invoke(&window, cmd, args).unwrap_err();
+        assert_eq!(err["code"], "not_found", "{cmd}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("file:nope")),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.as_object().map(|o| o.len()), Some(2), "{cmd}: {err}");
+    }
+    // A missing argument is Tauri's own error, still a rejection.
+    assert!(invoke(&window, "connect", json!({})).is_err());
+
+    // Every command of the contract is registered.
+    for name in commands::CommandName::ALL {
+        let res = invoke(&window, name.as_str(), json!({ "id": "file:nope" }));
+        if let Err(err) = res {
+            assert!(
+                !err.to_string().contains("not found"),
+                "{} is not registered: {err}",
+                name.as_str()
+            );
+        }
+    }
+
+    assert_eq!(
+        invoke(&window, "disconnect_all", json!({})),
+        Ok(Value::Null)
+    );
+    world.rt.block_on(world.shell.shutdown());
+}

@@ -1,0 +1,677 @@
+//! The Access login, played by the gateway when its configuration has an `access:` section, so
+//! that every login flow of the client runs end to end on one machine. Each part answers on its
+//! own host name, as at Cloudflare:
+//!
+//! - application hosts: the signed `cf-access-metadata` answer, `/cdn-cgi/access/authorized`
+//!   (takes an application token, sets it as the `CF_Authorization` cookie) and
+//!   `/cdn-cgi/access/cli` (the browser half of the token transfer);
+//! - the auth domain (`<team>.cloudflareaccess.com`): the JWKS, and the sign-in page at
+//!   `/cdn-cgi/access/login/<app host>` with its organisation cookie, which later logins
+//!   exchange silently for application tokens;
+//! - the transfer service (`login.cloudflareaccess.org`): `GET /transfer/<client key>`, a
+//!   long-poll answered with the tokens in a NaCl box sealed to the client's key.
+//!
+//! Tokens travel only where the protocol puts them (a `Location`, a `Set-Cookie`, the sealed
+//! transfer body); they are never logged. Absolute URLs the gateway builds carry the port the
+//! client used in `Host`, so the lab's names all map to one listener.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE};
+use http::{Method, StatusCode, header};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Serialize;
+
+use super::auth::{self, TOKEN_COOKIE};
+use super::config::{AccessSettings, Application};
+use super::issuer::{Claims, IssuerError};
+use crate::secret::Secret;
+
+/// Request header asking an application host for its signed metadata.
+pub(crate) const METADATA_REQUEST_HEADER: &str = "cf-access-metadata-request";
+/// Response header carrying the signed metadata.
+pub(crate) const METADATA_HEADER: &str = "cf-access-metadata";
+/// Response header of the login redirect naming the application host (the older detection).
+pub(crate) const DOMAIN_HEADER: &str = "cf-access-domain";
+/// Response header of a transfer naming the sender's public key.
+pub(crate) const SERVICE_KEY_HEADER: &str = "service-public-key";
+/// JWKS path, on application hosts and on the auth domain.
+pub(crate) const CERTS_PATH: &str = "/cdn-cgi/access/certs";
+/// Sign-in path prefix on the auth domain, followed by the application host.
+pub(crate) const LOGIN_PATH: &str = "/cdn-cgi/access/login/";
+/// Token hand-over path on application hosts.
+pub(crate) const AUTHORIZED_PATH: &str = "/cdn-cgi/access/authorized";
+/// Browser half of the token transfer, on application hosts.
+pub(crate) const CLI_PATH: &str = "/cdn-cgi/access/cli";
+/// Long-poll path prefix on the transfer host, followed by the client's public key.
+pub(crate) const TRANSFER_PATH: &str = "/transfer/";
+
+/// Largest sign-in form body read.
+const FORM_LIMIT: usize = 16 * 1024;
+/// A deposit nobody collects is forgotten after this long.
+const DEPOSIT_TTL: Duration = Duration::from_secs(600);
+/// At most this many deposits wait at once; past it new logins get a 503 rather than the
+/// gateway growing without bound.
+const MAX_DEPOSITS: usize = 4096;
+
+/// Base64url with or without padding: cloudflared pads the client key, other clients may not.
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Sealed token deposits waiting for their client's long-poll, keyed by the client's public key.
+#[derive(Default)]
+pub(crate) struct Deposits {
+    slots: Mutex<HashMap<[u8; 32], Deposit>>,
+    arrived: tokio::sync::Notify,
+}
+
+struct Deposit {
+    /// Standard base64 of `nonce || box` (sealed: nothing here is readable without the client's key).
+    body: String,
+    /// Base64url (padded) of the sender's public key.
+    service_key: String,
+    at: Instant,
+}
+
+impl Deposits {
+    /// Stores a deposit for `key` (replacing an uncollected one). `false` when the store is full.
+    fn put(&self, key: [u8; 32], body: String, service_key: String) -> bool {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|_, d| d.at.elapsed() < DEPOSIT_TTL);
+        if slots.len() >= MAX_DEPOSITS && !slots.contains_key(&key) {
+            return false;
+        }
+        slots.insert(
+            key,
+            Deposit {
+                body,
+                service_key,
+                at: Instant::now(),
+            },
+        );
+        drop(slots);
+        self.arrived.notify_waiters();
+        true
+    }
+
+    /// Waits up to `wait` for the deposit for `key` and takes it: it is served once.
+    async fn take(&self, key: &[u8; 32], wait: Duration) -> Option<Deposit> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a deposit made in between is not missed.
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = self
+                .slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+            if let Some(deposit) = found.filter(|d| d.at.elapsed() < DEPOSIT_TTL) {
+                return Some(deposit);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// What a verified token of ours says about its holder.
+struct Holder {
+    email: String,
+    /// Expiry, seconds since the epoch.
+    exp: u64,
+}
+
+/// The claims of the signed metadata answer (cloudflared's `metadataClaims`).
+#[derive(Serialize)]
+struct MetadataClaims<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hostname: &'a str,
+    auth_domain: &'a str,
+    aud: &'a str,
+    app_hostname: &'a str,
+    iat: u64,
+}
+
+/// The plaintext sealed for the client (cloudflared reads `app_token` and `org_token`).
+#[derive(Serialize)]
+struct Transferred<'a> {
+    app_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_token: Option<&'a str>,
+}
+
+impl AccessSettings {
+    fn issuer_url(&self) -> String {
+        format!("https://{}", self.auth_domain)
+    }
+
+    /// The AUD of organisation tokens: the auth domain itself, which no application uses.
+    fn org_aud(&self) -> &str {
+        &self.auth_domain
+    }
+
+    fn mint(
+        &self,
+        aud: &str,
+        kind: &str,
+        email: &str,
+        ttl: Duration,
+    ) -> Result<(Secret, u64), IssuerError> {
+        let mut claims = Claims::for_user(aud, email, ttl);
+        claims.iss = Some(self.issuer_url());
+        claims.kind = Some(kind.to_owned());
+        let exp = claims.exp;
+        Ok((self.issuer.mint(&claims)?, exp))
+    }
+
+    fn mint_app(&self, app: &Application, email: &str) -> Result<(Secret, u64), IssuerError> {
+        self.mint(&app.aud, "app", email, self.app_token_ttl)
+    }
+
+    fn mint_org(&self, email: &str) -> Result<(Secret, u64), IssuerError> {
+        self.mint(self.org_aud(), "org", email, self.org_token_ttl)
+    }
+
+    /// Verifies a token this login minted for `aud` of kind `kind`. No leeway: the gateway is
+    /// both the issuer and the judge, on one clock.
+    fn verify(&self, token: &str, aud: &str, kind: &str) -> Option<Holder> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.set_audience(&[aud]);
+        validation.set_issuer(&[self.issuer_url()]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        self.keys.keys.iter().find_map(|(_, key)| {
+            let data = jsonwebtoken::decode::<Claims>(token.trim(), key, &validation).ok()?;
+            let email = data.claims.email.filter(|e| !e.is_empty())?;
+            (data.claims.kind.as_deref() == Some(kind)).then_some(Holder {
+                email,
+                exp: data.claims.exp,
+            })
+        })
+    }
+
+    /// The configured identity `email`/`password` names, compared in constant time against
+    /// every identity so timing tells nothing about which exist.
+    fn sign_in(&self, email: &str, password: &str) -> Option<String> {
+        let email = email.trim().to_ascii_lowercase();
+        let mut found = None;
+        for identity in &self.identities {
+            let password_ok = auth::secrets_match(password, identity.password.expose());
+            if password_ok && identity.email == email {
+                found = Some(identity.email.clone());
+            }
+        }
+        found
+    }
+}
+
+/// `https://<host>[:<port>]`.
+pub(crate) fn origin(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    }
+}
+
+fn query_pairs(req: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn path_and_query(req: &Request) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| String::from("/"), |pq| pq.as_str().to_owned())
+}
+
+/// `redirect` when it stays on application `host` (a path, or an https URL on that host);
+/// `/` otherwise, so the login is no open redirector.
+fn safe_redirect(redirect: Option<&String>, host: &str) -> String {
+    let Some(redirect) = redirect.map(|r| r.trim()).filter(|r| !r.is_empty()) else {
+        return String::from("/");
+    };
+    if redirect.starts_with('/') && !redirect.starts_with("//") && !redirect.starts_with("/\\") {
+        return redirect.to_owned();
+    }
+    match url::Url::parse(redirect) {
+        Ok(url) if url.scheme() == "https" && url.host_str() == Some(host) => redirect.to_owned(),
+        _ => String::from("/"),
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn internal_error(what: &str, err: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %crate::error_chain(err), "access login: {what}");
+    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+}
+
+/// A `302` to `location`, never cached, never leaking its URL (which may hold a token) as a
+/// referrer.
+fn redirect(location: &str) -> http::response::Builder {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::REFERRER_POLICY, "no-referrer")
+}
+
+fn finish(builder: http::response::Builder) -> Response {
+    builder
+        .body(Body::empty())
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
+}
+
+/// `Set-Cookie` for `CF_Authorization`, expiring with the token (cloudflared only takes a
+/// cookie with an `Expires` in the future).
+fn token_cookie(token: &Secret, exp: u64) -> String {
+    let expires = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(exp));
+    let max_age = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+    format!(
+        "{TOKEN_COOKIE}={}; Expires={expires}; Max-Age={max_age}; Path=/; Secure; HttpOnly",
+        token.expose()
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:4rem auto;padding:0 1rem}}\
+         label{{display:block;margin:.8rem 0}}input{{display:block;width:100%;padding:.4rem}}\
+         .error{{color:#b00020}}</style></head><body>\n{body}\n</body></html>\n",
+        title = html_escape(title),
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+fn sign_in_page(
+    status: StatusCode,
+    access: &AccessSettings,
+    app: &Application,
+    redirect_to: &str,
+    error: Option<&str>,
+) -> Response {
+    let action = format!(
+        "{LOGIN_PATH}{}?kid={}&redirect_url={}",
+        app.hostname,
+        auth::urlencode(&app.aud),
+        auth::urlencode(redirect_to)
+    );
+    let error = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" id=\"error\">{}</p>", html_escape(e))
+    });
+    let body = format!(
+        "<h1>Sign in</h1>\n<p>to <b>{app}</b> with <b>{domain}</b></p>\n{error}\n\
+         <form method=\"post\" action=\"{action}\">\n\
+         <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus></label>\n\
+         <label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
+         <button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>",
+        app = html_escape(&app.hostname),
+        domain = html_escape(&access.auth_domain),
+        action = html_escape(&action),
+    );
+    html(status, "Sign in", &body)
+}
+
+/// The signed metadata answer for application `host`.
+pub(crate) fn metadata(access: &AccessSettings, host: &str, app: &Application) -> Response {
+    let claims = MetadataClaims {
+        kind: "match",
+        hostname: host,
+        auth_domain: &access.auth_domain,
+        aud: &app.aud,
+        app_hostname: &app.hostname,
+        iat: jsonwebtoken::get_current_timestamp(),
+    };
+    match access.issuer.sign(&claims) {
+        Ok(jwt) => finish(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(METADATA_HEADER, jwt.expose())
+                .header(header::CACHE_CONTROL, "no-store"),
+        ),
+        Err(e) => internal_error("cannot sign the metadata answer", &e),
+    }
+}
+
+/// Whether the request asks for the metadata answer.
+pub(crate) fn wants_metadata(req: &Request) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        && req
+            .headers()
+            .get(METADATA_REQUEST_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The redirect to the sign-in for application `host`, coming back to `back` afterwards.
+pub(crate) fn login_redirect(
+    access: Option<&AccessSettings>,
+    host: &str,
+    port: Option<u16>,
+    app: &Application,
+    back: &str,
+) -> Response {
+    let login_origin = access.map(|a| origin(&a.auth_domain, port));
+    let location = auth::login_location(login_origin.as_deref(), host, &app.aud, back);
+    finish(redirect(&location).header(DOMAIN_HEADER, host))
+}
+
+/// Where a signed-in user goes next: `/cdn-cgi/access/authorized` on the application with a
+/// fresh application token.
+fn to_authorized(
+    access: &AccessSettings,
+    app: &Application,
+    port: Option<u16>,
+    email: &str,
+    redirect_to: &str,
+) -> Result<http::response::Builder, IssuerError> {
+    let (token, _) = access.mint_app(app, email)?;
+    let location = format!(
+        "{}{AUTHORIZED_PATH}?token={}&redirect_url={}",
+        origin(&app.hostname, port),
+        auth::urlencode(token.expose()),
+        auth::urlencode(redirect_to),
+    );
+    Ok(redirect(&location))
+}
+
+/// Requests to the auth domain: the JWKS and the sign-in page.
+pub(crate) async fn auth_domain(
+    access: &AccessSettings,
+    applications: &HashMap<String, Arc<Application>>,
+    port: Option<u16>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if path == CERTS_PATH && matches!(method, Method::GET | Method::HEAD) {
+        return (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            access.keys.json.clone(),
+        )
+            .into_response();
+    }
+    let Some(app_host) = path.strip_prefix(LOGIN_PATH) else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(app) = applications.get(&app_host.to_ascii_lowercase()).cloned() else {
+        return plain(StatusCode::NOT_FOUND, "no application for this host\n");
+    };
+    let query = query_pairs(&req);
+    if query.get("kid").is_some_and(|kid| *kid != app.aud) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "kid does not name this application\n",
+        );
+    }
+    let redirect_to = safe_redirect(query.get("redirect_url"), &app.hostname);
+    match method {
+        Method::GET | Method::HEAD => {
+            let holder = auth::cookie(req.headers(), TOKEN_COOKIE)
+                .and_then(|org| access.verify(&org, access.org_aud(), "org"));
+            match holder {
+                Some(holder) => {
+                    match to_authorized(access, &app, port, &holder.email, &redirect_to) {
+                        Ok(builder) => {
+                            tracing::info!(app = %app.hostname, subject = %holder.email, "access login: signed in by the organisation token");
+                            finish(builder)
+                        }
+                        Err(e) => internal_error("cannot mint an application token", &e),
+                    }
+                }
+                None => sign_in_page(StatusCode::OK, access, &app, &redirect_to, None),
+            }
+        }
+        Method::POST => sign_in(access, &app, port, &redirect_to, req).await,
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    }
+}
+
+async fn sign_in(
+    access: &AccessSettings,
+    app: &Application,
+    port: Option<u16>,
+    redirect_to: &str,
+    req: Request,
+) -> Response {
+    let Ok(body) = axum::body::to_bytes(req.into_body(), FORM_LIMIT).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "form too large\n");
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let email = form.get("email").map_or("", String::as_str);
+    let password = Secret::new(form.get("password").cloned().unwrap_or_default());
+    let Some(email) = access.sign_in(email, password.expose()) else {
+        // The offered name is not logged: people type passwords into the wrong field.
+        tracing::info!(app = %app.hostname, "access login: sign-in refused (wrong e-mail or password)");
+        return sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            access,
+            app,
+            redirect_to,
+            Some("Wrong e-mail address or password."),
+        );
+    };
+    let (org_token, org_exp) = match access.mint_org(&email) {
+        Ok(minted) => minted,
+        Err(e) => return internal_error("cannot mint an organisation token", &e),
+    };
+    match to_authorized(access, app, port, &email, redirect_to) {
+        Ok(builder) => {
+            tracing::info!(app = %app.hostname, subject = %email, "access login: signed in with a password");
+            finish(builder.header(header::SET_COOKIE, token_cookie(&org_token, org_exp)))
+        }
+        Err(e) => internal_error("cannot mint an application token", &e),
+    }
+}
+
+/// `GET /cdn-cgi/access/authorized?token=…&redirect_url=…` on an application host.
+pub(crate) fn authorized(access: &AccessSettings, app: &Application, req: &Request) -> Response {
+    let query = query_pairs(req);
+    let token = query.get("token").map(|t| Secret::new(t.clone()));
+    let Some(token) = token else {
+        return plain(StatusCode::BAD_REQUEST, "no token\n");
+    };
+    let Some(holder) = access.verify(token.expose(), &app.aud, "app") else {
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "the token is invalid, expired or not for this application\n",
+        );
+    };
+    let redirect_to = safe_redirect(query.get("redirect_url"), &app.hostname);
+    finish(redirect(&redirect_to).header(header::SET_COOKIE, token_cookie(&token, holder.exp)))
+}
+
+/// `GET /cdn-cgi/access/cli?aud=…&token=<client key>&send_org_token=…` on an application host:
+/// once the browser is signed in, seals fresh tokens to the client's key for the transfer
+/// service.
+pub(crate) fn cli(
+    access: &AccessSettings,
+    deposits: &Deposits,
+    host: &str,
+    port: Option<u16>,
+    app: &Application,
+    req: &Request,
+) -> Response {
+    let query = query_pairs(req);
+    if query.get("aud") != Some(&app.aud) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "aud does not name this application\n",
+        );
+    }
+    let Some(client_key) = query.get("token").and_then(|k| decode_key(k)) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "token must be the client's public key (32 bytes, base64url)\n",
+        );
+    };
+    let holder =
+        auth::cookie(req.headers(), TOKEN_COOKIE).and_then(|t| access.verify(&t, &app.aud, "app"));
+    let Some(holder) = holder else {
+        return login_redirect(Some(access), host, port, app, &path_and_query(req));
+    };
+    let send_org = query
+        .get("send_org_token")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let app_token = match access.mint_app(app, &holder.email) {
+        Ok((token, _)) => token,
+        Err(e) => return internal_error("cannot mint an application token", &e),
+    };
+    let org_token = if send_org {
+        match access.mint_org(&holder.email) {
+            Ok((token, _)) => Some(token),
+            Err(e) => return internal_error("cannot mint an organisation token", &e),
+        }
+    } else {
+        None
+    };
+    let plaintext = match serde_json::to_vec(&Transferred {
+        app_token: app_token.expose(),
+        org_token: org_token.as_ref().map(Secret::expose),
+    }) {
+        Ok(json) => json,
+        Err(e) => return internal_error("cannot encode the transfer", &e),
+    };
+    let (body, service_key) = match seal(&client_key, &plaintext) {
+        Ok(sealed) => sealed,
+        Err(e) => return internal_error("cannot seal the transfer", &e),
+    };
+    if !deposits.put(client_key, body, service_key) {
+        tracing::warn!("access login: too many uncollected token transfers");
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins in progress; try again later\n",
+        );
+    }
+    tracing::info!(app = %app.hostname, subject = %holder.email, org_token = send_org, "access login: tokens sealed for the client");
+    html(
+        StatusCode::OK,
+        "Signed in",
+        &format!(
+            "<h1>Signed in</h1>\n<p id=\"done\">You are signed in to <b>{}</b>; you can close this tab.</p>",
+            html_escape(&app.hostname)
+        ),
+    )
+}
+
+/// A client public key: 32 bytes, base64url.
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    URL_SAFE_LENIENT.decode(text.trim()).ok()?.try_into().ok()
+}
+
+/// Seals `plaintext` to `client_key` from a fresh service key pair, as cloudflared's
+/// `Encrypter.Encrypt`: returns standard base64 of `nonce || box` and the base64url (padded)
+/// service public key.
+fn seal(client_key: &[u8; 32], plaintext: &[u8]) -> Result<(String, String), SealError> {
+    use crypto_box::aead::{Aead, AeadCore, OsRng};
+    let service = crypto_box::SecretKey::generate(&mut OsRng);
+    let sealer = crypto_box::SalsaBox::new(&crypto_box::PublicKey::from(*client_key), &service);
+    let nonce = crypto_box::SalsaBox::generate_nonce(&mut OsRng);
+    let sealed = sealer.encrypt(&nonce, plaintext).map_err(|_| SealError)?;
+    let mut message = nonce.to_vec();
+    message.extend_from_slice(&sealed);
+    Ok((
+        STANDARD.encode(message),
+        URL_SAFE.encode(service.public_key().as_bytes()),
+    ))
+}
+
+/// The NaCl box refused to seal (it does not, for in-memory input).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot seal the token transfer")]
+struct SealError;
+
+/// Requests to the transfer host: `GET /transfer/<client key>`.
+pub(crate) async fn transfer_service(
+    access: &AccessSettings,
+    deposits: &Deposits,
+    req: Request,
+) -> Response {
+    let key = req
+        .uri()
+        .path()
+        .strip_prefix(TRANSFER_PATH)
+        .filter(|_| matches!(*req.method(), Method::GET))
+        .map(percent_decode);
+    let Some(key) = key else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(key) = decode_key(&key) else {
+        return plain(StatusCode::BAD_REQUEST, "not a public key\n");
+    };
+    match deposits.take(&key, access.transfer_timeout).await {
+        Some(deposit) => (
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            [(SERVICE_KEY_HEADER, deposit.service_key)],
+            deposit.body,
+        )
+            .into_response(),
+        // cloudflared treats any status below 500 but 200 as "still waiting" and polls again.
+        None => plain(StatusCode::NOT_FOUND, "no login yet\n"),
+    }
+}
+
+/// `=` padding arrives percent-encoded from some clients.
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| text.to_owned(), |(_, v)| v.into_owned())
+}

@@ -1,0 +1,829 @@
+//! The gateway playing the Access login, driven over real TLS by plain HTTP clients (reqwest,
+//! once step by step with no redirects followed, once as a browser that follows redirects and
+//! keeps cookies) and by a WebSocket client that opens real tunnel streams to an origin.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use crypto_box::aead::{Aead, OsRng};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use k8s_tunnels::gateway::{
+    AccessConfig, ApplicationConfig, Gateway, GatewayConfig, GatewayHandle, IdentityConfig, Origin,
+    SecretSource, ServiceTokenConfig, TextSource, TlsConfig, TokenIssuer,
+};
+use k8s_tunnels::lab::pki::LabCa;
+use k8s_tunnels::secret::Secret;
+use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::Connector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const AUTH_DOMAIN: &str = "lab.cloudflareaccess.com";
+const TRANSFER_HOST: &str = "login.cloudflareaccess.org";
+const APP: &str = "tcp.login.test";
+const AUD: &str = "aud-login-0123456789";
+const OTHER_APP: &str = "other.login.test";
+const OTHER_AUD: &str = "aud-other-9876543210";
+const EMAIL: &str = "ada@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const SERVICE_ID: &str = "robot.access";
+const SERVICE_SECRET: &str = "s3rvice-secret-never-logged";
+
+/// Lifetimes and timeouts a test may shorten.
+#[derive(Clone, Copy)]
+struct Timings {
+    app_ttl: Duration,
+    org_ttl: Duration,
+    transfer_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            app_ttl: Duration::from_secs(3600),
+            org_ttl: Duration::from_secs(7200),
+            transfer_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A TCP echo server: the origin behind the applications.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The gateway with an `access:` section, and what a client needs to reach it.
+struct World {
+    ca: LabCa,
+    gateway: GatewayHandle,
+}
+
+impl World {
+    async fn start(timings: Timings) -> Self {
+        let echo = echo_server().await;
+        let ca = LabCa::new("login test CA").unwrap();
+        let leaf = ca
+            .issue(&[APP, OTHER_APP, AUTH_DOMAIN, TRANSFER_HOST])
+            .unwrap();
+        let signing = TokenIssuer::generate().unwrap();
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+        config.tls = Some(TlsConfig {
+            cert: TextSource::Inline(leaf.cert_pem.clone()),
+            key: SecretSource::Value(Secret::new(leaf.key_pem.clone())),
+        });
+        let origin = Origin::Tcp {
+            host: echo.ip().to_string(),
+            port: echo.port(),
+        };
+        // No key set of its own: the access section's key opens it.
+        let mut app = ApplicationConfig::new(APP, AUD, origin.clone());
+        app.service_tokens.push(ServiceTokenConfig {
+            client_id: SERVICE_ID.into(),
+            client_secret: SecretSource::Value(Secret::new(SERVICE_SECRET)),
+        });
+        // Its own key set too: the access key is added to it.
+        let mut other = ApplicationConfig::new(OTHER_APP, OTHER_AUD, origin);
+        other.jwks = Some(TextSource::Inline(
+            TokenIssuer::generate().unwrap().jwks_json(),
+        ));
+        config.applications = vec![app, other];
+        let mut access = AccessConfig::new(
+            AUTH_DOMAIN,
+            SecretSource::Value(signing.private_key_pem().clone()),
+        );
+        access.app_token_ttl = timings.app_ttl;
+        access.org_token_ttl = timings.org_ttl;
+        access.transfer_timeout = timings.transfer_timeout;
+        access.identities.push(IdentityConfig {
+            email: EMAIL.into(),
+            password: SecretSource::Value(Secret::new(PASSWORD)),
+        });
+        config.access = Some(access);
+        let gateway = Gateway::start(config).await.unwrap();
+        Self { ca, gateway }
+    }
+
+    fn port(&self) -> u16 {
+        self.gateway.local_addr().port()
+    }
+
+    /// `https://<host>:<port><path>`: every name maps to the gateway's loopback address.
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.port())
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
+        let tls = k8s_tunnels::tls::client_config(Some(self.ca.cert_pem().as_bytes())).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .timeout(Duration::from_secs(20));
+        for host in [APP, OTHER_APP, AUTH_DOMAIN, TRANSFER_HOST] {
+            builder = builder.resolve(host, self.gateway.local_addr());
+        }
+        builder
+    }
+
+    /// A client that follows no redirect and keeps no cookie: every step is visible.
+    fn stepper(&self) -> reqwest::Client {
+        self.client_builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// A browser: follows redirects, keeps cookies per host.
+    fn browser(&self) -> reqwest::Client {
+        self.client_builder()
+            .redirect(Policy::limited(10))
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+
+    async fn jwks(&self, host: &str) -> JwkSet {
+        self.stepper()
+            .get(self.url(host, "/cdn-cgi/access/certs"))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Verifies `token` against the auth domain's JWKS, checking `aud`.
+    async fn verify(&self, token: &str, aud: &str) -> (jsonwebtoken::Header, Value) {
+        let set = self.jwks(AUTH_DOMAIN).await;
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        let jwk = set
+            .find(header.kid.as_deref().unwrap())
+            .expect("kid in JWKS");
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[aud]);
+        validation.set_required_spec_claims(&["aud"]);
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap();
+        (data.header, data.claims)
+    }
+
+    /// Opens a tunnel stream to `host` with `token` and echoes a payload through it.
+    async fn tunnel_echo(&self, host: &str, token: &str) -> Result<(), http::StatusCode> {
+        let mut request = format!("wss://{host}:{}/", self.port())
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cf-access-token", token.parse().unwrap());
+        let tcp = TcpStream::connect(self.gateway.local_addr()).await.unwrap();
+        let tls = k8s_tunnels::tls::client_config(Some(self.ca.cert_pem().as_bytes())).unwrap();
+        let ws = match tokio_tungstenite::client_async_tls_with_config(
+            request,
+            tcp,
+            Some(websocket_config()),
+            Some(Connector::Rustls(tls)),
+        )
+        .await
+        {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return Err(response.status());
+            }
+            Err(e) => panic!("upgrade failed: {e}"),
+        };
+        let mut stream = WsByteStream::new(ws);
+        stream.write_all(b"through the tunnel").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut back = [0u8; 18];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"through the tunnel");
+        Ok(())
+    }
+}
+
+fn location(response: &reqwest::Response) -> url::Url {
+    let text = response.headers()["location"].to_str().unwrap();
+    response.url().join(text).unwrap()
+}
+
+fn query(url: &url::Url) -> HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+/// The `CF_Authorization` value and attributes of a response's `Set-Cookie`.
+fn set_cookie(response: &reqwest::Response) -> (String, String) {
+    let header = response
+        .headers()
+        .get("set-cookie")
+        .expect("a Set-Cookie")
+        .to_str()
+        .unwrap();
+    let (pair, attributes) = header.split_once(';').unwrap();
+    let value = pair.strip_prefix("CF_Authorization=").expect(header);
+    (value.to_owned(), attributes.to_owned())
+}
+
+/// The sign-in form's `action`, resolved against the page's URL (HTML entities undone).
+fn form_action(page_url: &url::Url, html: &str) -> url::Url {
+    let start = html.find("action=\"").expect("a form") + "action=\"".len();
+    let end = start + html[start..].find('"').unwrap();
+    let action = html[start..end]
+        .replace("&amp;", "&")
+        .replace("&quot;", "\"");
+    page_url.join(&action).unwrap()
+}
+
+fn form(email: &str, password: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("email", email)
+        .append_pair("password", password)
+        .finish()
+}
+
+/// Signs in on the auth domain step by step: returns the org token and the redirect to
+/// `/cdn-cgi/access/authorized`.
+async fn sign_in(world: &World, client: &reqwest::Client) -> (String, url::Url) {
+    let login = world.url(
+        AUTH_DOMAIN,
+        &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2F"),
+    );
+    let response = client
+        .post(&login)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(EMAIL, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let (org, attributes) = set_cookie(&response);
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    (org, location(&response))
+}
+
+#[tokio::test]
+async fn the_metadata_answer_is_signed_by_the_auth_domain_key() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let response = client
+        .head(world.url(APP, "/"))
+        .header("cf-access-metadata-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let jwt = response.headers()["cf-access-metadata"].to_str().unwrap();
+    let (header, claims) = world.verify(jwt, AUD).await;
+    assert_eq!(header.alg, Algorithm::RS256);
+    assert_eq!(claims["type"], "match");
+    assert_eq!(claims["hostname"], APP);
+    assert_eq!(claims["auth_domain"], AUTH_DOMAIN);
+    assert_eq!(claims["aud"], AUD);
+    assert_eq!(claims["app_hostname"], APP);
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!(iat.abs_diff(jsonwebtoken::get_current_timestamp()) < 60);
+
+    // The application's own JWKS holds the auth domain's key next to its own.
+    let auth_kid = header.kid.unwrap();
+    let other = world.jwks(OTHER_APP).await;
+    assert!(other.find(&auth_kid).is_some());
+    assert_eq!(other.keys.len(), 2);
+    assert!(!serde_json::to_string(&other).unwrap().contains("\"d\""));
+
+    // Without the header, an unauthenticated HEAD gets the login redirect (the older form).
+    let response = client.head(world.url(APP, "/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(response.headers().get("cf-access-metadata").is_none());
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_is_redirected_to_the_auth_domain() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let response = client
+        .get(world.url(APP, "/some/path?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["cf-access-domain"], APP);
+    let url = location(&response);
+    assert_eq!(url.scheme(), "https");
+    assert_eq!(url.host_str(), Some(AUTH_DOMAIN));
+    assert_eq!(url.port(), Some(world.port()), "the client's port is kept");
+    assert_eq!(url.path(), format!("/cdn-cgi/access/login/{APP}"));
+    let q = query(&url);
+    assert_eq!(q["kid"], AUD);
+    assert_eq!(q["redirect_url"], "/some/path?x=1");
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("redirect_url=%2Fsome%2Fpath%3Fx%3D1")
+    );
+
+    // The WebSocket upgrade gets the same redirect; a rejected service token a 403 that says so.
+    assert_eq!(
+        world.tunnel_echo(APP, "not.a.jwt").await,
+        Err(http::StatusCode::FOUND)
+    );
+    let response = client
+        .get(world.url(APP, "/"))
+        .header("cf-access-client-id", SERVICE_ID)
+        .header("cf-access-client-secret", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("service token rejected")
+    );
+}
+
+#[tokio::test]
+async fn the_sign_in_page_checks_the_password_and_sets_the_org_cookie() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let login = world.url(
+        AUTH_DOMAIN,
+        &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2Fback"),
+    );
+    let response = client.get(&login).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page_url = response.url().clone();
+    let html = response.text().await.unwrap();
+    assert!(html.contains("type=\"password\""), "{html}");
+    let action = form_action(&page_url, &html);
+    assert_eq!(action.host_str(), Some(AUTH_DOMAIN));
+    assert_eq!(action.path(), format!("/cdn-cgi/access/login/{APP}"));
+    assert_eq!(query(&action)["redirect_url"], "/back");
+
+    // Wrong password, unknown user: 401 with the form again, no cookie.
+    for (email, password) in [(EMAIL, "wrong"), ("eve@example.com", PASSWORD)] {
+        let response = client
+            .post(action.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(email, password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get("set-cookie").is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Wrong e-mail address or password"), "{html}");
+        assert!(html.contains("<form"), "{html}");
+    }
+
+    // The right one: the org cookie, and on to the application with a fresh app token.
+    let response = client
+        .post(action)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form("Ada@Example.com", PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let (org, attributes) = set_cookie(&response);
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    let (org_header, org_claims) = world.verify(&org, AUTH_DOMAIN).await;
+    assert_eq!(org_claims["type"], "org");
+    assert_eq!(org_claims["email"], EMAIL);
+    assert_eq!(org_claims["iss"], format!("https://{AUTH_DOMAIN}"));
+    assert!(org_header.kid.is_some());
+    let next = location(&response);
+    assert_eq!(next.host_str(), Some(APP));
+    assert_eq!(next.port(), Some(world.port()));
+    assert_eq!(next.path(), "/cdn-cgi/access/authorized");
+    let q = query(&next);
+    assert_eq!(q["redirect_url"], "/back");
+    let (_, app_claims) = world.verify(&q["token"], AUD).await;
+    assert_eq!(app_claims["type"], "app");
+    assert_eq!(app_claims["aud"], serde_json::json!([AUD]));
+    assert_eq!(app_claims["email"], EMAIL);
+    assert_eq!(
+        app_claims["exp"].as_u64().unwrap() - app_claims["iat"].as_u64().unwrap(),
+        3600
+    );
+
+    // The org token opens no application.
+    assert_eq!(
+        world.tunnel_echo(APP, &org).await,
+        Err(http::StatusCode::FOUND)
+    );
+}
+
+#[tokio::test]
+async fn the_org_cookie_buys_an_app_token_silently_through_authorized() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let (org, _) = sign_in(&world, &client).await;
+
+    // cloudflared's exchange: HEAD the app, follow to the login with the org cookie, stop after
+    // /cdn-cgi/access/authorized and take the cookie it sets.
+    let response = client.head(world.url(APP, "/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let login = location(&response);
+    let response = client
+        .head(login)
+        .header("cookie", format!("CF_Authorization={org}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND, "no sign-in page");
+    let authorized = location(&response);
+    assert_eq!(authorized.path(), "/cdn-cgi/access/authorized");
+    let response = client.head(authorized).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], "/");
+    let (app_token, attributes) = set_cookie(&response);
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    world.tunnel_echo(APP, &app_token).await.unwrap();
+
+    // The app token is for this application only; /authorized refuses another's token, a
+    // forged one, and keeps its redirects on the application.
+    assert_eq!(
+        world.tunnel_echo(OTHER_APP, &app_token).await,
+        Err(http::StatusCode::FOUND)
+    );
+    let token = url::form_urlencoded::byte_serialize(app_token.as_bytes()).collect::<String>();
+    let response = client
+        .get(world.url(
+            OTHER_APP,
+            &format!("/cdn-cgi/access/authorized?token={token}&redirect_url=%2F"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = client
+        .get(world.url(
+            APP,
+            &format!("/cdn-cgi/access/authorized?token={token}&redirect_url=https%3A%2F%2Fevil.example%2F"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], "/");
+    let forged = TokenIssuer::generate()
+        .unwrap()
+        .mint(&k8s_tunnels::gateway::Claims::for_user(
+            AUD,
+            EMAIL,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let response = client
+        .get(world.url(
+            APP,
+            &format!("/cdn-cgi/access/authorized?token={}", forged.expose()),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_expired_org_cookie_shows_the_sign_in_page_again() {
+    let world = World::start(Timings {
+        org_ttl: Duration::from_secs(1),
+        ..Timings::default()
+    })
+    .await;
+    let client = world.stepper();
+    let (org, _) = sign_in(&world, &client).await;
+    let login = world.url(
+        AUTH_DOMAIN,
+        &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2F"),
+    );
+    let with_cookie = || {
+        client
+            .get(&login)
+            .header("cookie", format!("CF_Authorization={org}"))
+            .send()
+    };
+    assert_eq!(with_cookie().await.unwrap().status(), StatusCode::FOUND);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let response = with_cookie().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("type=\"password\""));
+}
+
+#[tokio::test]
+async fn a_transfer_nobody_deposits_for_times_out_with_404() {
+    let world = World::start(Timings {
+        transfer_timeout: Duration::from_secs(1),
+        ..Timings::default()
+    })
+    .await;
+    let key = crypto_box::SecretKey::generate(&mut OsRng);
+    let public = URL_SAFE.encode(key.public_key().as_bytes());
+    let started = Instant::now();
+    let response = world
+        .stepper()
+        .get(world.url(TRANSFER_HOST, &format!("/transfer/{public}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The whole browser transfer, as `cloudflared access login` runs it: a key pair, the cli URL
+/// opened in a browser that signs in, the long-poll, the decryption; then both tokens used.
+#[tokio::test(flavor = "current_thread")]
+async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // On a current-thread runtime every task runs on this thread, so the thread-local
+    // subscriber sees the gateway's lines.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let world = World::start(Timings {
+        transfer_timeout: Duration::from_secs(4),
+        ..Timings::default()
+    })
+    .await;
+    let client_key = crypto_box::SecretKey::generate(&mut OsRng);
+    let public = URL_SAFE.encode(client_key.public_key().as_bytes());
+    assert!(public.ends_with('='), "padded base64url, as cloudflared");
+
+    // The client long-polls before the user has even seen the page.
+    let poller = world.stepper();
+    let transfer_url = world.url(TRANSFER_HOST, &format!("/transfer/{public}"));
+    let poll = tokio::spawn({
+        let (poller, url) = (poller.clone(), transfer_url.clone());
+        async move { poller.get(url).send().await.unwrap() }
+    });
+
+    // The URL cloudflared opens (token/transfer.go buildRequestURL).
+    let mut back = url::Url::parse(&world.url(APP, "/")).unwrap();
+    back.query_pairs_mut()
+        .append_pair("aud", AUD)
+        .append_pair("token", &public);
+    let mut cli = url::Url::parse(&world.url(APP, "/cdn-cgi/access/cli")).unwrap();
+    cli.query_pairs_mut()
+        .append_pair("aud", AUD)
+        .append_pair("edge_token_transfer", "true")
+        .append_pair("redirect_url", back.as_str())
+        .append_pair("send_org_token", "true")
+        .append_pair("token", &public);
+
+    // The browser: not signed in, so it lands on the auth domain's sign-in page.
+    let browser = world.browser();
+    let response = browser.get(cli.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.url().host_str(), Some(AUTH_DOMAIN));
+    let page_url = response.url().clone();
+    let html = response.text().await.unwrap();
+    let action = form_action(&page_url, &html);
+    let response = browser
+        .post(action)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(EMAIL, PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.url().host_str(), Some(APP));
+    assert_eq!(response.url().path(), "/cdn-cgi/access/cli");
+    let html = response.text().await.unwrap();
+    assert!(html.contains("you can close this tab"), "{html}");
+
+    // The long-poll returns the sealed tokens.
+    let response = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let service_key = response.headers()["service-public-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let sealed = STANDARD.decode(response.text().await.unwrap()).unwrap();
+    let service_key: [u8; 32] = URL_SAFE.decode(service_key).unwrap().try_into().unwrap();
+    let opener = crypto_box::SalsaBox::new(&crypto_box::PublicKey::from(service_key), &client_key);
+    let (nonce, sealed) = sealed.split_at(24);
+    let plain = opener
+        .decrypt(crypto_box::Nonce::from_slice(nonce), sealed)
+        .expect("the box opens with the client's key");
+    let tokens: Value = serde_json::from_slice(&plain).unwrap();
+    let app_token = tokens["app_token"].as_str().unwrap().to_owned();
+    let org_token = tokens["org_token"].as_str().unwrap().to_owned();
+
+    // The app token opens a real stream; the org token buys another app token silently.
+    world.tunnel_echo(APP, &app_token).await.unwrap();
+    let response = poller
+        .get(world.url(
+            AUTH_DOMAIN,
+            &format!("/cdn-cgi/access/login/{OTHER_APP}?kid={OTHER_AUD}&redirect_url=%2F"),
+        ))
+        .header("cookie", format!("CF_Authorization={org_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let other_token = query(&location(&response))["token"].clone();
+    world.tunnel_echo(OTHER_APP, &other_token).await.unwrap();
+
+    // The deposit was served once: polling again waits and gets 404.
+    let again = tokio::time::timeout(Duration::from_secs(15), poller.get(&transfer_url).send())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    // Signed in already (app cookie in the browser): a second login deposits at once.
+    let second_key = crypto_box::SecretKey::generate(&mut OsRng);
+    let second = URL_SAFE.encode(second_key.public_key().as_bytes());
+    let mut cli2 = cli.clone();
+    cli2.query_pairs_mut().clear();
+    cli2.query_pairs_mut()
+        .append_pair("aud", AUD)
+        .append_pair("send_org_token", "false")
+        .append_pair("token", &second);
+    let response = browser.get(cli2).send().await.unwrap();
+    assert_eq!(response.url().host_str(), Some(APP), "no sign-in page");
+    let response = poller
+        .get(world.url(TRANSFER_HOST, &format!("/transfer/{second}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Nothing secret reached the log, though the lines name who signed in.
+    tokio::task::yield_now().await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains(EMAIL), "{log}");
+    for secret in [
+        app_token.as_str(),
+        org_token.as_str(),
+        other_token.as_str(),
+        PASSWORD,
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+    }
+    for token in [&app_token, &org_token] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !log.contains(signature),
+            "a token signature in the log:\n{log}"
+        );
+    }
+}
+
+/// The lab with its Access login on: the names it hands a client all reach the gateway, the
+/// login signs its user in, the minted token opens a cluster's tunnel, and the inventory's
+/// user clusters carry no credential, so a client has to log in.
+#[tokio::test]
+async fn the_lab_turns_the_login_on() {
+    use k8s_tunnels::inventory::{AccessAuth, Cloud, OriginMode};
+    use k8s_tunnels::lab::{LAB_AUTH_DOMAIN, Lab, LabAccess, LabClusterSpec, LabConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut robot = LabClusterSpec::new("robot", Cloud::Aws, "test", OriginMode::Tcp);
+    robot.service_token = true;
+    let clusters = vec![
+        LabClusterSpec::new("alpha", Cloud::Aws, "test", OriginMode::Tcp),
+        robot,
+    ];
+    let lab = Lab::start(LabConfig::new(dir.path(), clusters).with_access(LabAccess::default()))
+        .await
+        .unwrap();
+    assert_eq!(lab.auth_domain(), Some(LAB_AUTH_DOMAIN));
+    assert_eq!(
+        lab.transfer_service_url().as_deref(),
+        Some("https://login.cloudflareaccess.org")
+    );
+    let host = lab.access_hostname("alpha");
+    let aud = lab.aud("alpha").unwrap();
+    let (email, password) = lab.login_identity().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(lab.ca_path()).unwrap(),
+        lab.ca_pem()
+    );
+
+    let tls = k8s_tunnels::tls::client_config(Some(lab.ca_pem().as_bytes())).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .redirect(Policy::none());
+    for name in lab.host_names() {
+        builder = builder.resolve(&name, lab.gateway_addr());
+    }
+    let client = builder.build().unwrap();
+    let port = lab.gateway_addr().port();
+
+    let response = client
+        .head(format!("https://{host}:{port}/"))
+        .header("cf-access-metadata-request", "true")
+        .send()
+        .await
+        .unwrap();
+    let metadata = response.headers()["cf-access-metadata"].to_str().unwrap();
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(metadata)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["aud"], aud);
+    assert_eq!(claims["auth_domain"], LAB_AUTH_DOMAIN);
+
+    let response = client
+        .post(format!(
+            "https://{LAB_AUTH_DOMAIN}:{port}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url=%2F"
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(email, password.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let token = query(&location(&response))["token"].clone();
+
+    // The token opens alpha's tunnel through to its (fake) API server.
+    let mut request = format!("wss://{host}:{port}/")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cf-access-token", token.parse().unwrap());
+    let tcp = TcpStream::connect(lab.gateway_addr()).await.unwrap();
+    tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        Some(websocket_config()),
+        Some(Connector::Rustls(tls)),
+    )
+    .await
+    .expect("the login's token opens the tunnel");
+
+    let clusters = k8s_tunnels::discovery::file::load(lab.inventory_path()).unwrap();
+    let auth = |name: &str| {
+        clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.access.auth.clone())
+            .unwrap()
+    };
+    assert!(
+        matches!(auth("alpha"), AccessAuth::Default),
+        "{:?}",
+        auth("alpha")
+    );
+    assert!(matches!(auth("robot"), AccessAuth::ServiceToken { .. }));
+}
