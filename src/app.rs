@@ -228,15 +228,28 @@ impl App {
         let socks = socks_credentials(keychain, &self.dirs).map_err(AppError::State)?;
         let settings = self.state.load().map_err(AppError::State)?.settings;
         let kubeconfig = self.kubeconfig(&settings)?;
-        let engine = Engine::new(EngineConfig {
-            socks,
-            kubeconfig: Some(kubeconfig),
-            prefix: settings.kubeconfig_prefix.clone(),
-            state: self.state.clone(),
-            schedule,
-            kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
-        });
+        let engine = Engine::with_access(
+            EngineConfig {
+                socks,
+                kubeconfig: Some(kubeconfig),
+                prefix: settings.kubeconfig_prefix.clone(),
+                state: self.state.clone(),
+                schedule,
+                kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
+            },
+            self.access_client(keychain),
+        );
         Ok((engine, settings))
+    }
+
+    /// The Access login as configured (`access:`): tokens in `keychain` when it is durable,
+    /// else in memory (see [`crate::access::TokenStore::warning`]), the configured browser.
+    pub fn access_client(&self, keychain: &Keychain) -> crate::access::AccessClient {
+        let settings = self.config.access.clone();
+        let store = crate::access::TokenStore::new(keychain.clone());
+        let opener = crate::access::transfer::opener_from_setting(settings.browser.as_deref());
+        let timings = settings.timings();
+        crate::access::AccessClient::with_timings(settings, store, opener, timings)
     }
 
     /// The configured discovery sources, or only those named in `only`.

@@ -21,6 +21,8 @@ pub struct AppConfig {
     pub cache_ttl: Option<Duration>,
     /// Discovery sources.
     pub sources: SourcesConfig,
+    /// The Access login: auth domains, transfer service, browser, token files.
+    pub access: crate::access::settings::AccessSettings,
 }
 
 /// The discovery sources; a source runs when its section is present (`eks: {}` runs EKS with
@@ -37,7 +39,7 @@ pub struct SourcesConfig {
 }
 
 /// Parses while the scalar is read, so a bad value is reported at its own line and column.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     struct Text;
     impl serde::de::Visitor<'_> for Text {
         type Value = Duration;

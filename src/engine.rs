@@ -75,6 +75,34 @@ pub enum Event {
         /// Cluster display name.
         name: String,
     },
+    /// An Access login runs out soon and cannot be renewed silently beyond that.
+    LoginExpiring {
+        /// The Access application's hostname.
+        application: String,
+        /// Seconds left.
+        seconds_left: u64,
+    },
+    /// An Access application needs the user to sign in again.
+    LoginRequired {
+        /// The Access application's hostname.
+        application: String,
+    },
+}
+
+impl From<crate::access::AccessEvent> for Event {
+    fn from(event: crate::access::AccessEvent) -> Self {
+        use crate::access::AccessEvent;
+        match event {
+            AccessEvent::LoginExpiring {
+                application,
+                seconds_left,
+            } => Event::LoginExpiring {
+                application,
+                seconds_left,
+            },
+            AccessEvent::LoginRequired { application } => Event::LoginRequired { application },
+        }
+    }
 }
 
 /// The status of one open tunnel.
@@ -163,6 +191,8 @@ pub struct Engine {
 
 struct Inner {
     config: EngineConfig,
+    /// The Access login shared by every tunnel, if any (see [`Engine::with_access`]).
+    access: Option<crate::access::AccessClient>,
     tunnels: Mutex<BTreeMap<ClusterId, TunnelHandle>>,
     events: broadcast::Sender<Event>,
     /// Serialises read-modify-write of the state file between concurrent connects.
@@ -183,10 +213,41 @@ impl Drop for Inner {
 impl Engine {
     /// Builds an engine; nothing is opened until [`Engine::connect`].
     pub fn new(config: EngineConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// An engine whose tunnels get credentials from `access` (the Access login) for clusters
+    /// that configure none; its login events join the engine's events. Call inside a Tokio
+    /// runtime.
+    pub fn with_access(config: EngineConfig, access: crate::access::AccessClient) -> Self {
+        let engine = Self::build(config, Some(access.clone()));
+        let mut from_access = access.subscribe();
+        let events = engine.inner.events.clone();
+        let stop = engine.inner.keeper.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = from_access.recv() => event,
+                };
+                match event {
+                    Ok(event) => {
+                        let _ = events.send(event.into());
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        engine
+    }
+
+    fn build(config: EngineConfig, access: Option<crate::access::AccessClient>) -> Self {
         let (events, _) = broadcast::channel(256);
         Self {
             inner: Arc::new(Inner {
                 config,
+                access,
                 tunnels: Mutex::new(BTreeMap::new()),
                 events,
                 state_lock: tokio::sync::Mutex::new(()),
@@ -195,6 +256,11 @@ impl Engine {
                 keeper_started: std::sync::Once::new(),
             }),
         }
+    }
+
+    /// The Access login, when the engine has one.
+    pub fn access(&self) -> Option<&crate::access::AccessClient> {
+        self.inner.access.as_ref()
     }
 
     /// A stream of every event from now on.
@@ -257,6 +323,7 @@ impl Engine {
             username: self.inner.config.socks.username.clone(),
             password: self.inner.config.socks.password.clone(),
             schedule: self.inner.config.schedule,
+            access: self.inner.access.clone(),
         };
         let handle = TunnelHandle::start(spec, edge, on_change);
         let mut tunnels = lock(&self.inner.tunnels);

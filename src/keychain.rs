@@ -76,8 +76,8 @@ pub enum KeychainError {
     },
 }
 
-/// The OS keychain under one service name, probed when opened.
-#[derive(Debug)]
+/// The OS keychain under one service name, probed when opened. Clones share the probe's result.
+#[derive(Clone, Debug)]
 pub struct Keychain {
     service: String,
     status: KeychainStatus,

@@ -193,6 +193,7 @@ impl World {
                     username: username.clone(),
                     password: password.clone(),
                     schedule: ProbeSchedule::default(),
+                    access: None,
                 },
                 edge,
                 |_| {},

@@ -257,9 +257,33 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
             }),
             UiEvent::Activity(Activity::now(Level::Info, Some(name.clone()), "closed")),
         ],
-        // Login events (issue 4) map to `UiEvent::Login` here once the engine publishes them.
-        #[allow(unreachable_patterns)]
-        _ => Vec::new(),
+        Event::LoginExpiring {
+            application,
+            seconds_left,
+        } => vec![
+            UiEvent::Login(LoginNotice::Expiring {
+                application: application.clone(),
+                seconds_left: *seconds_left,
+            }),
+            UiEvent::Activity(Activity::now(
+                Level::Warning,
+                None,
+                format!(
+                    "the Access login of {application} ends in {}",
+                    humantime::format_duration(Duration::from_secs(*seconds_left))
+                ),
+            )),
+        ],
+        Event::LoginRequired { application } => vec![
+            UiEvent::Login(LoginNotice::Required {
+                application: application.clone(),
+            }),
+            UiEvent::Activity(Activity::now(
+                Level::Warning,
+                None,
+                format!("{application} needs a new Access login"),
+            )),
+        ],
     }
 }
 

@@ -1,10 +1,29 @@
 //! Access credentials: where a tunnel gets what it presents to the edge.
 //!
-//! For now a credential comes from the cluster's configuration (a service token or an app
-//! token from an environment variable or file) or, when the cluster names none, from the
-//! environment as cloudflared reads it. The browser login builds on this.
+//! A credential comes from the cluster's configuration (a service token or an app token from
+//! an environment variable or file), else from the environment as cloudflared reads it, else
+//! from the user's Access login, which [`AccessClient`] keeps: stored tokens ([`store`],
+//! [`cloudflared_files`]), the org-token exchange ([`exchange`]) and the browser login
+//! ([`transfer`]), one at a time per application ([`login`]).
 
-use http::{HeaderMap, HeaderValue};
+pub mod client;
+pub mod cloudflared_files;
+pub mod exchange;
+pub mod http;
+pub mod jwt;
+pub mod login;
+pub mod metadata;
+pub mod settings;
+pub mod store;
+pub mod transfer;
+
+pub use client::{
+    AccessClient, AccessEvent, Interaction, LoginCounters, LoginError, LoginStatus, Timings,
+};
+pub use settings::AccessSettings;
+pub use store::TokenStore;
+
+use ::http::{HeaderMap, HeaderValue};
 
 use crate::inventory::{AccessAuth, Cluster, SecretRefError, resolve_secret};
 use crate::secret::Secret;
@@ -47,6 +66,22 @@ pub enum AccessError {
     /// A value cannot be sent as an HTTP header.
     #[error("the Access credential contains characters that cannot be sent in a header")]
     BadHeader,
+    /// No token could be had from the Access login.
+    #[error("no Access login for {cluster}")]
+    Login {
+        /// Cluster name.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<LoginError>,
+    },
+}
+
+impl AccessError {
+    /// Whether the user must sign in (as opposed to a configuration or network fault).
+    pub fn is_login_required(&self) -> bool {
+        matches!(self, AccessError::Login { source, .. } if source.is_login_required())
+    }
 }
 
 impl Credential {
@@ -100,7 +135,7 @@ pub fn credential_for(cluster: &Cluster) -> Result<Credential, AccessError> {
     })
 }
 
-fn from_environment() -> Credential {
+pub(crate) fn from_environment() -> Credential {
     let env = |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     if let (Some(id), Some(secret)) = (env(ENV_SERVICE_TOKEN_ID), env(ENV_SERVICE_TOKEN_SECRET)) {
         return Credential::ServiceToken {

@@ -61,6 +61,13 @@ pub enum CarrierError {
         /// The HTTP status of the answer.
         status: u16,
     },
+    /// The edge refused the configured service token (403). Not a login matter: no browser
+    /// can fix it; the token's id or secret must be corrected.
+    #[error("the edge rejected the service token (HTTP {status}): check its client id and secret")]
+    ServiceTokenRejected {
+        /// The HTTP status of the answer.
+        status: u16,
+    },
     /// The edge answered the upgrade with another HTTP status (502: origin unreachable, ...).
     #[error("edge refused the tunnel with HTTP {status}{}", origin_hint(*.status))]
     Refused {
@@ -96,6 +103,16 @@ fn origin_hint(status: u16) -> &'static str {
 impl CarrierError {
     /// Whether the user must log in again (as opposed to a network or server fault).
     pub fn is_login_required(&self) -> bool {
+        match self {
+            CarrierError::LoginRequired { .. } => true,
+            CarrierError::Credential(e) => e.is_login_required(),
+            _ => false,
+        }
+    }
+
+    /// Whether the edge refused the token we sent (so a new one may help): a redirect to the
+    /// login or a 401 — never a 5xx, which says nothing about the token.
+    pub fn token_refused(&self) -> bool {
         matches!(self, CarrierError::LoginRequired { .. })
     }
 }
@@ -227,7 +244,7 @@ impl Edge {
         )
         .await
         .map_err(|_| CarrierError::Timeout("in the WebSocket upgrade"))?
-        .map_err(classify_handshake_error)?;
+        .map_err(|e| classify_handshake_error(e, credential))?;
         Ok(WsByteStream::new(ws))
     }
 
@@ -271,10 +288,22 @@ impl Edge {
 
 /// Sorts a failed upgrade into what the user can act on. The edge signals "log in" with a
 /// redirect to `/cdn-cgi/access/login` (cloudflared's check), or 401/403.
-fn classify_handshake_error(err: WsError) -> CarrierError {
+fn classify_handshake_error(err: WsError, credential: &Credential) -> CarrierError {
     match err {
         WsError::Http(response) => {
             let status = response.status().as_u16();
+            // A refused service token is the operator's problem, not a login: a browser
+            // cannot fix it (cloudflared#1673 opened one per connection).
+            let says_service_token = response.body().as_deref().is_some_and(|b| {
+                String::from_utf8_lossy(b)
+                    .to_ascii_lowercase()
+                    .contains("service token")
+            });
+            if (status == 401 || status == 403)
+                && (says_service_token || matches!(credential, Credential::ServiceToken { .. }))
+            {
+                return CarrierError::ServiceTokenRejected { status };
+            }
             let to_login = response.status().is_redirection()
                 && response
                     .headers()
@@ -312,5 +341,56 @@ mod tests {
         assert!(is_login_location("/cdn-cgi/access/login/app.example.com"));
         assert!(!is_login_location("https://app.example.com/somewhere-else"));
         assert!(!is_login_location("/login"));
+    }
+
+    fn answer(status: u16, location: Option<&str>, body: &str) -> WsError {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(l) = location {
+            builder = builder.header(http::header::LOCATION, l);
+        }
+        WsError::Http(Box::new(
+            builder
+                .body(Some(body.as_bytes().to_vec()))
+                .expect("a valid response"),
+        ))
+    }
+
+    #[test]
+    fn a_rejected_service_token_is_not_a_login_and_5xx_refuses_no_token() {
+        let service = Credential::ServiceToken {
+            client_id: "id.access".into(),
+            client_secret: crate::secret::Secret::new("s"),
+        };
+        let token = Credential::Token(crate::secret::Secret::new("t"));
+        let err = classify_handshake_error(
+            answer(403, None, "forbidden: service token rejected"),
+            &service,
+        );
+        assert!(matches!(
+            err,
+            CarrierError::ServiceTokenRejected { status: 403 }
+        ));
+        assert!(!err.is_login_required() && !err.token_refused());
+        // The body alone says so, whatever was sent.
+        let err = classify_handshake_error(
+            answer(403, None, "forbidden: service token rejected"),
+            &Credential::None,
+        );
+        assert!(matches!(err, CarrierError::ServiceTokenRejected { .. }));
+        let err = classify_handshake_error(
+            answer(
+                302,
+                Some("https://t.cloudflareaccess.com/cdn-cgi/access/login/a?kid=x"),
+                "",
+            ),
+            &token,
+        );
+        assert!(err.is_login_required() && err.token_refused());
+        let err = classify_handshake_error(answer(401, None, "unauthorized"), &token);
+        assert!(err.token_refused());
+        for status in [500, 502, 503] {
+            let err = classify_handshake_error(answer(status, None, ""), &token);
+            assert!(!err.token_refused() && !err.is_login_required(), "{status}");
+        }
     }
 }

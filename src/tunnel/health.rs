@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::tunnel::carrier::{CarrierError, Edge};
+use crate::tunnel::carrier::CarrierError;
 
 /// The state of a tunnel as users see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -167,20 +167,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Probes the edge until `cancel` fires: at once, then on the schedule, and whenever a
 /// connection failure wakes it.
 pub async fn run_probes(
-    health: &Health,
-    edge: &Edge,
-    cluster: &crate::inventory::Cluster,
+    ctx: &crate::tunnel::listener::ListenerContext,
     schedule: ProbeSchedule,
     cancel: CancellationToken,
 ) {
+    let health = &ctx.health;
     let mut down_wait = schedule.down_min;
     loop {
-        let probe = async {
-            match crate::access::credential_for(cluster) {
-                Ok(credential) => edge.probe(&credential).await,
-                Err(e) => Err(CarrierError::Credential(e)),
-            }
-        };
+        // Probes never open a browser: they use stored tokens and the silent exchange only.
+        let probe = crate::tunnel::with_credential(
+            ctx.access.as_ref(),
+            &ctx.cluster,
+            crate::access::Interaction::Silent,
+            |credential| async move { ctx.edge.probe(&credential).await },
+        );
         // A probe to a black-holed edge can take many seconds; a closed tunnel must not report
         // its result afterwards.
         let started = tokio::time::Instant::now();

@@ -58,6 +58,8 @@ pub struct ListenerContext {
     pub stats: Arc<TunnelStats>,
     /// The tunnel's health, told about every carrier success and failure.
     pub health: Arc<Health>,
+    /// The Access login (see [`crate::tunnel::TunnelSpec::access`]).
+    pub access: Option<access::AccessClient>,
 }
 
 /// Accepts connections until `cancel` fires; each connection task is tracked by `tracker` and
@@ -156,8 +158,14 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
 async fn open_edge(
     ctx: &ListenerContext,
 ) -> Result<crate::tunnel::carrier::EdgeStream, CarrierError> {
-    let credential = access::credential_for(&ctx.cluster).map_err(CarrierError::Credential)?;
-    ctx.edge.open(&credential).await
+    // A new connection may start the browser login: kubectl waits while the user signs in.
+    crate::tunnel::with_credential(
+        ctx.access.as_ref(),
+        &ctx.cluster,
+        access::Interaction::Interactive,
+        |credential| async move { ctx.edge.open(&credential).await },
+    )
+    .await
 }
 
 /// Runs the SOCKS5 server side up to the command, refusing anything but an authenticated

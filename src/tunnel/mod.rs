@@ -15,11 +15,46 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::{AccessClient, Credential, Interaction};
 use crate::inventory::Cluster;
 use crate::secret::Secret;
 use carrier::Edge;
 use health::{Health, HealthFigures, HealthState, ProbeSchedule};
 use listener::{ListenerContext, TunnelStats};
+
+/// Gets the credential for one attempt and runs `attempt` with it. When the edge refuses a
+/// token of the Access login (a redirect to the login, a 401), the token is forgotten and the
+/// attempt runs once more with a new one; a 5xx never costs a token.
+pub(crate) async fn with_credential<T, F, Fut>(
+    access: Option<&AccessClient>,
+    cluster: &Cluster,
+    interaction: Interaction,
+    attempt: F,
+) -> Result<T, carrier::CarrierError>
+where
+    F: Fn(Credential) -> Fut,
+    Fut: std::future::Future<Output = Result<T, carrier::CarrierError>>,
+{
+    let Some(access) = access else {
+        let credential =
+            crate::access::credential_for(cluster).map_err(carrier::CarrierError::Credential)?;
+        return attempt(credential).await;
+    };
+    let credential = access
+        .credential(cluster, interaction)
+        .await
+        .map_err(carrier::CarrierError::Credential)?;
+    match attempt(credential.clone()).await {
+        Err(e) if e.token_refused() && access.reject(cluster, &credential).await => {
+            let credential = access
+                .credential(cluster, interaction)
+                .await
+                .map_err(carrier::CarrierError::Credential)?;
+            attempt(credential).await
+        }
+        other => other,
+    }
+}
 
 /// Everything needed to start one tunnel.
 pub struct TunnelSpec {
@@ -33,6 +68,9 @@ pub struct TunnelSpec {
     pub password: Secret,
     /// Probe schedule.
     pub schedule: ProbeSchedule,
+    /// The Access login, for clusters that configure no credential of their own; `None`
+    /// reads credentials from the configuration and the environment only.
+    pub access: Option<AccessClient>,
 }
 
 /// An open tunnel. Dropping it closes the listener and every connection; [`TunnelHandle::shutdown`]
@@ -70,13 +108,14 @@ impl TunnelHandle {
             password: spec.password,
             stats: stats.clone(),
             health: health.clone(),
+            access: spec.access,
         });
         tracker.spawn({
             let ctx = ctx.clone();
             let cancel = cancel.clone();
             async move {
                 let schedule = spec.schedule;
-                health::run_probes(&ctx.health, &ctx.edge, &ctx.cluster, schedule, cancel).await
+                health::run_probes(&ctx, schedule, cancel).await
             }
         });
         tracker.spawn(listener::serve(

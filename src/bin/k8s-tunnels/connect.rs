@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_tunnels::access::Interaction;
 use k8s_tunnels::app::KEYCHAIN_SERVICE;
 use k8s_tunnels::engine::{ConnectOptions, Engine, Event, TunnelStatus};
 use k8s_tunnels::inventory::Cluster;
@@ -27,6 +28,9 @@ pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
 fn engine_and_settings(ctx: &Context) -> Result<(Engine, bool), Failure> {
     let keychain = Keychain::open(KEYCHAIN_SERVICE);
     let (engine, settings) = ctx.engine(&keychain, ProbeSchedule::default())?;
+    if let Some(warning) = engine.access().and_then(|a| a.store().warning()) {
+        eprintln!("warning: {warning}");
+    }
     Ok((engine, settings.switch_context_on_connect))
 }
 
@@ -77,6 +81,16 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
             "{}: listening on 127.0.0.1:{} — kubectl --context {}",
             status.name, status.port, status.context
         );
+        // A user-initiated connect may sign in at once rather than on kubectl's first
+        // connection; one login per application however many tunnels share it.
+        if let Some(access) = engine.access().filter(|a| a.manages(cluster)).cloned() {
+            let cluster = (*cluster).clone();
+            tokio::spawn(async move {
+                if let Err(e) = access.credential(&cluster, Interaction::Interactive).await {
+                    tracing::warn!(cluster = %cluster.name, error = %k8s_tunnels::error_chain(&e), "Access login failed");
+                }
+            });
+        }
     }
     if use_first && let Some(first) = chosen.first() {
         eprintln!("Switched to context \"{}\".", engine.context_name(first));
@@ -132,6 +146,16 @@ fn print_event(event: &Event) {
             None => eprintln!("{name}: {state}"),
         },
         Event::TunnelClosed { name, .. } => eprintln!("{name}: closed"),
+        Event::LoginExpiring {
+            application,
+            seconds_left,
+        } => eprintln!(
+            "{application}: Access login expires in {} — run `k8s-tunnels login` to renew it",
+            humantime::format_duration(Duration::from_secs(*seconds_left))
+        ),
+        Event::LoginRequired { application } => {
+            eprintln!("{application}: Access login required")
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! 2 a usage error, 3 a configuration or inventory problem (missing or invalid file, unknown
 //! cluster), 4 a kubeconfig problem.
 
+mod auth;
 mod connect;
 mod demo;
 mod discover;
@@ -84,8 +85,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sign in to a cluster's Access application (opens the browser when needed).
+    Login {
+        /// Cluster name (or id).
+        cluster: String,
+    },
+    /// Forget the Access login of a cluster, or of every cluster and the sessions.
+    Logout {
+        /// Cluster name (or id); all when omitted.
+        cluster: Option<String>,
+    },
+    /// Access login commands.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Show where the app's files are and what is configured.
     Config {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Who is logged in to which Access application, until when.
+    Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -192,6 +218,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Use { cluster } => connect::use_context(&ctx, &cluster).await,
         Command::Demo => demo::run(ctx).await,
         Command::Config { json } => output::config(&ctx, json),
+        Command::Login { cluster } => auth::login(&ctx, &cluster).await,
+        Command::Logout { cluster } => auth::logout(&ctx, cluster.as_deref()).await,
+        Command::Auth {
+            command: AuthCommand::Status { json },
+        } => auth::status(&ctx, json).await,
         Command::Discover { sources, json } => discover::run(&ctx, &sources, json).await,
     }
 }

@@ -1,0 +1,767 @@
+//! [`AccessClient`]: what a tunnel asks, per connection, for the credential to present.
+//!
+//! Order for a cluster that configures no credential of its own: a service token from the
+//! environment (always, never a browser); an app token from the environment; a valid app
+//! token we stored (keychain); one from cloudflared's files; the org-token exchange (silent
+//! SSO); the browser login — the last only for callers that may interrupt the user.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::access::cloudflared_files::CloudflaredFiles;
+use crate::access::exchange::{self, ExchangeError};
+use crate::access::http::{self as access_http, HttpSetupError};
+use crate::access::jwt::TokenClaims;
+use crate::access::login::SingleFlight;
+use crate::access::metadata::{self, AppInfo, JwksCache, MetadataError};
+use crate::access::settings::AccessSettings;
+use crate::access::store::{TokenKey, TokenStore};
+use crate::access::transfer::{BrowserOpener, PollSettings, Transfer, TransferError};
+use crate::access::{AccessError, Credential};
+use crate::inventory::{AccessAuth, Cluster};
+use crate::secret::Secret;
+
+/// Who is asking, which decides whether the user may be interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    /// Health probes and background refresh: stored tokens and the org exchange only; never a
+    /// browser.
+    Silent,
+    /// A user-initiated connect or a new connection: may start the browser login.
+    Interactive,
+}
+
+/// Something about a login the user should hear of. Never carries a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AccessEvent {
+    /// The login of `application` runs out in `seconds_left` and cannot be renewed silently
+    /// beyond that.
+    LoginExpiring {
+        /// The application's hostname.
+        application: String,
+        /// Seconds until it expires.
+        seconds_left: u64,
+    },
+    /// `application` needs the user to sign in again.
+    LoginRequired {
+        /// The application's hostname.
+        application: String,
+    },
+}
+
+/// Timings of refresh and warnings.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// Renew an app token through the org token when it has less than this left.
+    pub refresh_before: Duration,
+    /// Announce [`AccessEvent::LoginExpiring`] when the login has less than this left.
+    pub warn_before: Duration,
+    /// The browser login's long-poll.
+    pub poll: PollSettings,
+    /// A token counts as expired this long before its `exp` (clocks disagree).
+    pub skew: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            refresh_before: Duration::from_secs(5 * 60),
+            warn_before: Duration::from_secs(15 * 60),
+            poll: PollSettings::default(),
+            skew: crate::access::jwt::SKEW_MARGIN,
+        }
+    }
+}
+
+/// How often the client did each kind of login, for status and tests.
+#[derive(Debug, Default)]
+pub struct LoginCounters {
+    /// Browser logins started.
+    pub browser: std::sync::atomic::AtomicU64,
+    /// Org-token exchanges attempted.
+    pub exchanges: std::sync::atomic::AtomicU64,
+}
+
+impl LoginCounters {
+    /// Browser logins started so far.
+    pub fn browser(&self) -> u64 {
+        self.browser.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Org-token exchanges attempted so far.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// What `auth status` shows about one application. Holds no token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoginStatus {
+    /// The application's hostname.
+    pub application: String,
+    /// The AUD the token is for.
+    pub aud: Vec<String>,
+    /// The signed-in user (`email` claim).
+    pub email: Option<String>,
+    /// When the app token expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Whether the app token is still usable.
+    pub valid: bool,
+    /// The auth domain (from the token's issuer).
+    pub auth_domain: Option<String>,
+    /// When the org session expires (RFC 3339), if we hold it.
+    pub session_expires_at: Option<String>,
+}
+
+type LoginResult = Result<Secret, Arc<LoginError>>;
+
+/// Why a login did not produce a token. Never holds a token.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The user must sign in (no session, or it was rejected) and the caller may not open a
+    /// browser.
+    #[error("login required for {application}")]
+    Required {
+        /// The application.
+        application: String,
+    },
+    /// The Access application could not be identified.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The org-token exchange failed for a reason other than the session being over.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The browser login failed.
+    #[error("the browser login for {application} failed")]
+    Browser {
+        /// The application.
+        application: String,
+        /// Why.
+        #[source]
+        source: TransferError,
+    },
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Http(#[from] HttpSetupError),
+}
+
+impl LoginError {
+    /// Whether this means "the user must sign in".
+    pub fn is_login_required(&self) -> bool {
+        matches!(self, LoginError::Required { .. })
+    }
+}
+
+/// Resolves credentials and runs logins. Cheap to clone; clones share caches and flights.
+#[derive(Clone)]
+pub struct AccessClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AccessClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessClient")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    settings: AccessSettings,
+    timings: Timings,
+    store: TokenStore,
+    files: Option<CloudflaredFiles>,
+    opener: Arc<dyn BrowserOpener>,
+    events: broadcast::Sender<AccessEvent>,
+    apps: Mutex<HashMap<String, AppInfo>>,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    jwks: JwksCache,
+    silent: SingleFlight<String, LoginResult>,
+    browser: SingleFlight<String, LoginResult>,
+    /// Tokens the edge refused: never offered again in this process (a cloudflared file may
+    /// still hold one).
+    rejected: Mutex<Vec<Secret>>,
+    /// Applications whose "login required" was announced and not yet resolved.
+    required_announced: Mutex<HashSet<String>>,
+    /// (application, expiry) pairs whose "expiring" was announced.
+    expiring_announced: Mutex<HashSet<(String, u64)>>,
+    counters: LoginCounters,
+}
+
+impl AccessClient {
+    /// A client with these settings, storing tokens in `store` and showing the login through
+    /// `opener`.
+    pub fn new(
+        settings: AccessSettings,
+        store: TokenStore,
+        opener: Arc<dyn BrowserOpener>,
+    ) -> Self {
+        Self::with_timings(settings, store, opener, Timings::default())
+    }
+
+    /// [`AccessClient::new`] with explicit timings (tests use seconds).
+    pub fn with_timings(
+        settings: AccessSettings,
+        store: TokenStore,
+        opener: Arc<dyn BrowserOpener>,
+        timings: Timings,
+    ) -> Self {
+        let (events, _) = broadcast::channel(64);
+        let files = settings.cloudflared_dir().map(CloudflaredFiles::new);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                timings,
+                store,
+                files,
+                opener,
+                events,
+                apps: Mutex::default(),
+                clients: Mutex::default(),
+                jwks: JwksCache::default(),
+                silent: SingleFlight::default(),
+                browser: SingleFlight::default(),
+                rejected: Mutex::default(),
+                required_announced: Mutex::default(),
+                expiring_announced: Mutex::default(),
+                counters: LoginCounters::default(),
+            }),
+        }
+    }
+
+    /// Every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<AccessEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// How many logins of each kind ran.
+    pub fn counters(&self) -> &LoginCounters {
+        &self.inner.counters
+    }
+
+    /// The token store (for its durability warning).
+    pub fn store(&self) -> &TokenStore {
+        &self.inner.store
+    }
+
+    /// Whether the credential of `cluster` comes from a login this client manages (rather
+    /// than from the cluster's configuration or the environment).
+    pub fn manages(&self, cluster: &Cluster) -> bool {
+        matches!(cluster.access.auth, AccessAuth::Default)
+            && matches!(crate::access::from_environment(), Credential::None)
+    }
+
+    /// The credential for one connection to `cluster`.
+    pub async fn credential(
+        &self,
+        cluster: &Cluster,
+        interaction: Interaction,
+    ) -> Result<Credential, AccessError> {
+        if !self.manages(cluster) {
+            return crate::access::credential_for(cluster);
+        }
+        self.app_token(cluster, interaction)
+            .await
+            .map(Credential::Token)
+            .map_err(|source| AccessError::Login {
+                cluster: cluster.name.clone(),
+                source,
+            })
+    }
+
+    /// The edge refused `credential` for `cluster` (a redirect to the login, or 401): forget
+    /// it, so the next [`AccessClient::credential`] finds another. Returns whether asking again
+    /// can help (the credential was one of ours).
+    pub async fn reject(&self, cluster: &Cluster, credential: &Credential) -> bool {
+        let Credential::Token(token) = credential else {
+            return false;
+        };
+        if !self.manages(cluster) {
+            return false;
+        }
+        let host = access_http::app_host(cluster);
+        lock(&self.inner.rejected).push(token.clone());
+        let key = TokenKey::App(host.clone());
+        if self.inner.store.get(&key).await.as_ref() == Some(token) {
+            self.inner.store.remove(&key).await;
+        }
+        tracing::info!(application = %host, "the edge refused the stored Access token; getting a new one");
+        true
+    }
+
+    /// `k8s-tunnels login`: makes sure the user is signed in to the cluster's application
+    /// (browser if needed) and returns the status.
+    pub async fn login(&self, cluster: &Cluster) -> Result<LoginStatus, AccessError> {
+        self.credential(cluster, Interaction::Interactive).await?;
+        Ok(self.status(cluster).await.unwrap_or_else(|| LoginStatus {
+            application: access_http::app_host(cluster),
+            aud: Vec::new(),
+            email: None,
+            expires_at: None,
+            valid: false,
+            auth_domain: None,
+            session_expires_at: None,
+        }))
+    }
+
+    /// `k8s-tunnels logout`: forgets the cluster's app token, and with `session` the org token
+    /// of its auth domain too (every application of the team then needs a new sign-in).
+    pub async fn logout(&self, cluster: &Cluster, session: bool) {
+        let host = access_http::app_host(cluster);
+        let key = TokenKey::App(host.clone());
+        let token = self.inner.store.get(&key).await;
+        let claims = token.as_ref().and_then(|t| TokenClaims::read(t).ok());
+        self.inner.store.remove(&key).await;
+        let auth_domain = claims.as_ref().and_then(auth_domain_of);
+        if self.inner.settings.write_cloudflared_files
+            && let (Some(files), Some(claims)) = (&self.inner.files, &claims)
+        {
+            for aud in &claims.aud {
+                let _ = files.remove_app_token(&host, aud);
+            }
+        }
+        if session && let Some(domain) = auth_domain {
+            self.inner
+                .store
+                .remove(&TokenKey::Org(domain.clone()))
+                .await;
+            if self.inner.settings.write_cloudflared_files
+                && let Some(files) = &self.inner.files
+            {
+                let _ = files.remove_org_token(&domain);
+            }
+        }
+    }
+
+    /// What we hold for the cluster's application, without any network.
+    pub async fn status(&self, cluster: &Cluster) -> Option<LoginStatus> {
+        let host = access_http::app_host(cluster);
+        let token = self.inner.store.get(&TokenKey::App(host.clone())).await?;
+        let claims = TokenClaims::read(&token).ok()?;
+        let auth_domain = auth_domain_of(&claims);
+        let session = match &auth_domain {
+            Some(d) => self
+                .inner
+                .store
+                .get(&TokenKey::Org(d.clone()))
+                .await
+                .and_then(|t| TokenClaims::read(&t).ok()),
+            None => None,
+        };
+        Some(LoginStatus {
+            application: host,
+            aud: claims.aud.clone(),
+            email: claims.email.clone(),
+            expires_at: claims.exp.map(rfc3339),
+            valid: claims.is_fresh(SystemTime::now(), self.inner.timings.skew),
+            auth_domain,
+            session_expires_at: session.and_then(|c| c.exp).map(rfc3339),
+        })
+    }
+
+    async fn app_token(
+        &self,
+        cluster: &Cluster,
+        interaction: Interaction,
+    ) -> Result<Secret, Arc<LoginError>> {
+        let host = access_http::app_host(cluster);
+        let now = SystemTime::now();
+        if let Some((token, claims)) = self.stored_app_token(&host).await {
+            let left = claims.usable_for(now, self.inner.timings.skew);
+            if left > self.inner.timings.refresh_before {
+                self.check_expiring(&host, &claims).await;
+                return Ok(token);
+            }
+            // Close to expiry: renew through the org token, and keep using this one if that
+            // does not work out (it is still valid).
+            return match self.silent_login(cluster, &host).await {
+                Ok(fresh) => Ok(fresh),
+                Err(_) => {
+                    self.check_expiring(&host, &claims).await;
+                    Ok(token)
+                }
+            };
+        }
+        match self.silent_login(cluster, &host).await {
+            Ok(token) => Ok(token),
+            Err(e) if e.is_login_required() && interaction == Interaction::Interactive => {
+                self.browser_login(cluster, &host).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A fresh app token from our store, not refused by the edge.
+    async fn stored_app_token(&self, host: &str) -> Option<(Secret, TokenClaims)> {
+        let token = self
+            .inner
+            .store
+            .get(&TokenKey::App(host.to_string()))
+            .await?;
+        if self.is_rejected(&token) {
+            return None;
+        }
+        let claims = TokenClaims::read(&token).ok()?;
+        let aud_ok = match lock(&self.inner.apps).get(host) {
+            Some(app) => claims.is_for(&app.aud),
+            None => true,
+        };
+        (claims.is_fresh(SystemTime::now(), self.inner.timings.skew) && aud_ok)
+            .then_some((token, claims))
+    }
+
+    fn is_rejected(&self, token: &Secret) -> bool {
+        lock(&self.inner.rejected).iter().any(|r| r == token)
+    }
+
+    /// One silent attempt per application at a time: cloudflared's file, then the org exchange.
+    async fn silent_login(&self, cluster: &Cluster, host: &str) -> LoginResult {
+        let this = self.clone();
+        let cluster = cluster.clone();
+        let key = host.to_string();
+        let result = self
+            .inner
+            .silent
+            .run(key.clone(), move || async move {
+                this.silent_job(&cluster).await.map_err(Arc::new)
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(Arc::new(LoginError::Required {
+                    application: key.clone(),
+                }))
+            });
+        if let Err(e) = &result
+            && e.is_login_required()
+            && lock(&self.inner.required_announced).insert(host.to_string())
+        {
+            let _ = self.inner.events.send(AccessEvent::LoginRequired {
+                application: host.to_string(),
+            });
+        }
+        result
+    }
+
+    async fn silent_job(&self, cluster: &Cluster) -> Result<Secret, LoginError> {
+        let host = access_http::app_host(cluster);
+        let now = SystemTime::now();
+        // A flight that finished just before this one started may have renewed the token.
+        if let Some((token, claims)) = self.stored_app_token(&host).await
+            && claims.usable_for(now, self.inner.timings.skew) > self.inner.timings.refresh_before
+        {
+            return Ok(token);
+        }
+        let client = self.client(cluster)?;
+        let app = self.app_info(cluster, &client).await?;
+        // A cloudflared login for this application.
+        if let Some(files) = &self.inner.files
+            && let Ok(Some(token)) = files.read_app_token(&app.app_host, &app.aud)
+        {
+            let usable = TokenClaims::read(&token).is_ok_and(|c| {
+                c.is_for(&app.aud)
+                    && c.usable_for(now, self.inner.timings.skew)
+                        > self.inner.timings.refresh_before
+            });
+            if usable && !self.is_rejected(&token) {
+                tracing::info!(application = %host, "using the Access token of cloudflared");
+                self.save_app_token(&host, &app, &token).await;
+                return Ok(token);
+            }
+        }
+        // The org token: ours, else cloudflared's.
+        let org_key = TokenKey::Org(app.auth_domain.clone());
+        let mut org = self.inner.store.get(&org_key).await;
+        if org
+            .as_ref()
+            .is_none_or(|t| !usable_org(t, now, self.inner.timings.skew) || self.is_rejected(t))
+        {
+            org = self
+                .inner
+                .files
+                .as_ref()
+                .and_then(|f| f.read_org_token(&app.auth_domain).ok().flatten());
+        }
+        let Some(org) =
+            org.filter(|t| usable_org(t, now, self.inner.timings.skew) && !self.is_rejected(t))
+        else {
+            return Err(LoginError::Required { application: host });
+        };
+        let url = access_http::app_url(cluster);
+        self.inner
+            .counters
+            .exchanges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match exchange::exchange(&client, &app, &url, &org, &self.inner.settings).await {
+            Ok(token) => {
+                tracing::info!(application = %host, "renewed the Access token through the SSO session");
+                self.save_app_token(&host, &app, &token).await;
+                Ok(token)
+            }
+            Err(e) if e.org_token_rejected() => {
+                lock(&self.inner.rejected).push(org.clone());
+                self.inner.store.remove(&org_key).await;
+                Err(LoginError::Required { application: host })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn browser_login(&self, cluster: &Cluster, host: &str) -> LoginResult {
+        let this = self.clone();
+        let cluster = cluster.clone();
+        let key = host.to_string();
+        self.inner
+            .browser
+            .run(key.clone(), move || async move {
+                this.browser_job(&cluster).await.map_err(Arc::new)
+            })
+            .await
+            .unwrap_or_else(|| Err(Arc::new(LoginError::Required { application: key })))
+    }
+
+    async fn browser_job(&self, cluster: &Cluster) -> Result<Secret, LoginError> {
+        let host = access_http::app_host(cluster);
+        // A login that finished just before this flight started counts.
+        if let Some((token, _)) = self.stored_app_token(&host).await {
+            return Ok(token);
+        }
+        let client = self.client(cluster)?;
+        let app = self.app_info(cluster, &client).await?;
+        let transfer = Transfer::new(&app, &access_http::app_url(cluster));
+        self.inner
+            .counters
+            .browser
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let opened = self.inner.opener.open(&transfer.url);
+        match &opened {
+            Ok(true) => eprintln!(
+                "A browser window should have opened to log in to {host}. If it did not, open this URL:\n{}",
+                transfer.url
+            ),
+            Ok(false) => eprintln!(
+                "To log in to {host}, open this URL in a browser:\n{}",
+                transfer.url
+            ),
+            Err(e) => eprintln!(
+                "Cannot open a browser ({}). To log in to {host}, open this URL:\n{}",
+                crate::error_chain(e),
+                transfer.url
+            ),
+        }
+        tracing::info!(application = %host, url = %transfer.url, "waiting for the Access login in the browser");
+        let tokens = transfer
+            .wait(
+                &client,
+                &self.inner.settings.transfer_service,
+                self.inner.timings.poll,
+            )
+            .await
+            .map_err(|source| LoginError::Browser {
+                application: host.clone(),
+                source,
+            })?;
+        if let Some(org) = &tokens.org_token {
+            self.inner
+                .store
+                .put(&TokenKey::Org(app.auth_domain.clone()), org)
+                .await;
+            if self.inner.settings.write_cloudflared_files
+                && let Some(files) = &self.inner.files
+                && let Err(e) = files.write_org_token(&app.auth_domain, org)
+            {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot write cloudflared's org token file");
+            }
+        }
+        self.save_app_token(&host, &app, &tokens.app_token).await;
+        tracing::info!(application = %host, "signed in to Access");
+        Ok(tokens.app_token)
+    }
+
+    async fn save_app_token(&self, host: &str, app: &AppInfo, token: &Secret) {
+        self.inner
+            .store
+            .put(&TokenKey::App(host.to_string()), token)
+            .await;
+        lock(&self.inner.required_announced).remove(host);
+        if self.inner.settings.write_cloudflared_files
+            && let Some(files) = &self.inner.files
+            && let Err(e) = files.write_app_token(&app.app_host, &app.aud, token)
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot write cloudflared's token file");
+        }
+    }
+
+    /// Announces once per token when the login (the org session, else the app token) runs
+    /// out within the warning window and cannot be renewed beyond it.
+    async fn check_expiring(&self, host: &str, app_claims: &TokenClaims) {
+        let now = SystemTime::now();
+        let session = match auth_domain_of(app_claims) {
+            Some(domain) => self
+                .inner
+                .store
+                .get(&TokenKey::Org(domain))
+                .await
+                .and_then(|t| TokenClaims::read(&t).ok())
+                .filter(|c| c.is_fresh(now, self.inner.timings.skew)),
+            None => None,
+        };
+        // The login lasts as long as the longer of the two: the app token can be renewed
+        // while the session lives.
+        let claims = match session {
+            Some(s) if s.exp > app_claims.exp => s,
+            _ => app_claims.clone(),
+        };
+        let left = claims.usable_for(now, self.inner.timings.skew);
+        if left.is_zero() || left > self.inner.timings.warn_before {
+            return;
+        }
+        let exp = claims
+            .exp
+            .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        if lock(&self.inner.expiring_announced).insert((host.to_string(), exp)) {
+            let _ = self.inner.events.send(AccessEvent::LoginExpiring {
+                application: host.to_string(),
+                seconds_left: left.as_secs(),
+            });
+        }
+    }
+
+    fn client(&self, cluster: &Cluster) -> Result<reqwest::Client, HttpSetupError> {
+        let host = access_http::app_host(cluster);
+        if let Some(client) = lock(&self.inner.clients).get(&host) {
+            return Ok(client.clone());
+        }
+        let client = access_http::client_for(&self.inner.settings, cluster)?;
+        lock(&self.inner.clients).insert(host, client.clone());
+        Ok(client)
+    }
+
+    async fn app_info(
+        &self,
+        cluster: &Cluster,
+        client: &reqwest::Client,
+    ) -> Result<AppInfo, MetadataError> {
+        let host = access_http::app_host(cluster);
+        if let Some(app) = lock(&self.inner.apps).get(&host) {
+            return Ok(app.clone());
+        }
+        let app = metadata::app_info(
+            client,
+            &access_http::app_url(cluster),
+            &self.inner.settings,
+            &self.inner.jwks,
+        )
+        .await?;
+        lock(&self.inner.apps).insert(host, app.clone());
+        Ok(app)
+    }
+}
+
+fn usable_org(token: &Secret, now: SystemTime, skew: Duration) -> bool {
+    TokenClaims::read(token).is_ok_and(|c| c.is_fresh(now, skew))
+}
+
+/// The auth domain of a token, from its issuer `https://<auth_domain>`.
+fn auth_domain_of(claims: &TokenClaims) -> Option<String> {
+    let iss = claims.iss.as_deref()?;
+    let url = url::Url::parse(iss).ok()?;
+    url.host_str().map(str::to_ascii_lowercase)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct CountingOpener(AtomicU64);
+
+    impl BrowserOpener for CountingOpener {
+        fn open(&self, _url: &url::Url) -> Result<bool, crate::access::transfer::OpenError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(false)
+        }
+    }
+
+    fn cluster(access: &str) -> Cluster {
+        let yaml = format!(
+            "clusters:\n- name: c1\n  cloud: aws\n  environment: test\n  server: https://api.c1.example:6443\n  user: {{ token: x }}\n  access:\n    hostname: c1.example.com\n    origin: tcp\n{access}"
+        );
+        crate::discovery::file::parse(&yaml, std::path::Path::new("inventory.yaml"))
+            .unwrap()
+            .remove(0)
+    }
+
+    fn client(opener: Arc<CountingOpener>) -> AccessClient {
+        let settings = AccessSettings {
+            // Nothing answers here: any network attempt fails fast.
+            resolve: [("c1.example.com".to_string(), "127.0.0.1:9".parse().unwrap())].into(),
+            cloudflared_dir: Some(std::env::temp_dir().join("k8s-tunnels-no-such-dir")),
+            ..AccessSettings::default()
+        };
+        AccessClient::new(settings, TokenStore::memory_only("test"), opener)
+    }
+
+    #[tokio::test]
+    async fn a_configured_service_token_is_always_used_and_never_opens_a_browser() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "service-secret-value").unwrap();
+        let c = cluster(&format!(
+            "    service_token:\n      client_id: id.access\n      client_secret: {{ file: {} }}\n",
+            secret_file.display()
+        ));
+        let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
+        let access = client(opener.clone());
+        assert!(!access.manages(&c));
+        for _ in 0..3 {
+            let credential = access
+                .credential(&c, Interaction::Interactive)
+                .await
+                .unwrap();
+            assert!(matches!(credential, Credential::ServiceToken { .. }));
+            // The edge refusing it does not make it ours to replace.
+            assert!(!access.reject(&c, &credential).await);
+        }
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_silent_caller_never_opens_a_browser_and_errors_hold_no_token() {
+        let c = cluster("");
+        let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
+        let access = client(opener.clone());
+        if !access.manages(&c) {
+            // The environment provides a credential (TUNNEL_SERVICE_TOKEN_*): nothing to test.
+            return;
+        }
+        let token = crate::access::jwt::tests::token(serde_json::json!({"aud": ["x"], "exp": 1}));
+        access
+            .inner
+            .store
+            .put(&TokenKey::App("c1.example.com".into()), &token)
+            .await;
+        let err = access
+            .credential(&c, Interaction::Silent)
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?} {}", crate::error_chain(&err));
+        assert!(!shown.contains(token.expose()), "{shown}");
+        assert!(!format!("{access:?}").contains(token.expose()));
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+}

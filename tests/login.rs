@@ -1,0 +1,606 @@
+//! The Access login end to end: the real CLI and the library's AccessClient against the
+//! gateway playing Cloudflare's edge (signed metadata, auth domain with its sign-in page and
+//! org cookie, /authorized, /cli and the token transfer), with the browser played by an HTTP
+//! client that follows the opened URL and signs in, or by headless Chromium.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/browsers.rs"]
+mod browsers;
+#[path = "support/login_world.rs"]
+mod login_world;
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use browsers::{Chromium, HttpBrowser};
+use fast_socks5::client::{Config as SocksConfig, Socks5Stream};
+use k8s_tunnels::access::{AccessClient, AccessEvent, Interaction};
+use k8s_tunnels::secret::Secret;
+use k8s_tunnels::tunnel::carrier::Edge;
+use k8s_tunnels::tunnel::health::ProbeSchedule;
+use k8s_tunnels::tunnel::{TunnelHandle, TunnelSpec};
+use login_world::*;
+use support::{CliWorld, text};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const SOCKS_USER: &str = "k8s-tunnels";
+const SOCKS_PASSWORD: &str = "socks-password-for-tests";
+
+/// Opens a tunnel for the world's cluster through `access`.
+async fn tunnel(world: &World, access: &AccessClient, schedule: ProbeSchedule) -> TunnelHandle {
+    let cluster = world.cluster();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge = Edge::for_cluster(&cluster).unwrap();
+    TunnelHandle::start(
+        TunnelSpec {
+            cluster,
+            listener,
+            username: SOCKS_USER.into(),
+            password: Secret::new(SOCKS_PASSWORD),
+            schedule,
+            access: Some(access.clone()),
+        },
+        edge,
+        |_| {},
+    )
+}
+
+/// Probes rarely, so that only connections drive the login in these tests.
+fn lazy_probes() -> ProbeSchedule {
+    ProbeSchedule {
+        healthy: Duration::from_secs(3600),
+        down_min: Duration::from_secs(3600),
+        down_max: Duration::from_secs(3600),
+    }
+}
+
+/// A SOCKS5 connection through the tunnel to the API host.
+async fn socks(addr: SocketAddr) -> Result<Socks5Stream<tokio::net::TcpStream>, String> {
+    Socks5Stream::connect_with_password(
+        addr,
+        API_HOST.to_string(),
+        6443,
+        SOCKS_USER.into(),
+        SOCKS_PASSWORD.into(),
+        SocksConfig::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Sends `payload` and reads it back from the echo origin.
+async fn echo(
+    stream: &mut Socks5Stream<tokio::net::TcpStream>,
+    payload: &[u8],
+) -> Result<(), String> {
+    stream.write_all(payload).await.map_err(|e| e.to_string())?;
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut back))
+        .await
+        .map_err(|_| "echo timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if back != payload {
+        return Err("echo differs".into());
+    }
+    Ok(())
+}
+
+async fn connect_and_echo(addr: SocketAddr, payload: &[u8]) -> Result<(), String> {
+    let mut stream = socks(addr).await?;
+    echo(&mut stream, payload).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_with_an_http_client_as_the_browser() {
+    let world = World::start(Lifetimes::default()).await;
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+    connect_and_echo(handle.local_addr(), b"hello through a fresh login")
+        .await
+        .unwrap_or_else(|e| panic!("{e}; browser errors: {:?}", browser.counts.errors()));
+    assert_eq!(browser.counts.opened(), 1);
+    assert_eq!(
+        browser.counts.signed_in(),
+        1,
+        "{:?}",
+        browser.counts.errors()
+    );
+    assert_eq!(browser.counts.done(), 1);
+    // The next connection reuses the token: no browser.
+    connect_and_echo(handle.local_addr(), b"again")
+        .await
+        .unwrap();
+    assert_eq!(browser.counts.opened(), 1);
+    let status = access.status(&world.cluster()).await.unwrap();
+    assert_eq!(status.email.as_deref(), Some(EMAIL));
+    assert_eq!(status.aud, [AUD]);
+    assert!(status.valid && status.session_expires_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_in_headless_chromium() {
+    let world = World::start(Lifetimes::default()).await;
+    let names: Vec<&str> = world.names().iter().map(|(n, _)| *n).collect();
+    let chromium = Arc::new(Chromium::start(&names, world.addr(), EMAIL, PASSWORD));
+    let access = world.client(chromium.clone(), test_timings());
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+    connect_and_echo(handle.local_addr(), b"signed in by chromium")
+        .await
+        .unwrap_or_else(|e| panic!("{e}; chromium errors: {:?}", chromium.counts.errors()));
+    assert_eq!(chromium.counts.opened(), 1);
+    assert_eq!(
+        chromium.counts.signed_in(),
+        1,
+        "{:?}",
+        chromium.counts.errors()
+    );
+    assert_eq!(access.counters().browser(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_connections_needing_a_login_make_exactly_one() {
+    let world = World::start(Lifetimes::default()).await;
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+    let addr = handle.local_addr();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        tasks.spawn(
+            async move { connect_and_echo(addr, format!("connection {i}").as_bytes()).await },
+        );
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(browser.counts.opened(), 1, "one browser tab");
+    assert_eq!(browser.counts.signed_in(), 1, "one sign-in at the gateway");
+    assert_eq!(access.counters().browser(), 1);
+    assert_eq!(
+        handle
+            .stats()
+            .total
+            .load(std::sync::atomic::Ordering::SeqCst),
+        100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_app_token_is_renewed_silently_once_and_open_connections_keep_running() {
+    let world = World::start(Lifetimes {
+        app: Duration::from_secs(4),
+        org: Duration::from_secs(3600),
+    })
+    .await;
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+    let mut long_lived = socks(handle.local_addr()).await.unwrap();
+    echo(&mut long_lived, b"before expiry").await.unwrap();
+    assert_eq!(browser.counts.opened(), 1);
+    assert_eq!(access.counters().exchanges(), 0);
+    // The app token (4 s, 1 s margin) runs out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    echo(&mut long_lived, b"the open connection keeps running")
+        .await
+        .unwrap();
+    // New connections: one silent exchange through the org token, no browser.
+    let addr = handle.local_addr();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        tasks.spawn(
+            async move { connect_and_echo(addr, format!("after expiry {i}").as_bytes()).await },
+        );
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(access.counters().exchanges(), 1);
+    assert_eq!(browser.counts.opened(), 1, "no new browser login");
+    echo(&mut long_lived, b"still running").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_org_token_expired_too_login_required_is_announced_once() {
+    let world = World::start(Lifetimes {
+        app: Duration::from_secs(3),
+        org: Duration::from_secs(3),
+    })
+    .await;
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    // Frequent probes: they must not multiply the announcement, nor open a browser.
+    let handle = tunnel(
+        &world,
+        &access,
+        ProbeSchedule {
+            healthy: Duration::from_millis(200),
+            down_min: Duration::from_millis(100),
+            down_max: Duration::from_millis(200),
+        },
+    )
+    .await;
+    connect_and_echo(handle.local_addr(), b"signed in")
+        .await
+        .unwrap();
+    assert_eq!(browser.counts.opened(), 1);
+    // From the first login on (which itself was announced as required).
+    let mut events = access.subscribe();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(browser.counts.opened(), 1, "probes never open a browser");
+    let cluster = world.cluster();
+    for _ in 0..3 {
+        let err = access
+            .credential(&cluster, Interaction::Silent)
+            .await
+            .unwrap_err();
+        assert!(err.is_login_required(), "{err}");
+    }
+    let mut required = 0;
+    let mut expiring = 0;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            AccessEvent::LoginRequired { application } => {
+                assert_eq!(application, APP);
+                required += 1;
+            }
+            AccessEvent::LoginExpiring { application, .. } => {
+                assert_eq!(application, APP);
+                expiring += 1;
+            }
+        }
+    }
+    assert_eq!(required, 1, "one login required");
+    assert!(expiring <= 1, "expiring announced at most once per login");
+    assert_eq!(
+        handle.health().state,
+        k8s_tunnels::tunnel::health::TunnelState::LoginRequired
+    );
+    // A new connection may sign in again: one more browser login, and the tunnel is back.
+    connect_and_echo(handle.local_addr(), b"signed in again")
+        .await
+        .unwrap();
+    assert_eq!(browser.counts.opened(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudflared_token_file_is_picked_up() {
+    let world = World::start(Lifetimes::default()).await;
+    let token = world.mint_app_token(Duration::from_secs(3600));
+    std::fs::create_dir_all(world.cloudflared_dir()).unwrap();
+    // cloudflared's naming: <app_host>-<AUD>-token.
+    std::fs::write(
+        world.cloudflared_dir().join(format!("{APP}-{AUD}-token")),
+        token.expose(),
+    )
+    .unwrap();
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+    connect_and_echo(handle.local_addr(), b"with cloudflared's token")
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.counts.opened(),
+        0,
+        "no browser: cloudflared's login was reused"
+    );
+    assert_eq!(access.counters().exchanges(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_written_back_for_cloudflared_when_asked() {
+    let world = World::start(Lifetimes::default()).await;
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let mut settings = world.settings();
+    settings.write_cloudflared_files = true;
+    let access = AccessClient::with_timings(
+        settings,
+        k8s_tunnels::access::TokenStore::memory_only("tests"),
+        browser.clone(),
+        test_timings(),
+    );
+    access
+        .credential(&world.cluster(), Interaction::Interactive)
+        .await
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let app_file = world.cloudflared_dir().join(format!("{APP}-{AUD}-token"));
+    let org_file = world
+        .cloudflared_dir()
+        .join(format!("{AUTH_DOMAIN}-org-token"));
+    for f in [&app_file, &org_file] {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(world.cloudflared_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+}
+
+// ---- The CLI: the keychain, restarts, no D-Bus, and secrets kept out of every output ----
+
+const STEP_ENV: &str = "K8S_TUNNELS_LOGIN_TEST_BROWSER";
+
+/// Not a test of its own: the CLI's `browser` command in these tests. It runs this binary
+/// again, filtered to this function, with the URL to open as the last argument, and signs in
+/// with the HTTP client browser.
+#[test]
+#[ignore = "run by the CLI as its browser, not on its own"]
+fn child_browser() {
+    let Ok(spec) = std::env::var(STEP_ENV) else {
+        return;
+    };
+    let url = std::env::args().next_back().unwrap();
+    let (addr, ca) = spec.split_once('|').unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let ca_pem = std::fs::read(ca).unwrap();
+    let names = [(APP, addr), (AUTH_DOMAIN, addr), (TRANSFER_HOST, addr)];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let browser = HttpBrowser::new(&names, &ca_pem, EMAIL, PASSWORD);
+        browser
+            .sign_in(url::Url::parse(&url).unwrap())
+            .await
+            .unwrap();
+    });
+}
+
+/// A CLI sandbox whose config points at the world and whose browser is [`child_browser`].
+fn cli(world: &World, root: &std::path::Path, extra: &str) -> CliWorld {
+    let cli = CliWorld::new(root, &world.inventory);
+    let exe = std::env::current_exe().unwrap();
+    let browser = format!(
+        "{} --exact child_browser --include-ignored --nocapture",
+        exe.display()
+    );
+    std::fs::write(root.join("config.yaml"), world.config_yaml(&browser, extra)).unwrap();
+    cli
+}
+
+fn cli_command(cli: &CliWorld, world: &World, root: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = cli.command(args);
+    cmd.env("K8S_TUNNELS_CONFIG", root.join("config.yaml")).env(
+        STEP_ENV,
+        format!("{}|{}", world.addr(), world.ca_path.display()),
+    );
+    cmd
+}
+
+fn no_dbus(mut cmd: Command) -> Command {
+    cmd.env_remove("K8S_TUNNELS_KEYCHAIN")
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/k8s-tunnels-test-bus",
+        )
+        .env_remove("XDG_RUNTIME_DIR");
+    cmd
+}
+
+/// Runs a blocking closure off the test's runtime (the gateway must keep serving).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dbus_the_cli_warns_and_the_login_works_for_the_session() {
+    let world = World::start(Lifetimes::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    let sandbox = cli(&world, root.path(), "");
+    let cmd = no_dbus(cli_command(&sandbox, &world, root.path(), &["login", "c1"]));
+    let out = blocking(move || {
+        let mut cmd = cmd;
+        cmd.output().unwrap()
+    })
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("warning: no OS keychain"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("Logged in to {APP} as {EMAIL}")),
+        "{stdout}"
+    );
+    let cmd = no_dbus(cli_command(
+        &sandbox,
+        &world,
+        root.path(),
+        &["auth", "status", "--json"],
+    ));
+    let out = blocking(move || {
+        let mut cmd = cmd;
+        cmd.output().unwrap()
+    })
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["store"], "memory");
+    assert_eq!(
+        report["logins"][0]["logged_in"], false,
+        "memory only: gone with the process"
+    );
+}
+
+/// The login in one CLI process, `auth status` in another, against gnome-keyring on a private
+/// D-Bus session (its files in a temp folder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_kept_in_a_real_secret_service_survives_a_cli_restart() {
+    let world = World::start(Lifetimes::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    let sandbox = cli(&world, root.path(), "");
+    let home = root.path().join("home");
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    let login = cli_command(&sandbox, &world, root.path(), &["login", "c1"]);
+    let status = cli_command(&sandbox, &world, root.path(), &["auth", "status", "--json"]);
+    let quote = |cmd: &Command| {
+        let mut words = vec![format!("'{}'", cmd.get_program().to_string_lossy())];
+        words.extend(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
+        words.join(" ")
+    };
+    let script = format!(
+        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n\
+         {} > login.out 2> login.err || exit 91\n{} > status.out 2> status.err || exit 92\n",
+        quote(&login),
+        quote(&status)
+    );
+    let mut run = Command::new("dbus-run-session");
+    run.arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(root.path());
+    // The CLI's environment, minus the keychain switch; the keyring's files in the sandbox.
+    for (k, v) in login.get_envs() {
+        match v {
+            Some(v) => run.env(k, v),
+            None => run.env_remove(k),
+        };
+    }
+    run.env_remove("K8S_TUNNELS_KEYCHAIN")
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_RUNTIME_DIR", home.join("run"));
+    let out = blocking(move || {
+        run.output()
+            .expect("dbus-run-session (Debian dbus) is required")
+    })
+    .await;
+    let file = |n: &str| std::fs::read_to_string(root.path().join(n)).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{:?}\nlogin: {}{}\nstatus: {}{}\n{}",
+        out.status,
+        file("login.out"),
+        file("login.err"),
+        file("status.out"),
+        file("status.err"),
+        text(&out.stderr)
+    );
+    assert!(
+        !file("login.err").contains("warning: no OS keychain"),
+        "{}",
+        file("login.err")
+    );
+    let report: serde_json::Value = serde_json::from_str(&file("status.out")).unwrap();
+    assert_eq!(report["store"], "keychain");
+    let login = &report["logins"][0];
+    assert_eq!(login["logged_in"], true, "{report:#}");
+    assert_eq!(login["email"], EMAIL);
+    assert_eq!(login["application"], APP);
+}
+
+/// Tokens never show in logs (debug level), stdout, events, or errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_secret_in_logs_output_events_or_errors() {
+    let world = World::start(Lifetimes::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    // The tokens are written for cloudflared too, so that this test knows what to look for.
+    let sandbox = cli(&world, root.path(), "  write_cloudflared_files: true\n");
+    let mut outputs = String::new();
+    for args in [
+        &["-vv", "login", "c1"][..],
+        &["-vv", "auth", "status", "--json"],
+        &["-vv", "auth", "status"],
+    ] {
+        let cmd = no_dbus(cli_command(&sandbox, &world, root.path(), args));
+        let out = blocking(move || {
+            let mut cmd = cmd;
+            cmd.output().unwrap()
+        })
+        .await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        outputs.push_str(&text(&out.stdout));
+        outputs.push_str(&text(&out.stderr));
+    }
+    let app_token = read(&world.cloudflared_dir().join(format!("{APP}-{AUD}-token")));
+    let org_token = read(
+        &world
+            .cloudflared_dir()
+            .join(format!("{AUTH_DOMAIN}-org-token")),
+    );
+    assert!(app_token.len() > 100 && org_token.len() > 100);
+    // In process: events, Debug and errors of a client that holds tokens.
+    let browser = Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ));
+    let access = world.client(browser.clone(), test_timings());
+    let mut events = access.subscribe();
+    let cluster = world.cluster();
+    let credential = access
+        .credential(&cluster, Interaction::Interactive)
+        .await
+        .unwrap();
+    let k8s_tunnels::access::Credential::Token(token) = &credential else {
+        panic!("a login token");
+    };
+    outputs.push_str(&format!("{credential:?} {access:?}"));
+    assert!(access.reject(&cluster, &credential).await);
+    while let Ok(e) = events.try_recv() {
+        outputs.push_str(&serde_json::to_string(&e).unwrap());
+    }
+    for secret in [app_token.trim(), org_token.trim(), token.expose(), PASSWORD] {
+        // Any distinctive part of a JWT would do; the signature is the most secret.
+        let needle = secret.rsplit('.').next().unwrap();
+        assert!(
+            !outputs.contains(needle),
+            "a secret leaked into:\n{outputs}"
+        );
+    }
+    assert!(
+        outputs.contains("Logged in to"),
+        "the outputs were captured: {outputs}"
+    );
+}
