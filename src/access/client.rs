@@ -265,6 +265,11 @@ impl AccessClient {
         if !self.manages(cluster) {
             return crate::access::credential_for(cluster);
         }
+        // A service token the user stored for this application wins over any login: it is
+        // what headless machines use, and it must never lead to a browser.
+        if let Some(credential) = self.stored_service_token(cluster).await {
+            return Ok(credential);
+        }
         self.app_token(cluster, interaction)
             .await
             .map(Credential::Token)
@@ -272,6 +277,42 @@ impl AccessClient {
                 cluster: cluster.name.clone(),
                 source,
             })
+    }
+
+    /// Stores a service token for the cluster's Access application in the keychain (or for
+    /// this session only when there is none; [`TokenStore::warning`] says so).
+    pub async fn set_service_token(
+        &self,
+        cluster: &Cluster,
+        client_id: &str,
+        client_secret: &Secret,
+    ) -> Result<(), AccessError> {
+        let (id, secret) = (client_id.trim(), client_secret.expose().trim());
+        if id.is_empty() || secret.is_empty() || id.contains(['\n', '\r']) {
+            return Err(AccessError::BadServiceToken);
+        }
+        let key = TokenKey::Service(access_http::app_host(cluster));
+        let value = Secret::new(format!("{id}\n{secret}"));
+        self.inner.store.put(&key, &value).await;
+        Ok(())
+    }
+
+    /// Forgets the stored service token of the cluster's application; whether there was one.
+    pub async fn remove_service_token(&self, cluster: &Cluster) -> bool {
+        let key = TokenKey::Service(access_http::app_host(cluster));
+        let had = self.inner.store.get(&key).await.is_some();
+        self.inner.store.remove(&key).await;
+        had
+    }
+
+    async fn stored_service_token(&self, cluster: &Cluster) -> Option<Credential> {
+        let key = TokenKey::Service(access_http::app_host(cluster));
+        let stored = self.inner.store.get(&key).await?;
+        let (id, secret) = stored.expose().split_once('\n')?;
+        Some(Credential::ServiceToken {
+            client_id: id.to_string(),
+            client_secret: Secret::new(secret),
+        })
     }
 
     /// The edge refused `credential` for `cluster` (a redirect to the login, or 401): forget
@@ -741,14 +782,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stored_service_token_is_used_before_any_login_and_can_be_removed() {
+        let c = cluster("");
+        let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
+        let access = client(opener.clone());
+        assert!(
+            access.manages(&c),
+            "the test environment sets TUNNEL_SERVICE_TOKEN_* or K8S_TUNNELS_ACCESS_TOKEN"
+        );
+        let bad = access
+            .set_service_token(&c, "", &Secret::new("s"))
+            .await
+            .unwrap_err();
+        assert!(matches!(bad, AccessError::BadServiceToken));
+        access
+            .set_service_token(&c, "id.access", &Secret::new("service-secret-value\n"))
+            .await
+            .unwrap();
+        for interaction in [Interaction::Interactive, Interaction::Silent] {
+            match access.credential(&c, interaction).await.unwrap() {
+                Credential::ServiceToken {
+                    client_id,
+                    client_secret,
+                } => {
+                    assert_eq!(client_id, "id.access");
+                    assert_eq!(client_secret.expose(), "service-secret-value");
+                }
+                other => panic!("expected the stored service token, got {other:?}"),
+            }
+        }
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0, "no browser");
+        assert!(access.remove_service_token(&c).await);
+        assert!(!access.remove_service_token(&c).await);
+        // Without it, a silent caller finds no credential (and still opens no browser).
+        assert!(access.credential(&c, Interaction::Silent).await.is_err());
+        assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn a_silent_caller_never_opens_a_browser_and_errors_hold_no_token() {
         let c = cluster("");
         let opener = Arc::new(CountingOpener(AtomicU64::new(0)));
         let access = client(opener.clone());
-        if !access.manages(&c) {
-            // The environment provides a credential (TUNNEL_SERVICE_TOKEN_*): nothing to test.
-            return;
-        }
+        assert!(
+            access.manages(&c),
+            "the test environment sets TUNNEL_SERVICE_TOKEN_* or K8S_TUNNELS_ACCESS_TOKEN"
+        );
         let token = crate::access::jwt::tests::token(serde_json::json!({"aud": ["x"], "exp": 1}));
         access
             .inner

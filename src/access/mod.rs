@@ -63,6 +63,9 @@ pub enum AccessError {
         #[source]
         source: SecretRefError,
     },
+    /// A service token to store lacks its id or secret, or the id spans lines.
+    #[error("a service token needs a one-line client id and a non-empty client secret")]
+    BadServiceToken,
     /// A value cannot be sent as an HTTP header.
     #[error("the Access credential contains characters that cannot be sent in a header")]
     BadHeader,

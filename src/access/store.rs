@@ -15,6 +15,9 @@ pub enum TokenKey {
     App(String),
     /// The org token (the SSO session) of an auth domain.
     Org(String),
+    /// A service token for an Access application, by hostname, stored by
+    /// `k8s-tunnels auth service-token` as `<client id>\n<client secret>`.
+    Service(String),
 }
 
 impl TokenKey {
@@ -23,6 +26,7 @@ impl TokenKey {
         match self {
             TokenKey::App(host) => format!("access-app/{}", host.to_ascii_lowercase()),
             TokenKey::Org(domain) => format!("access-org/{}", domain.to_ascii_lowercase()),
+            TokenKey::Service(host) => format!("access-service/{}", host.to_ascii_lowercase()),
         }
     }
 }

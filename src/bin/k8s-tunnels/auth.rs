@@ -5,6 +5,7 @@ use k8s_tunnels::access::{AccessClient, LoginStatus};
 use k8s_tunnels::app::KEYCHAIN_SERVICE;
 use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::secret::Secret;
 use serde::Serialize;
 
 use crate::{Context, Failure};
@@ -60,6 +61,53 @@ pub async fn logout(ctx: &Context, wanted: Option<&str>) -> Result<(), Failure> 
         Some(name) => println!("Logged out of {name}."),
         None => println!("Logged out of every Access application."),
     }
+    Ok(())
+}
+
+/// `k8s-tunnels auth service-token <cluster> --client-id ID` (secret on stdin) or `--remove`.
+pub async fn service_token(
+    ctx: &Context,
+    wanted: &str,
+    client_id: Option<&str>,
+    remove: bool,
+) -> Result<(), Failure> {
+    let entries = ctx.catalog()?;
+    let cluster = &Context::find(&entries, wanted)?.cluster;
+    let access = client(ctx);
+    if !access.manages(cluster) {
+        eprintln!(
+            "{}: its inventory entry or the environment already names a credential, which wins",
+            cluster.name
+        );
+    }
+    if remove {
+        if access.remove_service_token(cluster).await {
+            println!("Removed the service token of {}.", cluster.name);
+        } else {
+            println!("{} had no stored service token.", cluster.name);
+        }
+        return Ok(());
+    }
+    let client_id = client_id.unwrap_or_default();
+    // Read from stdin, never from the command line, where other users' `ps` would see it.
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_line(&mut secret)
+        .context("cannot read the client secret from standard input")?;
+    let secret = Secret::new(secret.trim());
+    access
+        .set_service_token(cluster, client_id, &secret)
+        .await
+        .with_context(|| format!("cannot store the service token of {}", cluster.name))?;
+    let place = if access.store().is_durable() {
+        "the OS keychain"
+    } else {
+        "memory, for this process only"
+    };
+    println!(
+        "Stored the service token {client_id} for {} in {place}.",
+        cluster.name
+    );
     Ok(())
 }
 

@@ -116,6 +116,18 @@ enum AuthCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Store a service token for a cluster's Access application in the OS keychain (the
+    /// secret is read from standard input); from then on it is used instead of any login.
+    ServiceToken {
+        /// Cluster name (or id).
+        cluster: String,
+        /// The service token's client id (`…​.access`).
+        #[arg(long, required_unless_present = "remove")]
+        client_id: Option<String>,
+        /// Forget the stored service token instead.
+        #[arg(long, conflicts_with = "client_id")]
+        remove: bool,
+    },
 }
 
 /// An error with the exit code it maps to.
@@ -223,6 +235,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Auth {
             command: AuthCommand::Status { json },
         } => auth::status(&ctx, json).await,
+        Command::Auth {
+            command:
+                AuthCommand::ServiceToken {
+                    cluster,
+                    client_id,
+                    remove,
+                },
+        } => auth::service_token(&ctx, &cluster, client_id.as_deref(), remove).await,
         Command::Discover { sources, json } => discover::run(&ctx, &sources, json).await,
     }
 }
