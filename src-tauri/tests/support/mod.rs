@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod desktop;
+
 use k8s_tunnels::app::{App, AppOptions};
 use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::inventory::{Cloud, OriginMode};
@@ -51,6 +53,7 @@ impl World {
                 clusters: specs,
                 tls: true,
                 ping_interval: Duration::from_secs(54),
+                access: None,
             }))
             .expect("start the lab");
         let home = AppDirs::at(&dir.join("home"));
