@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use desktop::{
-    Desktop, Reaped, Tray, close_window, descendants, describe, exe_name, proc_kib, serve_watcher,
-    viewable_windows, wait_until,
+    Desktop, Reaped, Tray, close_app_window, descendants, describe, exe_name, proc_kib,
+    serve_watcher, viewable_windows, wait_until,
 };
 use k8s_tunnels::inventory::{Cloud, OriginMode};
 use k8s_tunnels::lab::{Lab, LabClusterSpec, LabConfig};
@@ -246,22 +246,15 @@ async fn idle(binary: &Path, inventory: &Path, tunnels: usize, secs: u64) {
     .await;
     println!("idle: {status} (all {tunnels} favourites checked in the tray)");
 
-    let window = wait_until("the window on screen", WAIT, || async {
-        viewable_windows(&desktop.display, "k8s-tunnels")
-            .first()
-            .copied()
+    wait_until("the window on screen", WAIT, || async {
+        (!viewable_windows(&desktop.display, "k8s-tunnels").is_empty()).then_some(())
     })
     .await;
     // Let the page settle before the figures with the window open.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (open_rss, _) = memory_report(pid, "window open");
-    close_window(&desktop.display, window);
-    wait_until("the window to close", WAIT, || async {
-        viewable_windows(&desktop.display, "k8s-tunnels")
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    let requests = close_app_window(&desktop.display, "k8s-tunnels", WAIT).await;
+    println!("  window closed ({requests} close request(s))");
     // WebKit's processes end a moment after the webview goes; then the allocator settles.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(

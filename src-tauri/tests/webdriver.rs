@@ -21,8 +21,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
 use support::desktop::{
-    Desktop, Reaped, Tray, close_window, descendants, describe, exe_name, require, serve_watcher,
-    viewable_windows, wait_until,
+    Desktop, Reaped, Tray, close_app_window, descendants, describe, exe_name, require,
+    serve_watcher, viewable_windows, wait_until,
 };
 
 /// Generous: a debug build on a loaded two-core machine starts the demo lab (key generation
@@ -35,7 +35,7 @@ const WINDOW: (u32, u32) = (1180, 860);
 const BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-desktop");
 
 /// One row of the window, read from the DOM.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct Row {
     name: String,
     /// `off`, `connecting`, `up`, `down`, …
@@ -81,15 +81,29 @@ async fn rows(client: &Client) -> Vec<Row> {
     serde_json::from_value(value).expect("rows")
 }
 
-/// Waits until the row `name` satisfies `ok`.
+/// Waits until the row `name` satisfies `ok`; a timeout shows the row as last seen and any
+/// message the window showed.
 async fn wait_row(client: &Client, name: &str, what: &str, ok: impl Fn(&Row) -> bool) -> Row {
-    wait_until(&format!("{name}: {what}"), CHANGE, || async {
-        rows(client)
-            .await
-            .into_iter()
-            .find(|r| r.name == name && ok(r))
-    })
-    .await
+    let deadline = std::time::Instant::now() + CHANGE;
+    loop {
+        let rows = rows(client).await;
+        let row = rows.into_iter().find(|r| r.name == name);
+        if let Some(row) = row.as_ref().filter(|r| ok(r)) {
+            return row.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            let notices = client
+                .execute(
+                    r#"return Array.from(document.querySelectorAll(".notice, [role=alert], .problems")).map((e) => e.textContent)"#,
+                    vec![],
+                )
+                .await;
+            panic!(
+                "timed out after {CHANGE:?} waiting for {name}: {what}; row {row:?}; messages {notices:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn click(client: &Client, css: &str) {
@@ -201,9 +215,12 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
             .spawn()
             .expect("start tauri-driver"),
     );
-    wait_until("tauri-driver to listen", START, || async {
-        listening(port).then_some(())
-    })
+    // tauri-driver listens at once; WebKitWebDriver, which it starts, a moment later.
+    wait_until(
+        "tauri-driver and WebKitWebDriver to listen",
+        START,
+        || async { (listening(port) && listening(native_port)).then_some(()) },
+    )
     .await;
 
     let mut caps = serde_json::Map::new();
@@ -335,13 +352,11 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     })
     .await;
     assert_eq!(windows.len(), 1, "{windows:?}");
-    close_window(&desktop.display, windows[0]);
-    wait_until("the window to close", CHANGE, || async {
-        viewable_windows(&desktop.display, "k8s-tunnels")
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    // Input WebDriver synthesised must not be left pressed: GTK ignores a close request while
+    // a widget holds a grab.
+    client.release_actions().await.expect("release actions");
+    let requests = close_app_window(&desktop.display, "k8s-tunnels", CHANGE).await;
+    eprintln!("the window closed after {requests} close request(s)");
     assert!(
         Path::new(&format!("/proc/{app_pid}")).exists(),
         "the app exited when its window closed"
