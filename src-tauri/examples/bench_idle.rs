@@ -291,7 +291,7 @@ async fn idle(binary: &Path, inventory: &Path, tunnels: usize, secs: u64) {
         100.0 * cpu_s / elapsed,
         after - before
     );
-    tray.click_label("Quit").await;
+    tray.quit().await;
     drop(app);
 }
 

@@ -88,7 +88,7 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
     ));
 
     // Quit closes the tunnel and ends the app.
-    rt.block_on(tray.click_label("Quit"));
+    rt.block_on(tray.quit());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = app.0.try_wait().expect("wait") {

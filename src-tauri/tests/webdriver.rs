@@ -378,7 +378,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     .await;
 
     // Quit ends the app; then the session.
-    tray.click_label("Quit").await;
+    tray.quit().await;
     wait_until("the app to exit", CHANGE, || async {
         (!Path::new(&format!("/proc/{app_pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{app_pid}/stat"))

@@ -360,6 +360,10 @@ impl Tray {
 
     /// Clicks item `id`, as a shell does when the user picks it.
     pub async fn click(&self, id: i32) {
+        self.try_click(id).await.expect("dbusmenu Event clicked");
+    }
+
+    async fn try_click(&self, id: i32) -> zbus::Result<()> {
         self.conn
             .call_method(
                 Some(self.service.as_str()),
@@ -369,7 +373,18 @@ impl Tray {
                 &(id, "clicked", Value::from(0i32), 0u32),
             )
             .await
-            .expect("dbusmenu Event clicked");
+            .map(drop)
+    }
+
+    /// Clicks Quit. The app may leave the bus before it answers the click: that is fine.
+    pub async fn quit(&self) {
+        let layout = self.layout().await;
+        let id = layout.find("Quit").expect("a Quit item").id;
+        match self.try_click(id).await {
+            Ok(()) => {}
+            Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::NoReply(_)) => {}
+            Err(e) => panic!("cannot click Quit: {e}"),
+        }
     }
 
     /// Clicks the item labelled `label` (anywhere in the menu).
