@@ -123,7 +123,7 @@ export function App({ ipc }: { ipc: Ipc }) {
         try {
           if (row.tunnel === null) {
             const status = await ipc.call("connect", { id: row.id });
-            dispatch({ type: "tunnel", status });
+            dispatch({ type: "connected", status });
           } else {
             await ipc.call("disconnect", { id: row.id });
             dispatch({ type: "tunnel_closed", cluster: row.id });

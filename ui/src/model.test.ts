@@ -221,6 +221,17 @@ describe("state reducer", () => {
     expect(find(closed, "analytics").tunnel).toBeNull();
   });
 
+  test("connect's reply does not undo a state its events already brought", () => {
+    const id = "gcp/prod/analytics";
+    // The reply first: the row shows connecting, then the event brings it up.
+    const connecting = status(id, { state: "connecting" });
+    const replyFirst = run([{ type: "connected", status: connecting }, { type: "tunnel", status: status(id) }], loaded);
+    expect(find(replyFirst, "analytics").tunnel?.state).toBe("up");
+    // The event first: the older reply is ignored.
+    const eventFirst = run([{ type: "tunnel", status: status(id) }, { type: "connected", status: connecting }], loaded);
+    expect(find(eventFirst, "analytics").tunnel?.state).toBe("up");
+  });
+
   test("an event for an unknown cluster changes nothing", () => {
     expect(run([{ type: "tunnel", status: status("nope") }], loaded)).toBe(loaded);
     expect(run([{ type: "tunnel_closed", cluster: "nope" }], loaded)).toBe(loaded);

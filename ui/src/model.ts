@@ -267,6 +267,7 @@ export type Action =
   | { type: "clusters"; rows: ClusterRow[] }
   | { type: "load_failed"; message: string }
   | { type: "tunnel"; status: TunnelStatus }
+  | { type: "connected"; status: TunnelStatus }
   | { type: "tunnel_closed"; cluster: string }
   | { type: "discovery"; event: Events["discovery"] }
   | { type: "discovery_started" }
@@ -312,6 +313,14 @@ export function reduce(s: UiState, a: Action): UiState {
       // Up means whatever failed before is over.
       const rowErrors = a.status.state === "up" ? without(s.rowErrors, a.status.cluster) : s.rowErrors;
       return { ...s, rows, rowErrors };
+    }
+    case "connected": {
+      // The `connect` command's reply is a snapshot taken when the tunnel opened. Its events
+      // travel on another channel and may arrive first: a row that already has its tunnel has
+      // newer news (e.g. up) that the snapshot (connecting) must not undo.
+      const row = s.rows.find((r) => r.id === a.status.cluster);
+      if (row?.tunnel) return s;
+      return reduce(s, { type: "tunnel", status: a.status });
     }
     case "tunnel_closed": {
       const rows = updateRow(s.rows, a.cluster, (r) => ({ ...r, tunnel: null }));

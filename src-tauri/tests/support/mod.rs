@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod desktop;
+
 use k8s_tunnels::app::{App, AppOptions};
 use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::inventory::{Cloud, OriginMode};
