@@ -155,7 +155,7 @@ fn smaps_top(pid: u32, n: usize) {
         }
     }
     let mut rows: Vec<_> = by_name.into_iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.0));
     println!("  largest mappings of the app by Rss (Rss / Private_Dirty):");
     for (name, (rss, dirty)) in rows.into_iter().take(n) {
         println!(
