@@ -2,9 +2,11 @@
 //! fake Kubernetes API server driven by the real `kubectl`.
 #![allow(clippy::unwrap_used)]
 
+mod log_support;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,6 +17,7 @@ use k8s_tunnels::gateway::{
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
 use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
+use log_support::CapturedLog;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -527,32 +530,9 @@ async fn shutdown_is_bounded_with_open_streams() {
     );
 }
 
-/// A `MakeWriter` collecting everything logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // A current-thread runtime runs every spawned task on this thread, so the thread-local
-    // subscriber sees the gateway's log lines.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = CapturedLog::start();
 
     let echo = echo_server().await;
     let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
@@ -596,7 +576,7 @@ async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
     // Let the stream tasks finish and log.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         if text.matches("outcome").count() >= 4 || std::time::Instant::now() > deadline {
             break;
         }
@@ -605,7 +585,7 @@ async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
     let Lab { gateway, .. } = lab;
     gateway.shutdown(Duration::from_secs(3)).await;
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     assert!(
         text.contains("ada@example.com"),
         "no subject logged:\n{text}"

@@ -3,9 +3,10 @@
 //! keeps cookies) and by a WebSocket client that opens real tunnel streams to an origin.
 #![allow(clippy::unwrap_used)]
 
+mod log_support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -20,6 +21,7 @@ use k8s_tunnels::gateway::{
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
 use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
+use log_support::CapturedLog;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::Value;
@@ -567,34 +569,11 @@ async fn a_transfer_nobody_deposits_for_times_out_with_404() {
     );
 }
 
-/// A `MakeWriter` collecting everything logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The whole browser transfer, as `cloudflared access login` runs it: a key pair, the cli URL
 /// opened in a browser that signs in, the long-poll, the decryption; then both tokens used.
 #[tokio::test(flavor = "current_thread")]
 async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // On a current-thread runtime every task runs on this thread, so the thread-local
-    // subscriber sees the gateway's lines.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = CapturedLog::start();
 
     let world = World::start(Timings {
         transfer_timeout: Duration::from_secs(4),
@@ -710,7 +689,7 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
 
     // Nothing secret reached the log, though the lines name who signed in.
     tokio::task::yield_now().await;
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(log.contains(EMAIL), "{log}");
     for secret in [
         app_token.as_str(),

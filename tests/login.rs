@@ -96,12 +96,7 @@ async fn connect_and_echo(addr: SocketAddr, payload: &[u8]) -> Result<(), String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_login_with_an_http_client_as_the_browser() {
     let world = World::start(Lifetimes::default()).await;
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     let handle = tunnel(&world, &access, lazy_probes()).await;
     connect_and_echo(handle.local_addr(), b"hello through a fresh login")
@@ -149,12 +144,7 @@ async fn browser_login_in_headless_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_connections_needing_a_login_make_exactly_one() {
     let world = World::start(Lifetimes::default()).await;
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     let handle = tunnel(&world, &access, lazy_probes()).await;
     let addr = handle.local_addr();
@@ -195,12 +185,7 @@ async fn an_expired_app_token_is_renewed_silently_once_and_open_connections_keep
         org: Duration::from_secs(3600),
     })
     .await;
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     let handle = tunnel(&world, &access, lazy_probes()).await;
     let mut long_lived = socks(handle.local_addr()).await.unwrap();
@@ -235,12 +220,7 @@ async fn when_the_org_token_expired_too_login_required_is_announced_once() {
         org: Duration::from_secs(3),
     })
     .await;
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     // Frequent probes: they must not multiply the announcement, nor open a browser.
     let handle = tunnel(
@@ -307,12 +287,7 @@ async fn a_cloudflared_token_file_is_picked_up() {
         token.expose(),
     )
     .unwrap();
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     let handle = tunnel(&world, &access, lazy_probes()).await;
     connect_and_echo(handle.local_addr(), b"with cloudflared's token")
@@ -329,12 +304,7 @@ async fn a_cloudflared_token_file_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_written_back_for_cloudflared_when_asked() {
     let world = World::start(Lifetimes::default()).await;
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let mut settings = world.settings();
     settings.write_cloudflared_files = true;
     let access = AccessClient::with_timings(
@@ -396,6 +366,16 @@ fn child_browser() {
             .await
             .unwrap();
     });
+}
+
+/// A browser (an HTTP client following the opened URL) that signs in as the test user.
+fn signing_in_browser(world: &World) -> Arc<HttpBrowser> {
+    Arc::new(HttpBrowser::new(
+        &world.names(),
+        world.ca_pem.as_bytes(),
+        EMAIL,
+        PASSWORD,
+    ))
 }
 
 /// A CLI sandbox whose config points at the world and whose browser is [`child_browser`].
@@ -570,12 +550,7 @@ async fn no_token_or_secret_in_logs_output_events_or_errors() {
     );
     assert!(app_token.len() > 100 && org_token.len() > 100);
     // In process: events, Debug and errors of a client that holds tokens.
-    let browser = Arc::new(HttpBrowser::new(
-        &world.names(),
-        world.ca_pem.as_bytes(),
-        EMAIL,
-        PASSWORD,
-    ));
+    let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
     let mut events = access.subscribe();
     let cluster = world.cluster();

@@ -62,8 +62,11 @@ impl World {
         )
         .expect("load the app");
         let keychain = Keychain::disabled("k8s-tunnels-test", "tests keep secrets in files");
-        let (engine, _) = app.engine(&keychain, quick_schedule()).expect("engine");
-        let shell = rt.block_on(async { Shell::start(app, engine, None) });
+        // The engine forwards login events from a task: it is built inside the runtime.
+        let shell = rt.block_on(async {
+            let (engine, _) = app.engine(&keychain, quick_schedule()).expect("engine");
+            Shell::start(app, engine, None)
+        });
         Self {
             rt,
             lab,
