@@ -147,14 +147,23 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
     let rows = invoke(&window, "clusters", json!({})).expect("clusters");
     assert!(row(&rows, &alpha)["tunnel"].is_null());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err());
-    let activity = invoke(&window, "activity", json!({})).expect("activity");
-    let messages: Vec<String> = activity
-        .as_array()
-        .expect("lines")
-        .iter()
-        .filter(|l| l["cluster"] == "alpha")
-        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
-        .collect();
+    // The activity log follows the engine's events in its own task: wait for the close.
+    let alpha_activity = || -> Vec<String> {
+        let activity = invoke(&window, "activity", json!({})).expect("activity");
+        activity
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter(|l| l["cluster"] == "alpha")
+            .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut messages = alpha_activity();
+    while !messages.contains(&"closed".to_string()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        messages = alpha_activity();
+    }
     assert!(messages.contains(&"up".to_string()), "{messages:?}");
     assert!(messages.contains(&"closed".to_string()), "{messages:?}");
 

@@ -80,7 +80,8 @@ pub async fn exchange(
             .await
             .map_err(|source| ExchangeError::Request {
                 host: host.clone(),
-                source,
+                // The URL may carry a token (`/authorized?token=…`): keep it out of messages.
+                source: source.without_url(),
             })?;
         let status = response.status();
         if status.is_server_error() {
@@ -117,8 +118,11 @@ pub async fn exchange(
         let next_host = next.host_str().unwrap_or_default().to_ascii_lowercase();
         // Follow only between the app and its auth domain (and only over https, except to a
         // plain-ws lab app): the org cookie must not leak, and neither may the app token.
-        let allowed = next_host == app.app_host
-            || (next_host == app.auth_domain && settings.auth_domain_allowed(&next_host));
+        // https only, unless the app itself is plain http (a loopback lab app).
+        let scheme_ok = next.scheme() == "https" || next.scheme() == app_url.scheme();
+        let allowed = scheme_ok
+            && (next_host == app.app_host
+                || (next_host == app.auth_domain && settings.auth_domain_allowed(&next_host)));
         if !allowed {
             return Err(ExchangeError::Protocol(format!(
                 "redirected to {next_host}, outside the application and its auth domain"

@@ -25,6 +25,9 @@ pub enum JwtError {
     /// The payload is not the JSON we expect.
     #[error("the JWT payload is not valid claims JSON")]
     Json(#[source] serde_json::Error),
+    /// A time claim (`exp`, `iat`) lies beyond what the system clock can represent.
+    #[error("the JWT has a time claim out of range")]
+    TimeOutOfRange,
 }
 
 /// `aud` is a string or an array of strings.
@@ -82,15 +85,21 @@ impl TokenClaims {
             .decode(payload.trim_end_matches('='))
             .map_err(JwtError::Base64)?;
         let raw: RawClaims = serde_json::from_slice(&bytes).map_err(JwtError::Json)?;
-        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        // Hostile tokens (from a file, a cookie, the transfer service) may carry any number:
+        // an out-of-range time is an error, never a panic.
+        let at = |s: u64| {
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(s))
+                .ok_or(JwtError::TimeOutOfRange)
+        };
         Ok(Self {
             aud: match raw.aud {
                 None => Vec::new(),
                 Some(Audience::One(a)) => vec![a],
                 Some(Audience::Many(a)) => a,
             },
-            exp: raw.exp.map(at),
-            iat: raw.iat.map(at),
+            exp: raw.exp.map(at).transpose()?,
+            iat: raw.iat.map(at).transpose()?,
             email: raw.email,
             kind: raw.kind,
             iss: raw.iss,
@@ -175,5 +184,14 @@ pub(crate) mod tests {
         let not_json = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("secret-stuff");
         let err = TokenClaims::read(&Secret::new(format!("a.{not_json}.c"))).unwrap_err();
         assert!(!format!("{err} {err:?}").contains("secret-stuff"));
+    }
+
+    #[test]
+    fn an_out_of_range_time_is_an_error_not_a_panic() {
+        let hostile = token(serde_json::json!({"aud": "one", "exp": u64::MAX}));
+        assert!(matches!(
+            TokenClaims::read(&hostile),
+            Err(JwtError::TimeOutOfRange)
+        ));
     }
 }

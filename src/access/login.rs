@@ -56,13 +56,14 @@ where
                     // The job and its clean-up run on their own task, so they finish even when
                     // every caller has given up.
                     let task = tokio::spawn(async move {
-                        let result = job.await;
-                        // Only this flight's entry: a newer flight for the key may exist.
-                        let mut flights = lock(&map);
-                        if flights.get(&done_key).is_some_and(|(i, _)| *i == id) {
-                            flights.remove(&done_key);
-                        }
-                        result
+                        // Dropped when the job ends, or while unwinding when it panics: a
+                        // panicked login must not leave its failure cached for the key.
+                        let _landing = Landing {
+                            flights: map,
+                            key: done_key,
+                            id,
+                        };
+                        job.await
                     });
                     let flight: Flight<V> = async move { task.await.ok() }.boxed().shared();
                     flights.insert(key, (id, flight.clone()));
@@ -76,6 +77,22 @@ where
     /// Whether a job runs for `key` now.
     pub fn in_flight(&self, key: &K) -> bool {
         lock(&self.flights).contains_key(key)
+    }
+}
+
+/// Removes a finished flight's entry (only its own: a newer flight for the key may exist).
+struct Landing<K: Eq + Hash, V: Clone> {
+    flights: Flights<K, V>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Eq + Hash, V: Clone> Drop for Landing<K, V> {
+    fn drop(&mut self) {
+        let mut flights = lock(&self.flights);
+        if flights.get(&self.key).is_some_and(|(i, _)| *i == self.id) {
+            flights.remove(&self.key);
+        }
     }
 }
 
@@ -168,5 +185,16 @@ mod tests {
         );
         assert!(flights.in_flight(&"app"));
         assert_eq!(flights.run("app", || async { 6 }).await, Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_panicked_job_is_not_remembered_for_its_key() {
+        let flights: SingleFlight<&'static str, u32> = SingleFlight::default();
+        let panicked = flights
+            .run("app", || async { panic!("the login job failed hard") })
+            .await;
+        assert_eq!(panicked, None);
+        assert!(!flights.in_flight(&"app"));
+        assert_eq!(flights.run("app", || async { 7 }).await, Some(7));
     }
 }

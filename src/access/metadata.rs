@@ -159,7 +159,7 @@ pub async fn app_info(
         .await
         .map_err(|source| MetadataError::Request {
             host: host.clone(),
-            source,
+            source: source.without_url(),
         })?;
     let headers = response.headers();
     if let Some(jwt) = headers
@@ -274,7 +274,9 @@ fn check_claims(claims: MetadataClaims, host: &str, now: SystemTime) -> Result<A
     if !claims.hostname.eq_ignore_ascii_case(host) {
         return Err(format!("issued for {}, not {host}", claims.hostname));
     }
-    let issued = UNIX_EPOCH + Duration::from_secs(claims.iat);
+    let Some(issued) = UNIX_EPOCH.checked_add(Duration::from_secs(claims.iat)) else {
+        return Err("iat is out of range".into());
+    };
     match now.duration_since(issued) {
         Ok(age) if age > MAX_METADATA_AGE => return Err("older than 24 h".into()),
         Ok(_) => {}

@@ -262,7 +262,7 @@ impl Transfer {
                 // Below 500 and not 200: still waiting (the service timed our poll out).
                 Ok(_) => {}
                 Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(TransferError::Request(e)),
+                Err(e) => return Err(TransferError::Request(e.without_url())),
             }
             // A service that answers at once must not make this spin.
             if started.elapsed() < Duration::from_millis(500) {
