@@ -238,17 +238,25 @@ fn path_and_query(req: &Request) -> String {
         .map_or_else(|| String::from("/"), |pq| pq.as_str().to_owned())
 }
 
-/// `redirect` when it stays on application `host` (a path, or an https URL on that host);
-/// `/` otherwise, so the login is no open redirector.
+/// Where to send the browser after a login: `redirect` resolved against application `host` as a
+/// browser would (the URL parser drops tabs and newlines and reads a backslash as `/`, so `/\t/evil`
+/// cannot turn into `//evil`), kept only when it stays on `host` over https, and returned as the
+/// normalised path; `/` otherwise, so the login is no open redirector.
 fn safe_redirect(redirect: Option<&String>, host: &str) -> String {
     let Some(redirect) = redirect.map(|r| r.trim()).filter(|r| !r.is_empty()) else {
         return String::from("/");
     };
-    if redirect.starts_with('/') && !redirect.starts_with("//") && !redirect.starts_with("/\\") {
-        return redirect.to_owned();
-    }
-    match url::Url::parse(redirect) {
-        Ok(url) if url.scheme() == "https" && url.host_str() == Some(host) => redirect.to_owned(),
+    let resolved =
+        url::Url::parse(&format!("https://{host}/")).and_then(|base| base.join(redirect));
+    match resolved {
+        Ok(url) if url.scheme() == "https" && url.host_str() == Some(host) => {
+            let mut path = url.path().to_owned();
+            if let Some(query) = url.query() {
+                path.push('?');
+                path.push_str(query);
+            }
+            path
+        }
         _ => String::from("/"),
     }
 }
@@ -674,4 +682,31 @@ fn percent_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("k={}", text.replace('+', "%2B")).as_bytes())
         .next()
         .map_or_else(|| text.to_owned(), |(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_redirect;
+
+    #[test]
+    fn redirects_stay_on_the_application() {
+        let host = "app.example.com";
+        let to = |r: &str| safe_redirect(Some(&r.to_string()), host);
+        assert_eq!(to("/ns/default?x=1"), "/ns/default?x=1");
+        assert_eq!(to("https://app.example.com/a?b=c"), "/a?b=c");
+        for hostile in [
+            "//evil.example/",
+            "/\\evil.example/",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "\\/evil.example",
+            "https://evil.example/",
+            "http://app.example.com/",
+            "javascript:alert(1)",
+            "https://app.example.com@evil.example/",
+        ] {
+            assert_eq!(to(hostile), "/", "{hostile:?}");
+        }
+        assert_eq!(safe_redirect(None, host), "/");
+    }
 }
