@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::keychain::{Keychain, KeychainStatus};
 use crate::secret::Secret;
@@ -36,8 +37,15 @@ impl TokenKey {
 pub struct TokenStore {
     keychain: Option<Arc<Keychain>>,
     memory: Arc<Mutex<HashMap<TokenKey, Secret>>>,
+    /// Keys the keychain did not have, and when we asked: connections look up a stored
+    /// service token first, and most users have none, so a miss must not cost a D-Bus round
+    /// trip per connection. Kept briefly, so an entry another process adds is still found.
+    misses: Arc<Mutex<HashMap<TokenKey, Instant>>>,
     warning: Option<String>,
 }
+
+/// How long a keychain miss is remembered.
+const MISS_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +65,7 @@ impl TokenStore {
             KeychainStatus::Durable => Self {
                 keychain: Some(Arc::new(keychain)),
                 memory: Arc::default(),
+                misses: Arc::default(),
                 warning: None,
             },
             KeychainStatus::Unavailable { reason } => Self::memory_only(&reason),
@@ -68,6 +77,7 @@ impl TokenStore {
         Self {
             keychain: None,
             memory: Arc::default(),
+            misses: Arc::default(),
             warning: Some(format!(
                 "no OS keychain ({reason}): Access logins are kept in memory for this session only"
             )),
@@ -90,14 +100,24 @@ impl TokenStore {
             return Some(token.clone());
         }
         let keychain = self.keychain.clone()?;
+        if lock(&self.misses)
+            .get(key)
+            .is_some_and(|at| at.elapsed() < MISS_TTL)
+        {
+            return None;
+        }
         let account = key.account();
         let read = tokio::task::spawn_blocking(move || keychain.get(&account)).await;
         match read {
             Ok(Ok(Some(token))) => {
+                lock(&self.misses).remove(key);
                 lock(&self.memory).insert(key.clone(), token.clone());
                 Some(token)
             }
-            Ok(Ok(None)) => None,
+            Ok(Ok(None)) => {
+                lock(&self.misses).insert(key.clone(), Instant::now());
+                None
+            }
             Ok(Err(e)) => {
                 tracing::warn!(entry = %key.account(), error = %crate::error_chain(&e), "cannot read an Access token from the keychain");
                 None
@@ -109,6 +129,7 @@ impl TokenStore {
     /// Stores a token (memory at once, the keychain when durable). A keychain failure is
     /// logged: the token still serves this session.
     pub async fn put(&self, key: &TokenKey, token: &Secret) {
+        lock(&self.misses).remove(key);
         lock(&self.memory).insert(key.clone(), token.clone());
         let Some(keychain) = self.keychain.clone() else {
             return;
