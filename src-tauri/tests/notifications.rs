@@ -9,51 +9,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_tunnels::tunnel::health::TunnelState;
 use k8s_tunnels_desktop::notify::{APP_NAME, Notifier};
+use support::desktop::{Desktop, Reaped, require};
 use support::{World, wait_for};
 
 const CHILD_ENV: &str = "K8S_TUNNELS_NOTIFY_TEST_CHILD";
-
-/// Kills and reaps a process we started when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()));
-    assert!(
-        found,
-        "{program} is required for the notification test: install {package} (scripts/install-desktop-deps)"
-    );
-}
-
-/// Starts `command` and returns it with the first line it prints on stdout.
-fn start_with_first_line(mut command: Command, what: &str) -> (Reaped, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let child = Reaped(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("cannot read from {what}: {e}"));
-    assert!(!line.trim().is_empty(), "{what} printed nothing");
-    (child, line.trim().to_string())
-}
 
 #[test]
 fn a_dropped_edge_is_one_notification_and_its_return_another() {
@@ -67,22 +31,9 @@ fn a_dropped_edge_is_one_notification_and_its_return_another() {
     }
     let tmp = tempfile::tempdir().expect("tmp");
 
-    let mut xvfb = Command::new("Xvfb");
-    xvfb.args([
-        "-displayfd",
-        "1",
-        "-nolisten",
-        "tcp",
-        "-screen",
-        "0",
-        "800x600x24",
-    ]);
-    let (_xvfb, display) = start_with_first_line(xvfb, "Xvfb");
-    let display = format!(":{display}");
-
-    let mut dbus = Command::new("dbus-daemon");
-    dbus.args(["--session", "--nofork", "--print-address=1"]);
-    let (_dbus, bus) = start_with_first_line(dbus, "dbus-daemon");
+    // A virtual display for dunst and a private session bus, both stopped on drop.
+    let desktop = Desktop::start(800, 600);
+    let (display, bus) = (&desktop.display, &desktop.bus);
 
     let dunstrc = tmp.path().join("dunstrc");
     std::fs::write(
@@ -94,15 +45,15 @@ fn a_dropped_edge_is_one_notification_and_its_return_another() {
         Command::new("dunst")
             .arg("-config")
             .arg(&dunstrc)
-            .env("DISPLAY", &display)
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .env("DISPLAY", display)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start dunst"),
     );
     wait_for("dunst on the private bus", || {
-        dunstctl(&bus, &["count", "history"]).ok()
+        dunstctl(bus, &["count", "history"]).ok()
     });
 
     let child = Command::new(std::env::current_exe().expect("test binary"))
@@ -114,7 +65,7 @@ fn a_dropped_edge_is_one_notification_and_its_return_another() {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, "1")
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus)
         .env_remove("DISPLAY")
         .output()
         .expect("run the scenario");
