@@ -16,6 +16,10 @@ pub struct AppDirs {
     pub state: PathBuf,
     /// Data the app may lose at any time (discovery caches).
     pub cache: PathBuf,
+    /// Files that live as long as the session (the desktop app's control socket): the user's
+    /// runtime dir where the platform has one (`$XDG_RUNTIME_DIR/k8s-tunnels`), else the state
+    /// dir.
+    pub runtime: PathBuf,
 }
 
 /// Errors finding or creating the app's folders, or writing a private file.
@@ -71,19 +75,24 @@ impl AppDirs {
             .state_dir()
             .unwrap_or_else(|| project.data_local_dir())
             .to_path_buf();
+        let runtime = project
+            .runtime_dir()
+            .map_or_else(|| state.clone(), Path::to_path_buf);
         Ok(Self {
             config: project.config_dir().to_path_buf(),
             state,
             cache: project.cache_dir().to_path_buf(),
+            runtime,
         })
     }
 
-    /// All folders under one root: `<root>/config`, `<root>/state`, `<root>/cache`.
+    /// All folders under one root: `<root>/config`, `<root>/state`, `<root>/cache`, `<root>/run`.
     pub fn at(root: &Path) -> Self {
         Self {
             config: root.join("config"),
             state: root.join("state"),
             cache: root.join("cache"),
+            runtime: root.join("run"),
         }
     }
 
@@ -92,10 +101,10 @@ impl AppDirs {
         self.config.join("inventory.yaml")
     }
 
-    /// Creates the three folders (and missing parents), each restricted to the user (0700) since
-    /// state may hold the SOCKS secret.
+    /// Creates the folders (and missing parents), each restricted to the user (0700) since
+    /// state may hold the SOCKS secret and the runtime dir the desktop app's control socket.
     pub fn ensure(&self) -> Result<(), DirsError> {
-        for dir in [&self.config, &self.state, &self.cache] {
+        for dir in [&self.config, &self.state, &self.cache, &self.runtime] {
             create_private_dir(dir)?;
         }
         Ok(())

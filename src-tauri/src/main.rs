@@ -1,5 +1,5 @@
-//! Starts the k8s-tunnels desktop app (see the library for everything it does).
-#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+//! Starts the k8s-tunnels desktop app: the tray process, which owns the tunnels (see the
+//! library's `agent`). A second launch opens the running app's window instead.
 fn main() {
-    k8s_tunnels_desktop::run()
+    k8s_tunnels_desktop::agent::run()
 }

@@ -3,7 +3,7 @@
 //! window, the tray and the notifier all follow. Commands are one-line adapters over it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{ErrorCode, IpcError};
+use crate::ipc::{ErrorCode, IpcError};
 use crate::events::{
     Activity, DiscoveryPhase, FigureThrottle, Level, SourceOutcome, UiEvent, from_engine,
 };
@@ -65,6 +65,8 @@ pub struct Shell {
     catalog: Mutex<Arc<Vec<Entry>>>,
     activity: Mutex<VecDeque<Activity>>,
     refreshing: AtomicBool,
+    /// Windows that show tunnel figures; with none, figures are not sent at all.
+    figure_watchers: AtomicUsize,
     events: broadcast::Sender<UiEvent>,
     autostart: Mutex<Option<AutostartHook>>,
     stop: CancellationToken,
@@ -88,6 +90,7 @@ impl Shell {
             catalog: Mutex::new(Arc::new(Vec::new())),
             activity: Mutex::new(VecDeque::new()),
             refreshing: AtomicBool::new(false),
+            figure_watchers: AtomicUsize::new(0),
             events,
             autostart: Mutex::new(None),
             stop: CancellationToken::new(),
@@ -419,6 +422,16 @@ impl Shell {
         self.app.source_infos()
     }
 
+    /// Starts sending the figures (connections, bytes) of open tunnels once a second while they
+    /// change, until the returned guard is dropped. Only a window shows them, so the idle tray
+    /// process does no figure work.
+    pub fn watch_figures(self: &Arc<Self>) -> FigureWatch {
+        self.figure_watchers.fetch_add(1, Ordering::Relaxed);
+        FigureWatch {
+            shell: Arc::clone(self),
+        }
+    }
+
     /// The most recent activity, newest last.
     pub fn activity(&self) -> Vec<Activity> {
         lock(&self.activity).iter().cloned().collect()
@@ -432,6 +445,17 @@ impl Shell {
         if let Some(mut lab) = lab {
             lab.stop_gateway().await;
         }
+    }
+}
+
+/// A window's interest in tunnel figures; see [`Shell::watch_figures`].
+pub struct FigureWatch {
+    shell: Arc<Shell>,
+}
+
+impl Drop for FigureWatch {
+    fn drop(&mut self) {
+        self.shell.figure_watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -504,6 +528,9 @@ async fn pump(shell: std::sync::Weak<Shell>, stop: CancellationToken) {
             }
             _ = tick.tick() => {
                 let Some(shell) = shell.upgrade() else { return };
+                if shell.figure_watchers.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
                 let now = Instant::now();
                 for status in shell.engine.status() {
                     if throttle.due(&status, now) {

@@ -1,0 +1,135 @@
+//! The tray process: the app itself. It owns the engine and the tunnels, serves the tray menu,
+//! shows notifications and answers the window process over the control socket. It never loads
+//! GTK or WebKit: the window is a separate process ([`crate::window`]) started on demand.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use k8s_tunnels::app::KEYCHAIN_SERVICE;
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::tunnel::health::ProbeSchedule;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{self, BindError, Client, Listener, Request, Windows};
+use crate::shell::Shell;
+use crate::{HIDDEN_ARG, WINDOW_BIN, init_logging, open_shell, options_from_env, sibling_binary};
+
+/// What the tray menu and the control socket act on: the shell, the connected windows, and the
+/// app's end.
+pub struct Agent {
+    /// The app's state.
+    pub shell: Arc<Shell>,
+    /// The connected windows.
+    pub windows: Arc<Windows>,
+    quit: CancellationToken,
+}
+
+impl Agent {
+    /// Brings a connected window to the front, or starts the window process.
+    pub fn open_window(&self) {
+        if self.windows.focus() {
+            return;
+        }
+        start_window();
+    }
+
+    /// Ends the app: every tunnel closes, then the process exits.
+    pub fn quit(&self) {
+        self.quit.cancel();
+    }
+}
+
+/// Starts the window process; it connects back over the control socket.
+fn start_window() {
+    let spawned = sibling_binary(WINDOW_BIN).and_then(|path| {
+        tokio::process::Command::new(path)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+    });
+    match spawned {
+        // Reaped when it exits, so no zombie is left per window opened.
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "cannot start the window"),
+    }
+}
+
+/// Runs the app until Quit or a termination signal.
+pub fn run() {
+    init_logging();
+    let hidden = std::env::args().any(|a| a == HIDDEN_ARG);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("k8s-tunnels")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(serve(hidden)) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn serve(hidden: bool) -> anyhow::Result<()> {
+    let dirs = AppDirs::from_env().context("cannot find the app's folders")?;
+    dirs.ensure().context("cannot create the app's folders")?;
+    let socket = control::socket_path(&dirs);
+    let listener = match Listener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(BindError::AlreadyRunning { .. }) => {
+            // A second launch: the running app shows its window.
+            if !hidden {
+                let client = Client::connect(&socket)
+                    .await
+                    .context("k8s-tunnels is already running but does not answer")?;
+                client
+                    .call(Request::OpenWindow)
+                    .await
+                    .context("k8s-tunnels is already running but did not open its window")?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The keychain probe talks D-Bus and may block for a moment; nothing else runs yet.
+    let keychain = tokio::task::spawn_blocking(|| Keychain::open(KEYCHAIN_SERVICE))
+        .await
+        .context("the keychain probe panicked")?;
+    let shell = open_shell(dirs, options_from_env(), keychain, ProbeSchedule::default()).await?;
+    let agent = Arc::new(Agent {
+        shell: Arc::clone(&shell),
+        windows: Arc::default(),
+        quit: CancellationToken::new(),
+    });
+    let opener = Arc::clone(&agent);
+    let _control = control::serve(
+        listener,
+        Arc::clone(&shell),
+        Arc::clone(&agent.windows),
+        Arc::new(move || opener.open_window()),
+    )
+    .context("cannot serve the control socket")?;
+    let _notifier = crate::notify::Notifier::start(&shell);
+    if !hidden {
+        agent.open_window();
+    }
+    tokio::select! {
+        _ = agent.quit.cancelled() => {}
+        _ = k8s_tunnels::signals::shutdown_requested() => {}
+    }
+    shell.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The tray process's control socket: how the window process (and a second launch of the app)
+//! reach the one process that owns the engine.
+//!
+//! The tray process keeps the tunnels and never loads GTK or WebKit; the window is a separate
+//! process started on demand, so closing it gives all of the webview's memory back. Between the
+//! two runs this protocol: newline-delimited JSON over a Unix socket in the user's runtime dir
+//! (the folder is 0700, the socket 0600, and a peer of another user is refused). The window sends
+//! the UI's commands as they are ([`Request`], the same names and arguments as `ui/src/ipc.ts`)
+//! and gets back the same JSON the commands return; after [`Request::Subscribe`] it also hears
+//! every UI event and "come to the front".
+//!
+//! One file lock next to the socket makes the tray process a single instance: a second launch
+//! finds it held and asks the running one to open its window instead.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::state::Settings;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::ipc::{ErrorCode, IpcError};
+use crate::shell::Shell;
+
+/// The longest line either side accepts: a catalog of thousands of clusters fits many times.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Messages queued for one slow peer before its events are dropped.
+const QUEUE: usize = 1024;
+
+/// The control socket's path: `<runtime dir>/desktop.sock`.
+pub fn socket_path(dirs: &AppDirs) -> PathBuf {
+    dirs.runtime.join("desktop.sock")
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    socket.with_extension("lock")
+}
+
+/// What a peer asks of the tray process: the UI's commands, named and shaped as in
+/// `ui/src/ipc.ts`, and the two the window process itself needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "snake_case")]
+pub enum Request {
+    /// Every cluster with its tunnel.
+    Clusters,
+    /// Opens a cluster's tunnel.
+    Connect {
+        /// Cluster id.
+        id: String,
+    },
+    /// Closes a cluster's tunnel.
+    Disconnect {
+        /// Cluster id.
+        id: String,
+    },
+    /// Closes every tunnel.
+    DisconnectAll,
+    /// Pins or unpins a cluster.
+    SetFavourite {
+        /// Cluster id.
+        id: String,
+        /// Pinned or not.
+        favourite: bool,
+    },
+    /// Switches kubectl's current context to the cluster's.
+    UseContext {
+        /// Cluster id.
+        id: String,
+    },
+    /// The kubectl command that reaches the cluster.
+    KubectlCommand {
+        /// Cluster id.
+        id: String,
+    },
+    /// Runs discovery now.
+    RefreshDiscovery,
+    /// The settings.
+    Settings,
+    /// Saves the settings.
+    SaveSettings {
+        /// The new settings.
+        settings: Settings,
+    },
+    /// The discovery sources.
+    Sources,
+    /// The activity log.
+    Activity,
+    /// From now on, send this peer every UI event and "come to the front": it is a window.
+    Subscribe,
+    /// Show the window: bring a connected one to the front, or start one (a second launch).
+    OpenWindow,
+}
+
+/// A request on the wire, numbered so that replies to concurrent requests find their caller.
+#[derive(Serialize, Deserialize)]
+struct Call {
+    id: u64,
+    #[serde(flatten)]
+    request: Request,
+}
+
+/// What the tray process sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Down {
+    /// The answer to call `id`: what the command returns, or its error.
+    Reply {
+        id: u64,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// A UI event, as the webview hears it.
+    Event { name: String, payload: Value },
+    /// Come to the front.
+    Focus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Ok(Value),
+    Err(IpcError),
+}
+
+/// What a subscribed window hears.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pushed {
+    /// A UI event: its name (`EventName` in ipc.ts) and payload.
+    Event {
+        /// Event name.
+        name: String,
+        /// Its payload.
+        payload: Value,
+    },
+    /// The user asked for the window (tray "Open window", a second launch): come to the front.
+    Focus,
+    /// The tray process is gone (quit or crashed).
+    Closed,
+}
+
+/// Why the tray process could not take the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another tray process of this user holds the instance lock.
+    #[error("k8s-tunnels is already running (lock {} is held)", lock.display())]
+    AlreadyRunning {
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The socket or its lock could not be created.
+    #[error("cannot listen on {}", path.display())]
+    Io {
+        /// The socket or lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The bound control socket, holding the instance lock for as long as it lives.
+pub struct Listener {
+    socket: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Listener {
+    /// Takes the instance lock next to `path`, then binds the socket (replacing one a dead
+    /// process left behind). The folder must exist and be the user's own (0700).
+    pub fn bind(path: &Path) -> Result<Self, BindError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BindError::Io { path, source }
+        };
+        let lock_file = lock_path(path);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_file)
+            .map_err(io_err(&lock_file))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(BindError::AlreadyRunning { lock: lock_file });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_file)(e)),
+        }
+        // Holding the lock, any socket file here is a leftover of a process that died.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let socket = std::os::unix::net::UnixListener::bind(path).map_err(io_err(path))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(path))?;
+        }
+        socket.set_nonblocking(true).map_err(io_err(path))?;
+        Ok(Self {
+            socket,
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The connected windows, so that "Open window" can bring one to the front instead of starting
+/// another.
+#[derive(Default)]
+pub struct Windows {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, mpsc::Sender<Down>>>,
+}
+
+impl Windows {
+    /// Asks every connected window to come to the front; false when none is connected.
+    pub fn focus(&self) -> bool {
+        let open = lock(&self.open);
+        open.values().filter(|tx| tx.try_send(Down::Focus).is_ok()).count() > 0
+    }
+
+    /// How many windows are connected.
+    pub fn count(&self) -> usize {
+        lock(&self.open).len()
+    }
+
+    fn add(self: &Arc<Self>, tx: mpsc::Sender<Down>) -> WindowSlot {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open).insert(key, tx);
+        WindowSlot {
+            windows: Arc::clone(self),
+            key,
+        }
+    }
+}
+
+/// A window's place in [`Windows`]; dropping it (the window disconnected) frees it.
+struct WindowSlot {
+    windows: Arc<Windows>,
+    key: u64,
+}
+
+impl Drop for WindowSlot {
+    fn drop(&mut self) {
+        lock(&self.windows.open).remove(&self.key);
+    }
+}
+
+/// What the tray process does when a peer asks for the window and none is connected.
+pub type OpenWindow = Arc<dyn Fn() + Send + Sync>;
+
+/// Serves the control socket until dropped.
+pub struct ControlHandle {
+    stop: CancellationToken,
+    path: PathBuf,
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        // The lock goes with the listener; the socket file would only mislead.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves `listener`: every peer's requests run against `shell`; [`Request::OpenWindow`] brings
+/// a connected window to the front or, with none, calls `open_window`. Must be called inside a
+/// tokio runtime.
+pub fn serve(
+    listener: Listener,
+    shell: Arc<Shell>,
+    windows: Arc<Windows>,
+    open_window: OpenWindow,
+) -> io::Result<ControlHandle> {
+    let Listener {
+        socket,
+        path,
+        _lock: lock,
+    } = listener;
+    // We created the socket file, so its owner is this process's user.
+    let me = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&path)?.uid()
+    };
+    let socket = tokio::net::UnixListener::from_std(socket)?;
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        // The lock lives as long as the accept loop.
+        let _lock = lock;
+        loop {
+            let stream = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = socket.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            if !same_user(&stream, me) {
+                tracing::warn!("control socket: refused a peer of another user");
+                continue;
+            }
+            let peer = Peer {
+                shell: Arc::clone(&shell),
+                windows: Arc::clone(&windows),
+                open_window: Arc::clone(&open_window),
+            };
+            tokio::spawn(peer.run(stream, cancel.child_token()));
+        }
+    });
+    Ok(ControlHandle { stop, path })
+}
+
+fn same_user(stream: &UnixStream, me: u32) -> bool {
+    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
+}
+
+struct Peer {
+    shell: Arc<Shell>,
+    windows: Arc<Windows>,
+    open_window: OpenWindow,
+}
+
+impl Peer {
+    async fn run(self, stream: UnixStream, stop: CancellationToken) {
+        let (read, write) = stream.into_split();
+        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+        let (tx, mut rx) = mpsc::channel::<Down>(QUEUE);
+        let writer_stop = stop.clone();
+        let writer = tokio::spawn(async move {
+            let mut sink = FramedWrite::new(write, LinesCodec::new_with_max_length(MAX_LINE));
+            loop {
+                let down = tokio::select! {
+                    _ = writer_stop.cancelled() => return,
+                    down = rx.recv() => match down { Some(down) => down, None => return },
+                };
+                let line = match serde_json::to_string(&down) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        tracing::error!(error = %e, "control socket: cannot encode a message");
+                        continue;
+                    }
+                };
+                if sink.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let this = Arc::new(self);
+        let mut window: Option<(WindowSlot, crate::shell::FigureWatch)> = None;
+        loop {
+            let line = tokio::select! {
+                _ = stop.cancelled() => break,
+                line = lines.next() => match line {
+                    Some(Ok(line)) => line,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "control socket: peer sent a bad line");
+                        break;
+                    }
+                    None => break,
+                },
+            };
+            let call: Call = match serde_json::from_str(&line) {
+                Ok(call) => call,
+                Err(e) => {
+                    tracing::debug!(error = %e, "control socket: not a request");
+                    break;
+                }
+            };
+            match call.request {
+                Request::Subscribe => {
+                    if window.is_none() {
+                        window = Some((this.windows.add(tx.clone()), this.shell.watch_figures()));
+                        tokio::spawn(forward_events(
+                            this.shell.subscribe(),
+                            tx.clone(),
+                            stop.clone(),
+                        ));
+                    }
+                    let _ = tx.send(reply(call.id, Ok(Value::Null))).await;
+                }
+                request => {
+                    let this = Arc::clone(&this);
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = this.answer(request).await;
+                        let _ = tx.send(reply(call.id, outcome)).await;
+                    });
+                }
+            }
+        }
+        drop(window);
+        // Requests still running finish on their own; the writer ends with the last sender.
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    async fn answer(&self, request: Request) -> Result<Value, IpcError> {
+        let shell = &self.shell;
+        match request {
+            Request::Clusters => json(shell.clusters()),
+            Request::Connect { id } => json(shell.connect(&id).await),
+            Request::Disconnect { id } => json(shell.disconnect(&id).await),
+            Request::DisconnectAll => {
+                shell.disconnect_all().await;
+                Ok(Value::Null)
+            }
+            Request::SetFavourite { id, favourite } => {
+                json(shell.set_favourite(&id, favourite).await)
+            }
+            Request::UseContext { id } => json(shell.use_context(&id).await),
+            Request::KubectlCommand { id } => json(shell.kubectl_command(&id)),
+            Request::RefreshDiscovery => json(shell.refresh_discovery().await),
+            Request::Settings => json(shell.settings()),
+            Request::SaveSettings { settings } => json(shell.save_settings(settings).await),
+            Request::Sources => json(Ok(shell.sources())),
+            Request::Activity => json(Ok(shell.activity())),
+            Request::OpenWindow => {
+                if !self.windows.focus() {
+                    (self.open_window)();
+                }
+                Ok(Value::Null)
+            }
+            Request::Subscribe => Ok(Value::Null),
+        }
+    }
+}
+
+fn json<T: Serialize>(result: Result<T, IpcError>) -> Result<Value, IpcError> {
+    result.and_then(|value| {
+        serde_json::to_value(value)
+            .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode: {e}")))
+    })
+}
+
+fn reply(id: u64, outcome: Result<Value, IpcError>) -> Down {
+    Down::Reply {
+        id,
+        outcome: match outcome {
+            Ok(value) => Outcome::Ok(value),
+            Err(e) => Outcome::Err(e),
+        },
+    }
+}
+
+async fn forward_events(
+    mut events: broadcast::Receiver<crate::events::UiEvent>,
+    tx: mpsc::Sender<Down>,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tx.closed() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(event) => {
+                let down = Down::Event {
+                    name: event.name().as_str().to_owned(),
+                    payload: event.payload(),
+                };
+                // A window that stopped reading loses events, not the tray process's memory.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(down) {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
+
+/// A connection to the tray process. Dropping it closes the connection.
+pub struct Client {
+    calls: mpsc::Sender<String>,
+    pending: Pending,
+    next: AtomicU64,
+    pushed: broadcast::Sender<Pushed>,
+    stop: CancellationToken,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Client {
+    /// Connects to the tray process listening on `path`. Must be called inside a tokio runtime.
+    pub async fn connect(path: &Path) -> io::Result<Self> {
+        let stream = UnixStream::connect(path).await?;
+        let (read, write) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let (pushed, _) = broadcast::channel(QUEUE);
+        let (calls, mut outgoing) = mpsc::channel::<String>(QUEUE);
+        let stop = CancellationToken::new();
+
+        let writer_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sink = FramedWrite::new(write, LinesCodec::new_with_max_length(MAX_LINE));
+            loop {
+                let line = tokio::select! {
+                    _ = writer_stop.cancelled() => return,
+                    line = outgoing.recv() => match line { Some(line) => line, None => return },
+                };
+                if sink.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let reader_stop = stop.clone();
+        let reader_pending = Arc::clone(&pending);
+        let reader_pushed = pushed.clone();
+        tokio::spawn(async move {
+            let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+            loop {
+                let line = tokio::select! {
+                    _ = reader_stop.cancelled() => break,
+                    line = lines.next() => match line {
+                        Some(Ok(line)) => line,
+                        _ => break,
+                    },
+                };
+                match serde_json::from_str::<Down>(&line) {
+                    Ok(Down::Reply { id, outcome }) => {
+                        if let Some(waiter) = lock(&reader_pending).remove(&id) {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                    Ok(Down::Event { name, payload }) => {
+                        let _ = reader_pushed.send(Pushed::Event { name, payload });
+                    }
+                    Ok(Down::Focus) => {
+                        let _ = reader_pushed.send(Pushed::Focus);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "control socket: unreadable message"),
+                }
+            }
+            // Callers still waiting hear that the tray process is gone.
+            lock(&reader_pending).clear();
+            let _ = reader_pushed.send(Pushed::Closed);
+        });
+
+        Ok(Self {
+            calls,
+            pending,
+            next: AtomicU64::new(1),
+            pushed,
+            stop,
+        })
+    }
+
+    /// Sends a request and waits for its answer: the JSON the command returns, or its error.
+    pub async fn call(&self, request: Request) -> Result<Value, IpcError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let line = serde_json::to_string(&Call { id, request })
+            .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        if self.calls.send(line).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(gone());
+        }
+        match rx.await {
+            Ok(Outcome::Ok(value)) => Ok(value),
+            Ok(Outcome::Err(e)) => Err(e),
+            Err(_) => Err(gone()),
+        }
+    }
+
+    /// Makes this connection a window's: from now on it hears every UI event and "come to the
+    /// front" on the returned receiver (and [`Pushed::Closed`] when the tray process goes).
+    pub async fn subscribe(&self) -> Result<broadcast::Receiver<Pushed>, IpcError> {
+        // Listen first, so that no event sent right after the reply is missed.
+        let receiver = self.pushed.subscribe();
+        self.call(Request::Subscribe).await?;
+        Ok(receiver)
+    }
+}
+
+fn gone() -> IpcError {
+    IpcError::new(
+        ErrorCode::Internal,
+        "the k8s-tunnels tray process is not running (it quit or crashed); start k8s-tunnels again",
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_the_ui_commands_on_the_wire() {
+        let call = Call {
+            id: 7,
+            request: Request::SetFavourite {
+                id: "file:a".into(),
+                favourite: true,
+            },
+        };
+        let line = serde_json::to_value(&call).expect("encode");
+        assert_eq!(
+            line,
+            serde_json::json!({"id": 7, "cmd": "set_favourite", "args": {"id": "file:a", "favourite": true}})
+        );
+        let back: Call = serde_json::from_value(serde_json::json!({"id": 1, "cmd": "clusters"}))
+            .expect("decode a command without arguments");
+        assert_eq!(back.request, Request::Clusters);
+    }
+
+    #[test]
+    fn replies_carry_the_value_or_the_error() {
+        let ok = serde_json::to_value(reply(3, Ok(serde_json::json!([1])))).expect("encode");
+        assert_eq!(ok, serde_json::json!({"reply": {"id": 3, "ok": [1]}}));
+        let err = reply(4, Err(IpcError::new(ErrorCode::NotFound, "no such cluster")));
+        let line = serde_json::to_string(&err).expect("encode");
+        match serde_json::from_str::<Down>(&line).expect("decode") {
+            Down::Reply {
+                id: 4,
+                outcome: Outcome::Err(e),
+            } => assert_eq!(e.code, ErrorCode::NotFound),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_instance_cannot_take_the_socket() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("desktop.sock");
+        let first = Listener::bind(&path).expect("first");
+        match Listener::bind(&path) {
+            Err(BindError::AlreadyRunning { .. }) => {}
+            other => panic!("second bind: {:?}", other.map(|l| l.path().to_path_buf())),
+        }
+        drop(first);
+        // The lock goes with the process (here: the listener); a new one takes over, replacing
+        // the socket file left behind.
+        assert!(path.exists());
+        Listener::bind(&path).expect("after the first is gone");
+    }
+}
