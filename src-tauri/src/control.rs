@@ -235,7 +235,10 @@ impl Windows {
     /// Asks every connected window to come to the front; false when none is connected.
     pub fn focus(&self) -> bool {
         let open = lock(&self.open);
-        open.values().filter(|tx| tx.try_send(Down::Focus).is_ok()).count() > 0
+        open.values()
+            .filter(|tx| tx.try_send(Down::Focus).is_ok())
+            .count()
+            > 0
     }
 
     /// How many windows are connected.
@@ -494,7 +497,9 @@ async fn forward_events(
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
+/// Callers waiting for replies; `None` once the connection is gone, so that no later call waits
+/// for a reply that cannot come.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Outcome>>>>>;
 
 /// A connection to the tray process. Dropping it closes the connection.
 pub struct Client {
@@ -516,7 +521,7 @@ impl Client {
     pub async fn connect(path: &Path) -> io::Result<Self> {
         let stream = UnixStream::connect(path).await?;
         let (read, write) = stream.into_split();
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (pushed, _) = broadcast::channel(QUEUE);
         let (calls, mut outgoing) = mpsc::channel::<String>(QUEUE);
         let stop = CancellationToken::new();
@@ -550,7 +555,8 @@ impl Client {
                 };
                 match serde_json::from_str::<Down>(&line) {
                     Ok(Down::Reply { id, outcome }) => {
-                        if let Some(waiter) = lock(&reader_pending).remove(&id) {
+                        let waiter = lock(&reader_pending).as_mut().and_then(|p| p.remove(&id));
+                        if let Some(waiter) = waiter {
                             let _ = waiter.send(outcome);
                         }
                     }
@@ -563,8 +569,8 @@ impl Client {
                     Err(e) => tracing::warn!(error = %e, "control socket: unreadable message"),
                 }
             }
-            // Callers still waiting hear that the tray process is gone.
-            lock(&reader_pending).clear();
+            // Callers still waiting, and any later, hear that the tray process is gone.
+            lock(&reader_pending).take();
             let _ = reader_pushed.send(Pushed::Closed);
         });
 
@@ -583,9 +589,14 @@ impl Client {
         let line = serde_json::to_string(&Call { id, request })
             .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode: {e}")))?;
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        match lock(&self.pending).as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(gone()),
+        };
         if self.calls.send(line).await.is_err() {
-            lock(&self.pending).remove(&id);
+            if let Some(pending) = lock(&self.pending).as_mut() {
+                pending.remove(&id);
+            }
             return Err(gone());
         }
         match rx.await {
@@ -643,7 +654,10 @@ mod tests {
     fn replies_carry_the_value_or_the_error() {
         let ok = serde_json::to_value(reply(3, Ok(serde_json::json!([1])))).expect("encode");
         assert_eq!(ok, serde_json::json!({"reply": {"id": 3, "ok": [1]}}));
-        let err = reply(4, Err(IpcError::new(ErrorCode::NotFound, "no such cluster")));
+        let err = reply(
+            4,
+            Err(IpcError::new(ErrorCode::NotFound, "no such cluster")),
+        );
         let line = serde_json::to_string(&err).expect("encode");
         match serde_json::from_str::<Down>(&line).expect("decode") {
             Down::Reply {

@@ -100,4 +100,3 @@ pub fn options_from_env() -> AppOptions {
         kubeconfig: None,
     }
 }
-

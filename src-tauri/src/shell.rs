@@ -18,10 +18,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::ipc::{ErrorCode, IpcError};
 use crate::events::{
     Activity, DiscoveryPhase, FigureThrottle, Level, SourceOutcome, UiEvent, from_engine,
 };
+use crate::ipc::{ErrorCode, IpcError};
 use crate::menu::{MenuCluster, MenuState};
 
 /// How long closing one tunnel may take.

@@ -1,13 +1,18 @@
 //! The command adapters through Tauri's mock runtime, against a real lab: what the web UI
-//! sends (`invoke(name, args)`) and what it gets back, errors as `{code, message}`.
+//! sends (`invoke(name, args)`), relayed over a real control socket to the shell that owns the
+//! engine (as the window process relays to the tray process), and what it gets back, errors as
+//! `{code, message}`. Also what a connected window hears: every UI event, and "come to the
+//! front" when the app is launched again.
 
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use k8s_tunnels::state::StateStore;
-use k8s_tunnels_desktop::commands;
-use k8s_tunnels_desktop::shell::Shell;
+use k8s_tunnels_desktop::control::{self, Client, ControlHandle, Listener, Pushed, Request};
+use k8s_tunnels_desktop::{commands, ipc};
 use serde_json::{Value, json};
 use support::{World, wait_for};
 use tauri::test::{
@@ -32,9 +37,35 @@ fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result
     .map(|body| body.deserialize::<Value>().expect("json response"))
 }
 
-fn mock_window(shell: Arc<Shell>) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+/// Serves the world's shell on a control socket under `dir`, as the tray process does; `opened`
+/// counts the times it was asked to start a window.
+fn serve(
+    world: &World,
+    dir: &std::path::Path,
+    opened: Arc<AtomicUsize>,
+) -> (ControlHandle, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("run dir");
+    let socket = dir.join("desktop.sock");
+    let listener = Listener::bind(&socket).expect("bind the control socket");
+    let handle = world
+        .rt
+        .block_on(async {
+            control::serve(
+                listener,
+                world.shell.clone(),
+                Arc::default(),
+                Arc::new(move || {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+        })
+        .expect("serve");
+    (handle, socket)
+}
+
+fn mock_window(tray: Client) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
     let app = commands::register(mock_builder())
-        .manage(shell)
+        .manage(tray)
         .build(mock_context(noop_assets()))
         .expect("mock app");
     let window = WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -56,7 +87,12 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
     let tmp = tempfile::tempdir().expect("tmp");
     let world = World::start(tmp.path());
     tauri::async_runtime::set(world.rt.handle().clone());
-    let (_app, window) = mock_window(world.shell.clone());
+    let (_control, socket) = serve(&world, &tmp.path().join("run"), Arc::default());
+    let tray = world
+        .rt
+        .block_on(Client::connect(&socket))
+        .expect("connect to the control socket");
+    let (_app, window) = mock_window(tray);
     let alpha = world.id("alpha");
 
     // The catalog: every lab cluster, nothing open.
@@ -192,7 +228,7 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
     assert!(invoke(&window, "connect", json!({})).is_err());
 
     // Every command of the contract is registered.
-    for name in commands::CommandName::ALL {
+    for name in ipc::CommandName::ALL {
         let res = invoke(&window, name.as_str(), json!({ "id": "file:nope" }));
         if let Err(err) = res {
             assert!(
@@ -208,4 +244,106 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
         Ok(Value::Null)
     );
     world.rt.block_on(world.shell.shutdown());
+}
+
+#[test]
+fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let world = World::start(tmp.path());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let (_control, socket) = serve(&world, &tmp.path().join("run"), opened.clone());
+    let alpha = world.id("alpha");
+    world.rt.block_on(async {
+        // With no window connected, "open window" (a second launch) starts one.
+        let launcher = Client::connect(&socket).await.expect("connect");
+        launcher
+            .call(Request::OpenWindow)
+            .await
+            .expect("open window");
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+
+        // A window subscribes; a tunnel it did not ask for comes up and it hears about it.
+        let window = Client::connect(&socket).await.expect("connect");
+        let mut pushed = window.subscribe().await.expect("subscribe");
+        launcher
+            .call(Request::Connect { id: alpha.clone() })
+            .await
+            .expect("connect alpha");
+        let up = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match pushed.recv().await.expect("pushed") {
+                    Pushed::Event { name, payload }
+                        if name == "tunnel" && payload["state"] == "up" =>
+                    {
+                        return payload;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a tunnel event with state up");
+        assert_eq!(up["cluster"], alpha.as_str());
+
+        // Now "open window" brings that window to the front instead of starting another.
+        launcher
+            .call(Request::OpenWindow)
+            .await
+            .expect("open window");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pushed.recv().await.expect("pushed") != Pushed::Focus {}
+        })
+        .await
+        .expect("focus");
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            1,
+            "a second window was started"
+        );
+
+        // The window going away makes the next "open window" start one again.
+        drop(pushed);
+        drop(window);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            launcher
+                .call(Request::OpenWindow)
+                .await
+                .expect("open window");
+            if opened.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the closed window still counts"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        world.shell.shutdown().await;
+    });
+}
+
+#[test]
+fn a_window_hears_when_the_tray_process_goes_and_calls_fail_clearly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let world = World::start(tmp.path());
+    let (control, socket) = serve(&world, &tmp.path().join("run"), Arc::default());
+    world.rt.block_on(async {
+        let window = Client::connect(&socket).await.expect("connect");
+        let mut pushed = window.subscribe().await.expect("subscribe");
+        drop(control);
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Pushed::Closed = pushed.recv().await.expect("pushed") {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "no Closed after the tray process went");
+        let err = window.call(Request::Clusters).await.unwrap_err();
+        assert_eq!(err.code, ipc::ErrorCode::Internal);
+        assert!(err.message.contains("not running"), "{err}");
+        world.shell.shutdown().await;
+    });
 }

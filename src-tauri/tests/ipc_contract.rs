@@ -1,8 +1,8 @@
 //! The Rust side of the IPC matches `ui/src/ipc.ts` exactly: command and event names, and the
 //! window's capability grants every command (and only commands that exist).
 
-use k8s_tunnels_desktop::commands::CommandName;
 use k8s_tunnels_desktop::events::EventName;
+use k8s_tunnels_desktop::ipc::CommandName;
 
 const IPC_TS: &str = include_str!("../../ui/src/ipc.ts");
 const CAPABILITY: &str = include_str!("../capabilities/main-window.json");

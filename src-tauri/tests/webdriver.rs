@@ -1,9 +1,11 @@
-//! The real app end to end, as a user drives it: the built `k8s-tunnels-desktop` under Xvfb on a
-//! private D-Bus session, its window driven over W3C WebDriver by `tauri-driver` (in front of
-//! WebKitGTK's `WebKitWebDriver`). With nothing configured it runs on the demo lab: the window
-//! lists the clusters grouped by cloud; a click on a cluster's switch brings its tunnel up and
-//! the real `kubectl` reaches the cluster through it; switching it off closes it. Closing the
-//! window keeps the app and its tunnels alive in the tray, whose "Open window" brings it back.
+//! The real app end to end, as a user drives it, under Xvfb on a private D-Bus session: the
+//! window process `k8s-tunnels-window`, driven over W3C WebDriver by `tauri-driver` (in front of
+//! WebKitGTK's `WebKitWebDriver`), starts the tray process `k8s-tunnels-desktop` that owns the
+//! tunnels. With nothing configured that runs on the demo lab: the window lists the clusters
+//! grouped by cloud; a click on a cluster's switch brings its tunnel up and the real `kubectl`
+//! reaches the cluster through it; switching it off closes it. Closing the window ends the
+//! window process and its WebKit processes (their memory goes back) while the tray process keeps
+//! the tunnels; the tray's "Open window" starts a window again, and Quit ends both.
 //!
 //! The test also takes the README's screenshot of the window (two favourites starred, three
 //! tunnels up): into `docs/screenshot-window.png` when `DESKTOP_SCREENSHOT=1`, else a temp file.
@@ -32,7 +34,28 @@ const START: Duration = Duration::from_secs(120);
 const CHANGE: Duration = Duration::from_secs(45);
 /// The window's size for the screenshot.
 const WINDOW: (u32, u32) = (1180, 860);
-const BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-desktop");
+const WINDOW_BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-window");
+/// The window process starts this one from the same folder.
+const _TRAY_BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-desktop");
+
+/// Kills a process the test did not spawn itself (the tray process, started by the window in a
+/// session of its own) if the test ends before it does.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
 
 /// One row of the window, read from the DOM.
 #[derive(Clone, Debug, Deserialize)]
@@ -226,7 +249,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "tauri:options".into(),
-        serde_json::json!({ "application": BINARY }),
+        serde_json::json!({ "application": WINDOW_BINARY }),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -236,12 +259,20 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
             let log = std::fs::read_to_string(tmp.path().join("tauri-driver.log"));
             panic!("no WebDriver session with the app: {e}\n{log:?}")
         });
-    let app_pid = wait_until("the app's process", START, || async {
-        descendants(driver.pid())
+    let named = |root: u32, name: &'static str| {
+        descendants(root)
             .into_iter()
-            .find(|&p| exe_name(p).as_deref() == Some("k8s-tunnels-desktop"))
+            .find(move |&p| exe_name(p).as_deref() == Some(name))
+    };
+    let window_pid = wait_until("the window's process", START, || async {
+        named(driver.pid(), "k8s-tunnels-window")
     })
     .await;
+    let tray_pid = wait_until("the tray process the window started", START, || async {
+        named(window_pid, "k8s-tunnels-desktop")
+    })
+    .await;
+    let _tray_guard = KillOnDrop(tray_pid);
     client
         .set_window_size(WINDOW.0, WINDOW.1)
         .await
@@ -273,7 +304,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         "{listed:#?}"
     );
     assert_eq!(
-        in_group("On premises"),
+        in_group("On-premises"),
         ["factory-dc1", "lab-dev"],
         "{listed:#?}"
     );
@@ -343,8 +374,8 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     })
     .await;
 
-    // Closing the window (as a window manager's close button does) leaves the app in the
-    // tray with its tunnels up.
+    // Closing the window (as a window manager's close button does) ends the window process and
+    // its WebKit processes; the tray process keeps the tunnels up.
     let tray = Tray::wait(&conn, &watcher, START).await;
     let windows = wait_until("the window on screen", CHANGE, || async {
         let w = viewable_windows(&desktop.display, "k8s-tunnels");
@@ -355,11 +386,22 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     // Input WebDriver synthesised must not be left pressed: GTK ignores a close request while
     // a widget holds a grab.
     client.release_actions().await.expect("release actions");
+    let webkit: Vec<u32> = descendants(window_pid)
+        .into_iter()
+        .filter(|&p| exe_name(p).is_some_and(|n| n.starts_with("WebKit")))
+        .collect();
+    assert!(!webkit.is_empty(), "the window runs no WebKit process?");
     let requests = close_app_window(&desktop.display, "k8s-tunnels", CHANGE).await;
     eprintln!("the window closed after {requests} close request(s)");
+    wait_until(
+        "the window process and its WebKit processes to end",
+        CHANGE,
+        || async { (!alive(window_pid) && webkit.iter().all(|&p| !alive(p))).then_some(()) },
+    )
+    .await;
     assert!(
-        Path::new(&format!("/proc/{app_pid}")).exists(),
-        "the app exited when its window closed"
+        alive(tray_pid),
+        "the tray process exited when the window closed"
     );
     let sandbox = rows_context(&listed, "sandbox");
     let namespaces = kubectl(&kubeconfig, &sandbox)
@@ -370,20 +412,21 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     assert!(top.contains(&"[x] sandbox".to_string()), "{top:?}");
     assert!(top.contains(&"2 tunnels up".to_string()), "{top:?}");
 
-    // "Open window" in the tray brings it back.
+    // "Open window" in the tray starts a window process again, showing the open tunnels.
     tray.click_label("Open window").await;
-    wait_until("the window back on screen", CHANGE, || async {
+    let reopened = wait_until("a new window process", START, || async {
+        named(tray_pid, "k8s-tunnels-window")
+    })
+    .await;
+    wait_until("the window back on screen", START, || async {
         (viewable_windows(&desktop.display, "k8s-tunnels").len() == 1).then_some(())
     })
     .await;
 
-    // Quit ends the app; then the session.
+    // Quit ends the tray process, and the window with it; then the session.
     tray.quit().await;
     wait_until("the app to exit", CHANGE, || async {
-        (!Path::new(&format!("/proc/{app_pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{app_pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(())
+        (!alive(tray_pid) && !alive(reopened)).then_some(())
     })
     .await;
     let _ = client.close().await;

@@ -68,7 +68,7 @@ test("lists the catalog grouped by cloud, then environment, under the strict CSP
   try {
     assert.equal(await page.locator("li.row").count(), 9);
     const clouds = await page.locator(".group-2 > .group-heading .group-title").allTextContents();
-    assert.deepEqual(clouds, ["AWS", "Google Cloud", "On premises"]);
+    assert.deepEqual(clouds, ["AWS", "Google Cloud", "On-premises"]);
     const awsEnvs = await page
       .locator('section[aria-labelledby="group-aws-heading"] .group-3 .group-title')
       .allTextContents();

@@ -58,7 +58,7 @@ export const CLOUD_LABELS: Record<Cloud, string> = {
   aws: "AWS",
   gcp: "Google Cloud",
   azure: "Azure",
-  onprem: "On premises",
+  onprem: "On-premises",
   other: "Other",
 };
 
