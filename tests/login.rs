@@ -276,6 +276,69 @@ async fn when_the_org_token_expired_too_login_required_is_announced_once() {
     assert_eq!(browser.counts.opened(), 2);
 }
 
+/// A user who closes the sign-in tab the first time: that opening is abandoned, later ones
+/// sign in.
+struct AbandonsFirstTab {
+    browser: Arc<HttpBrowser>,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+impl k8s_tunnels::access::transfer::BrowserOpener for AbandonsFirstTab {
+    fn open(&self, url: &url::Url) -> Result<bool, k8s_tunnels::access::transfer::OpenError> {
+        use std::sync::atomic::Ordering;
+        if self.opened.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(true);
+        }
+        self.browser.open(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_browser_login_opens_no_tab_per_connection_until_the_user_asks() {
+    use std::sync::atomic::Ordering;
+    let world = World::start(Lifetimes::default()).await;
+    let browser = signing_in_browser(&world);
+    let opener = Arc::new(AbandonsFirstTab {
+        browser: browser.clone(),
+        opened: Default::default(),
+    });
+    let mut timings = test_timings();
+    // The login gives up after two seconds without the browser's answer.
+    timings.poll = k8s_tunnels::access::transfer::PollSettings {
+        request_timeout: Duration::from_secs(1),
+        total: Duration::from_secs(2),
+    };
+    let access = world.client(opener.clone(), timings);
+    let handle = tunnel(&world, &access, lazy_probes()).await;
+
+    // The first connection opens a tab, which the user closes: the connection fails.
+    assert!(connect_and_echo(handle.local_addr(), b"x").await.is_err());
+    assert_eq!(opener.opened.load(Ordering::SeqCst), 1);
+    // kubectl retrying, or five more commands right after: no tab for any of them.
+    for _ in 0..5 {
+        assert!(connect_and_echo(handle.local_addr(), b"x").await.is_err());
+    }
+    assert_eq!(
+        opener.opened.load(Ordering::SeqCst),
+        1,
+        "a tab per connection"
+    );
+
+    // The user asks to sign in: one tab, signed in, and connections work again.
+    access.login(&world.cluster()).await.unwrap();
+    assert_eq!(opener.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        browser.counts.signed_in(),
+        1,
+        "{:?}",
+        browser.counts.errors()
+    );
+    connect_and_echo(handle.local_addr(), b"after the login")
+        .await
+        .unwrap();
+    assert_eq!(opener.opened.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cloudflared_token_file_is_picked_up() {
     let world = World::start(Lifetimes::default()).await;

@@ -5,7 +5,7 @@
 //! token we stored (keychain); one from cloudflared's files; the org-token exchange (silent
 //! SSO); the browser login — the last only for callers that may interrupt the user.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -31,9 +31,19 @@ pub enum Interaction {
     /// Health probes and background refresh: stored tokens and the org exchange only; never a
     /// browser.
     Silent,
-    /// A user-initiated connect or a new connection: may start the browser login.
+    /// A new connection: may start the browser login, but not again within
+    /// [`BROWSER_RETRY`] of one that failed or was abandoned (each would open another tab).
     Interactive,
+    /// The user asked to sign in (`k8s-tunnels login`, a connect): may always start the
+    /// browser login.
+    Explicit,
 }
+
+/// After a browser login fails or is abandoned, new connections wait this long before opening
+/// another tab; an explicit login does not wait.
+pub const BROWSER_RETRY: Duration = Duration::from_secs(60);
+/// The edge's refusals remembered, newest kept: enough for every token one session sees.
+const REJECTED_KEPT: usize = 64;
 
 /// Something about a login the user should hear of. Never carries a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -185,7 +195,9 @@ struct Inner {
     browser: SingleFlight<String, LoginResult>,
     /// Tokens the edge refused: never offered again in this process (a cloudflared file may
     /// still hold one).
-    rejected: Mutex<Vec<Secret>>,
+    rejected: Mutex<VecDeque<Secret>>,
+    /// When the last browser login of an application failed (for [`BROWSER_RETRY`]).
+    browser_failed: Mutex<HashMap<String, std::time::Instant>>,
     /// Applications whose "login required" was announced and not yet resolved.
     required_announced: Mutex<HashSet<String>>,
     /// (application, expiry) pairs whose "expiring" was announced.
@@ -227,6 +239,7 @@ impl AccessClient {
                 silent: SingleFlight::default(),
                 browser: SingleFlight::default(),
                 rejected: Mutex::default(),
+                browser_failed: Mutex::default(),
                 required_announced: Mutex::default(),
                 expiring_announced: Mutex::default(),
                 counters: LoginCounters::default(),
@@ -326,7 +339,7 @@ impl AccessClient {
             return false;
         }
         let host = access_http::app_host(cluster);
-        lock(&self.inner.rejected).push(token.clone());
+        self.remember_rejected(token);
         let key = TokenKey::App(host.clone());
         if self.inner.store.get(&key).await.as_ref() == Some(token) {
             self.inner.store.remove(&key).await;
@@ -338,7 +351,7 @@ impl AccessClient {
     /// `k8s-tunnels login`: makes sure the user is signed in to the cluster's application
     /// (browser if needed) and returns the status.
     pub async fn login(&self, cluster: &Cluster) -> Result<LoginStatus, AccessError> {
-        self.credential(cluster, Interaction::Interactive).await?;
+        self.credential(cluster, Interaction::Explicit).await?;
         Ok(self.status(cluster).await.unwrap_or_else(|| LoginStatus {
             application: access_http::app_host(cluster),
             aud: Vec::new(),
@@ -419,8 +432,9 @@ impl AccessClient {
                 return Ok(token);
             }
             // Close to expiry: renew through the org token, and keep using this one if that
-            // does not work out (it is still valid).
-            return match self.silent_login(cluster, &host).await {
+            // does not work out (it is still valid, so that is not "login required": the
+            // expiry warning covers it).
+            return match self.silent_login(cluster, &host, false).await {
                 Ok(fresh) => Ok(fresh),
                 Err(_) => {
                     self.check_expiring(&host, &claims).await;
@@ -428,9 +442,9 @@ impl AccessClient {
                 }
             };
         }
-        match self.silent_login(cluster, &host).await {
+        match self.silent_login(cluster, &host, true).await {
             Ok(token) => Ok(token),
-            Err(e) if e.is_login_required() && interaction == Interaction::Interactive => {
+            Err(e) if e.is_login_required() && self.may_open_browser(&host, interaction) => {
                 self.browser_login(cluster, &host).await
             }
             Err(e) => Err(e),
@@ -456,12 +470,31 @@ impl AccessClient {
             .then_some((token, claims))
     }
 
+    fn remember_rejected(&self, token: &Secret) {
+        let mut rejected = lock(&self.inner.rejected);
+        if rejected.len() == REJECTED_KEPT {
+            rejected.pop_front();
+        }
+        rejected.push_back(token.clone());
+    }
+
     fn is_rejected(&self, token: &Secret) -> bool {
         lock(&self.inner.rejected).iter().any(|r| r == token)
     }
 
+    fn may_open_browser(&self, host: &str, interaction: Interaction) -> bool {
+        match interaction {
+            Interaction::Silent => false,
+            Interaction::Explicit => true,
+            Interaction::Interactive => lock(&self.inner.browser_failed)
+                .get(host)
+                .is_none_or(|at| at.elapsed() >= BROWSER_RETRY),
+        }
+    }
+
     /// One silent attempt per application at a time: cloudflared's file, then the org exchange.
-    async fn silent_login(&self, cluster: &Cluster, host: &str) -> LoginResult {
+    /// `announce`: a failure is news ("login required") rather than a renewal that can wait.
+    async fn silent_login(&self, cluster: &Cluster, host: &str, announce: bool) -> LoginResult {
         let this = self.clone();
         let cluster = cluster.clone();
         let key = host.to_string();
@@ -478,6 +511,7 @@ impl AccessClient {
                 }))
             });
         if let Err(e) = &result
+            && announce
             && e.is_login_required()
             && lock(&self.inner.required_announced).insert(host.to_string())
         {
@@ -544,7 +578,7 @@ impl AccessClient {
                 Ok(token)
             }
             Err(e) if e.org_token_rejected() => {
-                lock(&self.inner.rejected).push(org.clone());
+                self.remember_rejected(&org);
                 self.inner.store.remove(&org_key).await;
                 Err(LoginError::Required { application: host })
             }
@@ -556,13 +590,20 @@ impl AccessClient {
         let this = self.clone();
         let cluster = cluster.clone();
         let key = host.to_string();
-        self.inner
+        let result = self
+            .inner
             .browser
             .run(key.clone(), move || async move {
                 this.browser_job(&cluster).await.map_err(Arc::new)
             })
             .await
-            .unwrap_or_else(|| Err(Arc::new(LoginError::Required { application: key })))
+            .unwrap_or_else(|| Err(Arc::new(LoginError::Required { application: key })));
+        let mut failed = lock(&self.inner.browser_failed);
+        match &result {
+            Ok(_) => failed.remove(host),
+            Err(_) => failed.insert(host.to_string(), std::time::Instant::now()),
+        };
+        result
     }
 
     async fn browser_job(&self, cluster: &Cluster) -> Result<Secret, LoginError> {

@@ -86,7 +86,7 @@ pub async fn hold_open(ctx: &Context, chosen: &[&Cluster], use_first: bool) -> R
         if let Some(access) = engine.access().filter(|a| a.manages(cluster)).cloned() {
             let cluster = (*cluster).clone();
             tokio::spawn(async move {
-                if let Err(e) = access.credential(&cluster, Interaction::Interactive).await {
+                if let Err(e) = access.credential(&cluster, Interaction::Explicit).await {
                     tracing::warn!(cluster = %cluster.name, error = %k8s_tunnels::error_chain(&e), "Access login failed");
                 }
             });
