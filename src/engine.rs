@@ -87,6 +87,16 @@ pub enum Event {
         /// The Access application's hostname.
         application: String,
     },
+    /// A browser login started: the user signs in at `url` (opened in a browser when
+    /// `browser_opened`).
+    SignInStarted {
+        /// The Access application's hostname.
+        application: String,
+        /// Where to sign in (carries only a one-time public key).
+        url: String,
+        /// Whether a browser was opened at it.
+        browser_opened: bool,
+    },
 }
 
 impl From<crate::access::AccessEvent> for Event {
@@ -101,6 +111,15 @@ impl From<crate::access::AccessEvent> for Event {
                 seconds_left,
             },
             AccessEvent::LoginRequired { application } => Event::LoginRequired { application },
+            AccessEvent::SignInStarted {
+                application,
+                url,
+                browser_opened,
+            } => Event::SignInStarted {
+                application,
+                url,
+                browser_opened,
+            },
         }
     }
 }

@@ -98,11 +98,32 @@ async fn browser_login_with_an_http_client_as_the_browser() {
     let world = World::start(Lifetimes::default()).await;
     let browser = signing_in_browser(&world);
     let access = world.client(browser.clone(), test_timings());
+    let mut events = access.subscribe();
     let handle = tunnel(&world, &access, lazy_probes()).await;
     connect_and_echo(handle.local_addr(), b"hello through a fresh login")
         .await
         .unwrap_or_else(|e| panic!("{e}; browser errors: {:?}", browser.counts.errors()));
     assert_eq!(browser.counts.opened(), 1);
+    // Front ends hear where to sign in (a terminal prints it, the window shows it).
+    let mut sign_ins = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let AccessEvent::SignInStarted {
+            application,
+            url,
+            browser_opened,
+        } = event
+        {
+            sign_ins.push((application, url, browser_opened));
+        }
+    }
+    assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    assert_eq!(sign_ins[0].0, APP);
+    assert!(
+        sign_ins[0]
+            .1
+            .starts_with(&format!("https://{APP}/cdn-cgi/access/cli?")),
+        "{sign_ins:?}"
+    );
     assert_eq!(
         browser.counts.signed_in(),
         1,
@@ -261,6 +282,7 @@ async fn when_the_org_token_expired_too_login_required_is_announced_once() {
                 assert_eq!(application, APP);
                 expiring += 1;
             }
+            AccessEvent::SignInStarted { .. } => panic!("a probe started a browser login"),
         }
     }
     assert_eq!(required, 1, "one login required");

@@ -119,6 +119,16 @@ pub enum LoginNotice {
         /// The Access application (hostname).
         application: String,
     },
+    /// A browser login runs: sign in at `url` (a browser was opened there when
+    /// `browser_opened`; the window shows the URL in case none was).
+    SignIn {
+        /// The Access application (hostname).
+        application: String,
+        /// Where to sign in (carries only a one-time public key).
+        url: String,
+        /// Whether a browser was opened at it.
+        browser_opened: bool,
+    },
 }
 
 /// How serious an activity line is.
@@ -282,6 +292,28 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
                 Level::Warning,
                 None,
                 format!("{application} needs a new Access login"),
+            )),
+        ],
+        Event::SignInStarted {
+            application,
+            url,
+            browser_opened,
+        } => vec![
+            UiEvent::Login(LoginNotice::SignIn {
+                application: application.clone(),
+                url: url.clone(),
+                browser_opened: *browser_opened,
+            }),
+            UiEvent::Activity(Activity::now(
+                Level::Info,
+                None,
+                if *browser_opened {
+                    format!("signing in to {application} in the browser")
+                } else {
+                    format!(
+                        "sign in to {application}: no browser could be opened; the link is in the banner"
+                    )
+                },
             )),
         ],
     }

@@ -217,6 +217,7 @@ impl Coalescer {
         }
         let mut required: Vec<String> = login_required;
         let mut expiring: Vec<(String, u64)> = Vec::new();
+        let mut unopened: Vec<(String, String)> = Vec::new();
         for notice in &burst.logins {
             match notice {
                 LoginNotice::Required { application } => required.push(application.clone()),
@@ -224,7 +225,22 @@ impl Coalescer {
                     application,
                     seconds_left,
                 } => expiring.push((application.clone(), *seconds_left)),
+                // A browser tab that opened is its own notice; one that could not open must
+                // reach the user some way even with the window closed.
+                LoginNotice::SignIn {
+                    application,
+                    url,
+                    browser_opened: false,
+                } => unopened.push((application.clone(), url.clone())),
+                LoginNotice::SignIn { .. } => {}
             }
+        }
+        for (application, url) in unopened {
+            out.push(Notice {
+                summary: "Sign in to Access".into(),
+                body: format!("No browser could be opened. To reach {application}, open {url}"),
+                critical: true,
+            });
         }
         if !required.is_empty() {
             out.push(Notice {
@@ -528,6 +544,28 @@ mod tests {
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].summary, "Login expiring");
         assert!(n[0].body.contains("5m"), "{}", n[0].body);
+
+        // A sign-in in a browser tab is not news; one that could not open a browser carries
+        // the link.
+        for browser_opened in [true, false] {
+            c.push(
+                ms(t0, 3000),
+                Input::Login(LoginNotice::SignIn {
+                    application: "b.example".into(),
+                    url: "https://b.example/cdn-cgi/access/cli?token=pub".into(),
+                    browser_opened,
+                }),
+            );
+        }
+        let n = c.flush(ms(t0, 6000));
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].summary, "Sign in to Access");
+        assert!(
+            n[0].body
+                .contains("https://b.example/cdn-cgi/access/cli?token=pub"),
+            "{}",
+            n[0].body
+        );
 
         c.push(t0, Input::DiscoveryFinished { errors: vec![] });
         assert_eq!(c.deadline(), None, "a clean discovery is not news");

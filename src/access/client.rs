@@ -49,6 +49,16 @@ const REJECTED_KEPT: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AccessEvent {
+    /// A browser login of `application` started: the user signs in at `url` (a browser was
+    /// opened there when `browser_opened`). The URL carries only our one-time public key.
+    SignInStarted {
+        /// The application's hostname.
+        application: String,
+        /// Where to sign in.
+        url: String,
+        /// Whether a browser was opened at it.
+        browser_opened: bool,
+    },
     /// The login of `application` runs out in `seconds_left` and cannot be renewed silently
     /// beyond that.
     LoginExpiring {
@@ -619,22 +629,20 @@ impl AccessClient {
             .counters
             .browser
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let opened = self.inner.opener.open(&transfer.url);
-        match &opened {
-            Ok(true) => eprintln!(
-                "A browser window should have opened to log in to {host}. If it did not, open this URL:\n{}",
-                transfer.url
-            ),
-            Ok(false) => eprintln!(
-                "To log in to {host}, open this URL in a browser:\n{}",
-                transfer.url
-            ),
-            Err(e) => eprintln!(
-                "Cannot open a browser ({}). To log in to {host}, open this URL:\n{}",
-                crate::error_chain(e),
-                transfer.url
-            ),
-        }
+        let browser_opened = match self.inner.opener.open(&transfer.url) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(application = %host, error = %crate::error_chain(&e), "cannot open a browser for the Access login");
+                false
+            }
+        };
+        // Front ends show the URL (a terminal prints it, the desktop shows it in its window),
+        // so that the user can sign in even when no browser could be opened.
+        let _ = self.inner.events.send(AccessEvent::SignInStarted {
+            application: host.clone(),
+            url: transfer.url.to_string(),
+            browser_opened,
+        });
         tracing::info!(application = %host, url = %transfer.url, "waiting for the Access login in the browser");
         let tokens = transfer
             .wait(

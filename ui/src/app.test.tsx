@@ -130,3 +130,15 @@ test("a login-required event shows a banner", async () => {
   await settle();
   expect(root.querySelector(".banner-error")?.textContent).toContain("Login required for eu.example.com");
 });
+
+test("a sign-in that could not open a browser shows its link", async () => {
+  await mount();
+  const url = "https://eu.example.com/cdn-cgi/access/cli?token=pubkey";
+  await act(() =>
+    emit("login", { kind: "sign_in", application: "eu.example.com", url, browser_opened: false }),
+  );
+  await settle();
+  const banner = root.querySelector(".banner");
+  expect(banner?.textContent).toContain("No browser could be opened");
+  expect(root.querySelector(".sign-in-url")?.textContent).toBe(url);
+});

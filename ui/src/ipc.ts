@@ -140,7 +140,9 @@ export interface Events {
   /** Login state of an Access application (from issue 4's login events). */
   login:
     | { kind: "expiring"; application: string; seconds_left: number }
-    | { kind: "required"; application: string };
+    | { kind: "required"; application: string }
+    /** A browser login runs: sign in at `url` (opened in a browser when `browser_opened`). */
+    | { kind: "sign_in"; application: string; url: string; browser_opened: boolean };
 }
 
 export type EventName = keyof Events;

@@ -77,11 +77,14 @@ export function LoginBanners(props: { logins: Record<string, LoginNotice> }) {
     <div class="logins">
       {shown.map((l) => (
         <p class={l.kind === "required" ? "banner banner-error" : "banner"} role="alert">
-          <span>
-            {l.kind === "required"
-              ? `Login required for ${l.application}: its tunnels stay down until you log in again.`
-              : `Login for ${l.application} expires in ${Math.max(1, Math.round(l.seconds_left / 60))} min.`}
-          </span>
+          <span>{loginText(l)}</span>
+          {l.kind === "sign_in" && (
+            // Selectable text, not a link: the webview does not navigate away, and the user
+            // picks the browser (and profile) the sign-in belongs in.
+            <code class="sign-in-url" aria-label={`Sign-in link for ${l.application}`}>
+              {l.url}
+            </code>
+          )}
           <button
             type="button"
             class="link"
@@ -94,6 +97,19 @@ export function LoginBanners(props: { logins: Record<string, LoginNotice> }) {
       ))}
     </div>
   );
+}
+
+function loginText(l: LoginNotice): string {
+  switch (l.kind) {
+    case "required":
+      return `Login required for ${l.application}: its tunnels stay down until you log in again.`;
+    case "expiring":
+      return `Login for ${l.application} expires in ${Math.max(1, Math.round(l.seconds_left / 60))} min.`;
+    case "sign_in":
+      return l.browser_opened
+        ? `Signing in to ${l.application} in your browser. If no tab opened, open this link:`
+        : `No browser could be opened. To sign in to ${l.application}, open this link in a browser:`;
+  }
 }
 
 export function ActivityView(props: { activity: Activity[] }) {

@@ -1,7 +1,7 @@
 //! `login`, `logout` and `auth status`: the Access login from the command line.
 
 use anyhow::Context as _;
-use k8s_tunnels::access::{AccessClient, LoginStatus};
+use k8s_tunnels::access::{AccessClient, AccessEvent, LoginStatus};
 use k8s_tunnels::app::KEYCHAIN_SERVICE;
 use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::keychain::Keychain;
@@ -31,10 +31,33 @@ pub async fn login(ctx: &Context, wanted: &str) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let status = access
-        .login(cluster)
-        .await
-        .with_context(|| format!("cannot log in to {}", cluster.name))?;
+    // The sign-in URL goes to the terminal, in case no browser opens.
+    let mut events = access.subscribe();
+    let show = |event: AccessEvent| {
+        if let AccessEvent::SignInStarted {
+            application,
+            url,
+            browser_opened,
+        } = event
+        {
+            eprintln!(
+                "{}",
+                crate::connect::sign_in_text(&application, &url, browser_opened)
+            );
+        }
+    };
+    let login = access.login(cluster);
+    tokio::pin!(login);
+    let status = loop {
+        tokio::select! {
+            status = &mut login => break status,
+            Ok(event) = events.recv() => show(event),
+        }
+    };
+    while let Ok(event) = events.try_recv() {
+        show(event);
+    }
+    let status = status.with_context(|| format!("cannot log in to {}", cluster.name))?;
     println!(
         "Logged in to {} as {} (until {})",
         status.application,

@@ -156,6 +156,22 @@ fn print_event(event: &Event) {
         Event::LoginRequired { application } => {
             eprintln!("{application}: Access login required")
         }
+        Event::SignInStarted {
+            application,
+            url,
+            browser_opened,
+        } => eprintln!("{}", sign_in_text(application, url, *browser_opened)),
+    }
+}
+
+/// What a terminal shows when a browser login starts.
+pub fn sign_in_text(application: &str, url: &str, browser_opened: bool) -> String {
+    if browser_opened {
+        format!(
+            "{application}: a browser window should have opened to sign in to Access. If it did not, open this URL:\n{url}"
+        )
+    } else {
+        format!("{application}: to sign in to Access, open this URL in a browser:\n{url}")
     }
 }
 
