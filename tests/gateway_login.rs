@@ -282,7 +282,7 @@ async fn sign_in(world: &World, client: &reqwest::Client) -> (String, url::Url) 
         .unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
     let (org, attributes) = set_cookie(&response);
-    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires=", "SameSite=Lax"] {
         assert!(attributes.contains(attribute), "{attributes}");
     }
     (org, location(&response))
@@ -415,7 +415,7 @@ async fn the_sign_in_page_checks_the_password_and_sets_the_org_cookie() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
     let (org, attributes) = set_cookie(&response);
-    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires=", "SameSite=Lax"] {
         assert!(attributes.contains(attribute), "{attributes}");
     }
     let (org_header, org_claims) = world.verify(&org, AUTH_DOMAIN).await;
@@ -469,7 +469,7 @@ async fn the_org_cookie_buys_an_app_token_silently_through_authorized() {
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers()["location"], "/");
     let (app_token, attributes) = set_cookie(&response);
-    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires="] {
+    for attribute in ["Secure", "HttpOnly", "Path=/", "Expires=", "SameSite=Lax"] {
         assert!(attributes.contains(attribute), "{attributes}");
     }
     world.tunnel_echo(APP, &app_token).await.unwrap();
@@ -623,6 +623,33 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.url().host_str(), Some(APP));
     assert_eq!(response.url().path(), "/cdn-cgi/access/cli");
+    // Signed in, the browser is asked first: nothing is deposited on a GET.
+    let confirm_url = response.url().clone();
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("id=\"allow\"") && html.contains(EMAIL),
+        "{html}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "tokens were handed out on a GET");
+    // Another site posting the form is refused.
+    let action = form_action(&confirm_url, &html);
+    let response = browser
+        .post(action.clone())
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(!poll.is_finished(), "tokens went to a cross-site post");
+    // The user allows it: the form posts back from the page's own origin.
+    let response = browser
+        .post(action)
+        .header("origin", world.url(APP, "").trim_end_matches('/'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.unwrap();
     assert!(html.contains("you can close this tab"), "{html}");
 
@@ -669,7 +696,8 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
 
-    // Signed in already (app cookie in the browser): a second login deposits at once.
+    // Signed in already (app cookie in the browser): a second login needs no sign-in page, only
+    // the confirmation (here posted without an Origin, as non-browser clients do).
     let second_key = crypto_box::SecretKey::generate(&mut OsRng);
     let second = URL_SAFE.encode(second_key.public_key().as_bytes());
     let mut cli2 = cli.clone();
@@ -680,6 +708,15 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
         .append_pair("token", &second);
     let response = browser.get(cli2).send().await.unwrap();
     assert_eq!(response.url().host_str(), Some(APP), "no sign-in page");
+    let confirm_url = response.url().clone();
+    let html = response.text().await.unwrap();
+    assert!(html.contains("id=\"allow\""), "{html}");
+    let response = browser
+        .post(form_action(&confirm_url, &html))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     let response = poller
         .get(world.url(TRANSFER_HOST, &format!("/transfer/{second}")))
         .send()

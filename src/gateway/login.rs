@@ -297,7 +297,7 @@ fn token_cookie(token: &Secret, exp: u64) -> String {
     let expires = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(exp));
     let max_age = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
     format!(
-        "{TOKEN_COOKIE}={}; Expires={expires}; Max-Age={max_age}; Path=/; Secure; HttpOnly",
+        "{TOKEN_COOKIE}={}; Expires={expires}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Lax",
         token.expose()
     )
 }
@@ -544,9 +544,12 @@ pub(crate) fn authorized(access: &AccessSettings, app: &Application, req: &Reque
     finish(redirect(&redirect_to).header(header::SET_COOKIE, token_cookie(&token, holder.exp)))
 }
 
-/// `GET /cdn-cgi/access/cli?aud=…&token=<client key>&send_org_token=…` on an application host:
-/// once the browser is signed in, seals fresh tokens to the client's key for the transfer
-/// service.
+/// `/cdn-cgi/access/cli?aud=…&token=<client key>&send_org_token=…` on an application host.
+/// `GET`, once the browser is signed in, asks the user to allow the sign-in; the form's `POST`
+/// (same origin) then seals fresh tokens to the client's key for the transfer service. Tokens
+/// are never handed out on a `GET`: a link someone else made (with their own key in it) would
+/// otherwise make a signed-in browser send them that person's way, and the session cookies are
+/// `SameSite=Lax`, so another site cannot post the form with them.
 pub(crate) fn cli(
     access: &AccessSettings,
     deposits: &Deposits,
@@ -568,11 +571,33 @@ pub(crate) fn cli(
             "token must be the client's public key (32 bytes, base64url)\n",
         );
     };
+    let allowed = match *req.method() {
+        Method::GET | Method::HEAD => false,
+        Method::POST => true,
+        _ => return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    };
+    // Browsers name the page a form was posted from; only our own confirmation page may.
+    let own_origin = origin(&app.hostname, port);
+    if allowed
+        && req
+            .headers()
+            .get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() != own_origin.as_bytes())
+    {
+        tracing::warn!(app = %app.hostname, "access login: refused a token transfer posted from another site");
+        return plain(StatusCode::FORBIDDEN, "cross-site request refused\n");
+    }
     let holder =
         auth::cookie(req.headers(), TOKEN_COOKIE).and_then(|t| access.verify(&t, &app.aud, "app"));
     let Some(holder) = holder else {
+        if allowed {
+            return plain(StatusCode::UNAUTHORIZED, "sign in first\n");
+        }
         return login_redirect(Some(access), host, port, app, &path_and_query(req));
     };
+    if !allowed {
+        return confirm_page(app, &holder.email, &path_and_query(req));
+    }
     let send_org = query
         .get("send_org_token")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -615,6 +640,22 @@ pub(crate) fn cli(
             html_escape(&app.hostname)
         ),
     )
+}
+
+/// Asks the signed-in user to allow a command-line client's sign-in; the form posts back to the
+/// same URL.
+fn confirm_page(app: &Application, email: &str, action: &str) -> Response {
+    let body = format!(
+        "<h1>Allow sign-in?</h1>\n<p>A command-line client on your computer (k8s-tunnels or \
+         cloudflared) asks to sign in to <b>{app}</b> as <b>{email}</b>. Allow it only if you \
+         started it yourself.</p>\n\
+         <form method=\"post\" action=\"{action}\">\n\
+         <button id=\"allow\" type=\"submit\">Allow</button>\n</form>",
+        app = html_escape(&app.hostname),
+        email = html_escape(email),
+        action = html_escape(action),
+    );
+    html(StatusCode::OK, "Allow sign-in?", &body)
 }
 
 /// A client public key: 32 bytes, base64url.

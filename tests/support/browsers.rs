@@ -143,8 +143,13 @@ impl HttpBrowser {
                     "{url} answered {status} with neither a form nor the done page"
                 ));
             };
-            counts.signed_in.fetch_add(1, Ordering::SeqCst);
             url = url.join(&action).map_err(|e| e.to_string())?;
+            if body.contains("id=\"allow\"") {
+                // The edge asks whether to hand tokens to the command-line client: yes.
+                form = Some(Vec::new());
+                continue;
+            }
+            counts.signed_in.fetch_add(1, Ordering::SeqCst);
             form = Some(vec![
                 ("email".to_string(), email.clone()),
                 ("password".to_string(), password.clone()),
@@ -304,13 +309,14 @@ impl Chromium {
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut submitted = false;
+        let mut allowed = false;
         loop {
             if tokio::time::Instant::now() > deadline {
                 return Err("Chromium did not reach the done page in 60 s".into());
             }
             // Between pages an evaluation may fail (the context is gone): just look again.
             let state = cdp
-                .eval("document.querySelector('#done') ? 'done' : (document.querySelector('#email') ? 'form' : 'wait')")
+                .eval("document.querySelector('#done') ? 'done' : document.querySelector('#allow') ? 'allow' : (document.querySelector('#email') ? 'form' : 'wait')")
                 .await
                 .unwrap_or(serde_json::Value::Null);
             match state.as_str() {
@@ -327,6 +333,12 @@ impl Chromium {
                     cdp.eval(&fill).await?;
                     counts.signed_in.fetch_add(1, Ordering::SeqCst);
                     submitted = true;
+                }
+                // The edge asks whether to hand tokens to the command-line client: a click.
+                Some("allow") if !allowed => {
+                    cdp.eval("document.querySelector('#allow').click(); true")
+                        .await?;
+                    allowed = true;
                 }
                 _ => {}
             }
