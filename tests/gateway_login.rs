@@ -3,10 +3,12 @@
 //! keeps cookies) and by a WebSocket client that opens real tunnel streams to an origin.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/echo.rs"]
+mod echo;
 mod log_support;
+use echo::echo_server;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -26,7 +28,7 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -57,21 +59,6 @@ impl Default for Timings {
             transfer_timeout: Duration::from_secs(2),
         }
     }
-}
-
-/// A TCP echo server: the origin behind the applications.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 /// The gateway with an `access:` section, and what a client needs to reach it.

@@ -6,6 +6,8 @@
 
 #[path = "support/browsers.rs"]
 mod browsers;
+#[path = "support/echo.rs"]
+mod echo;
 #[path = "support/login_world.rs"]
 mod login_world;
 mod support;

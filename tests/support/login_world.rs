@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::echo::echo_server;
 use k8s_tunnels::access::transfer::BrowserOpener;
 use k8s_tunnels::access::{AccessClient, AccessSettings, Timings, TokenStore};
 use k8s_tunnels::gateway::{
@@ -17,7 +18,6 @@ use k8s_tunnels::gateway::{
 use k8s_tunnels::inventory::Cluster;
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
-use tokio::net::TcpListener;
 
 pub const AUTH_DOMAIN: &str = "lab.cloudflareaccess.com";
 pub const TRANSFER_HOST: &str = "login.cloudflareaccess.org";
@@ -41,21 +41,6 @@ impl Default for Lifetimes {
             org: Duration::from_secs(7200),
         }
     }
-}
-
-/// A TCP echo server: the origin behind the application.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 pub struct World {
