@@ -31,9 +31,18 @@ pub struct CloudflaredFiles {
 }
 
 /// cloudflared replaces `/` and `*` in names (`token/path.go`), so a path-shaped hostname or a
-/// wildcard application cannot escape the directory.
+/// wildcard application cannot escape the directory. We also replace what is a separator or
+/// special on Windows (`\`, `:`) and control characters: the application's host may come from
+/// the edge's unsigned `CF-Access-Domain` header, so it is untrusted. Names that cloudflared
+/// itself writes never contain those, so the file names still match.
 fn sanitise(name: &str) -> String {
-    name.replace(['/', '*'], "-")
+    name.chars()
+        .map(|c| match c {
+            '/' | '*' | '\\' | ':' => '-',
+            c if c.is_control() => '-',
+            c => c,
+        })
+        .collect()
 }
 
 impl CloudflaredFiles {
@@ -189,6 +198,10 @@ mod tests {
         assert_eq!(
             files.app_token_path("*.example.com/../x", "a/b"),
             Path::new("/home/u/.cloudflared/-.example.com-..-x-a-b-token")
+        );
+        assert_eq!(
+            files.app_token_path("..\\..\\x:y\n", "a"),
+            Path::new("/home/u/.cloudflared/..-..-x-y--a-token")
         );
     }
 
