@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::inventory::{Cluster, ClusterId};
-use crate::kubeconfig::{ClusterEntry, Kubeconfig, KubeconfigError};
+use crate::kubeconfig::{ClusterEntry, FilesStamp, Kubeconfig, KubeconfigError};
 use crate::secret::Secret;
 use crate::state::{AppState, SocksCredentials, StateError, StateStore, port_candidates};
 use crate::tunnel::carrier::{CarrierError, Edge};
@@ -26,6 +26,8 @@ use crate::tunnel::{TunnelHandle, TunnelSpec};
 const PORT_ATTEMPTS: usize = 64;
 /// How often open tunnels' kubeconfig entries are re-asserted by default.
 pub const KUBECONFIG_KEEPER_PERIOD: Duration = Duration::from_secs(15);
+/// The keeper skips reading unchanged files at most this many ticks in a row.
+const KUBECONFIG_KEEPER_FULL_EVERY: u32 = 8;
 
 /// What the engine is built from.
 pub struct EngineConfig {
@@ -495,6 +497,11 @@ impl Engine {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.tick().await;
+                // What the files looked like when every open tunnel's entry was last found in
+                // place, and for which tunnels: while neither changes, a tick costs one `stat`
+                // per file instead of locking, reading and parsing them.
+                let mut verified: Option<(FilesStamp, Vec<(ClusterId, u16)>)> = None;
+                let mut skipped = 0u32;
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -502,18 +509,73 @@ impl Engine {
                     }
                     let Some(inner) = weak.upgrade() else { return };
                     let engine = Engine { inner };
-                    let open: Vec<(Cluster, u16)> = lock(&engine.inner.tunnels)
+                    let mut open: Vec<(Cluster, u16)> = lock(&engine.inner.tunnels)
                         .values()
                         .map(|h| (h.cluster().clone(), h.local_addr().port()))
                         .collect();
-                    for (cluster, port) in open {
-                        if let Err(e) = engine.write_kubeconfig(&cluster, port, false).await {
-                            tracing::warn!(cluster = %cluster.name, error = %crate::error_chain(&e), "cannot re-assert kubeconfig entry");
-                        }
+                    open.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+                    let key: Vec<(ClusterId, u16)> =
+                        open.iter().map(|(c, p)| (c.id.clone(), *p)).collect();
+                    let Some(kubeconfig) = engine.inner.config.kubeconfig.clone() else {
+                        return;
+                    };
+                    let unchanged = verified
+                        .as_ref()
+                        .is_some_and(|(stamp, tunnels)| *tunnels == key && *stamp == kubeconfig.stamp());
+                    // Now and then read anyway: a same-size rewrite on a filesystem with coarse
+                    // timestamps would look unchanged.
+                    if unchanged && skipped < KUBECONFIG_KEEPER_FULL_EVERY {
+                        skipped += 1;
+                        continue;
                     }
+                    skipped = 0;
+                    verified = match engine.reassert_kubeconfig(&open).await {
+                        Ok(stamp) => Some((stamp, key)),
+                        Err(e) => {
+                            tracing::warn!(error = %crate::error_chain(&e), "cannot re-assert the kubeconfig entries");
+                            None
+                        }
+                    };
                 }
             });
         });
+    }
+
+    /// Puts every open tunnel's kubeconfig entry back where kubectl's own writers may have
+    /// dropped it, in one locked read-modify-write; returns the files' stamp under the lock.
+    async fn reassert_kubeconfig(
+        &self,
+        open: &[(Cluster, u16)],
+    ) -> Result<FilesStamp, EngineError> {
+        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
+            return Err(EngineError::Internal("no kubeconfig".into()));
+        };
+        let entries: Vec<ClusterEntry> = open
+            .iter()
+            .map(|(cluster, port)| self.kubeconfig_entry(cluster, *port))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let (changed, stamp) = kubeconfig.upsert_all(&entries)?;
+            if changed {
+                tracing::info!(entries = entries.len(), "kubeconfig entries restored");
+            }
+            Ok::<_, KubeconfigError>(stamp)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(EngineError::Kubeconfig)
+    }
+
+    fn kubeconfig_entry(&self, cluster: &Cluster, port: u16) -> ClusterEntry {
+        let socks = &self.inner.config.socks;
+        ClusterEntry {
+            name: self.context_name(cluster),
+            server: cluster.api.url.to_string(),
+            certificate_authority_pem: cluster.api.ca_pem.clone(),
+            tls_server_name: cluster.api.tls_server_name.clone(),
+            proxy_url: proxy_url(&socks.username, &socks.password, port),
+            user: cluster.user.clone(),
+        }
     }
 
     async fn write_kubeconfig(
@@ -525,15 +587,7 @@ impl Engine {
         let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
             return Ok(());
         };
-        let socks = &self.inner.config.socks;
-        let entry = ClusterEntry {
-            name: self.context_name(cluster),
-            server: cluster.api.url.to_string(),
-            certificate_authority_pem: cluster.api.ca_pem.clone(),
-            tls_server_name: cluster.api.tls_server_name.clone(),
-            proxy_url: proxy_url(&socks.username, &socks.password, port),
-            user: cluster.user.clone(),
-        };
+        let entry = self.kubeconfig_entry(cluster, port);
         // File locking may wait on another writer (kubectl); keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             if kubeconfig.upsert(&entry)? {

@@ -502,6 +502,67 @@ fn a_no_op_upsert_does_not_rewrite_the_file() {
 }
 
 #[test]
+fn the_stamp_tells_a_keeper_whether_anyone_wrote_and_upsert_all_writes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home();
+    let path = dir.path().join("config");
+    fs::write(&path, USER_CONFIG).unwrap();
+    let k = Kubeconfig::with_paths(vec![path.clone()]);
+    let entries: Vec<_> = (0..20)
+        .map(|i| entry(&format!("k8s-tunnels/c{i}"), 7000 + i))
+        .collect();
+
+    // Twenty entries, one read and one write (one rename: one new inode).
+    let before = fs::metadata(&path).unwrap().ino();
+    let (changed, stamp) = k.upsert_all(&entries).unwrap();
+    assert!(changed);
+    assert_ne!(fs::metadata(&path).unwrap().ino(), before);
+    let names = kubectl_context_names(&kubeconfig_env(&[&path]), home.path());
+    for i in 0..20 {
+        assert!(names.contains(&format!("k8s-tunnels/c{i}")), "{names:?}");
+    }
+
+    // Nobody writes: the stamp holds, and a check finds nothing to do.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(k.stamp(), stamp);
+    let (changed, again) = k.upsert_all(&entries).unwrap();
+    assert!(!changed);
+    assert_eq!(again, stamp);
+
+    // kubectl writes (its own context): the stamp moves; a check (which may rewrite kubectl's
+    // layout of the file once) leaves a stamp that holds again.
+    kubectl(
+        &kubeconfig_env(&[&path]),
+        home.path(),
+        &["config", "set-context", "mine", "--cluster=c1"],
+    );
+    assert_ne!(k.stamp(), stamp, "kubectl's write went unseen");
+    let (_, stamp) = k.upsert_all(&entries).unwrap();
+    let (changed, again) = k.upsert_all(&entries).unwrap();
+    assert!(!changed);
+    assert_eq!(again, stamp);
+
+    // kubectl deletes one of ours: seen, and put back.
+    let stamp = k.stamp();
+    kubectl(
+        &kubeconfig_env(&[&path]),
+        home.path(),
+        &["config", "delete-context", "k8s-tunnels/c3"],
+    );
+    assert_ne!(k.stamp(), stamp);
+    let (changed, _) = k.upsert_all(&entries).unwrap();
+    assert!(changed);
+    let names = kubectl_context_names(&kubeconfig_env(&[&path]), home.path());
+    assert!(names.contains(&"k8s-tunnels/c3".to_string()), "{names:?}");
+
+    // A file that appears or goes away changes the stamp too.
+    let missing = Kubeconfig::with_paths(vec![dir.path().join("none")]);
+    let empty = missing.stamp();
+    fs::write(dir.path().join("none"), USER_CONFIG).unwrap();
+    assert_ne!(missing.stamp(), empty);
+}
+
+#[test]
 fn a_stale_lock_of_a_dead_process_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");

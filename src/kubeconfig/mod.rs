@@ -85,6 +85,38 @@ pub struct Kubeconfig {
     lock: LockPolicy,
 }
 
+/// The kubeconfig files' size, times and identity, from one `stat` each: two equal stamps taken
+/// apart mean that, almost surely, nobody wrote the files in between, so a keeper can skip
+/// reading and parsing them. ("Almost": on a filesystem with coarse timestamps a same-size
+/// rewrite within one tick looks the same, so a keeper still reads the files now and then.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilesStamp(Vec<Option<FileStamp>>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Inode change time and inode number: a rename over the file (our writes, editors) or a
+    /// permission change shows even where the modification time does not move.
+    #[cfg(unix)]
+    changed: (i64, i64, u64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            changed: {
+                use std::os::unix::fs::MetadataExt as _;
+                (meta.ctime(), meta.ctime_nsec(), meta.ino())
+            },
+        })
+    }
+}
+
 /// One file of the set, as read under the lock.
 struct Loaded {
     path: PathBuf,
@@ -168,22 +200,43 @@ impl Kubeconfig {
     /// Adds or updates cluster + user + context named `entry.name`. Returns whether a file
     /// changed.
     pub fn upsert(&self, entry: &ClusterEntry) -> Result<bool, KubeconfigError> {
-        let owned = self.validate(entry)?;
-        let name = entry.name.as_str();
+        self.upsert_all(std::slice::from_ref(entry))
+            .map(|(changed, _)| changed)
+    }
+
+    /// [`Kubeconfig::upsert`] for several entries in one locked read and at most one write per
+    /// file. Returns whether a file changed, and the files' [`FilesStamp`] taken under the lock
+    /// (so no writer that honours the lock can slip in between the check and the stamp).
+    pub fn upsert_all(
+        &self,
+        entries: &[ClusterEntry],
+    ) -> Result<(bool, FilesStamp), KubeconfigError> {
+        let owned = entries
+            .iter()
+            .map(|entry| self.validate(entry))
+            .collect::<Result<Vec<_>, _>>()?;
         let _locks = self.lock_all()?;
         let loaded = self.load_all()?;
         let default = self.default_index(&loaded);
-
-        let cluster_file = first_defining(&loaded, |d| d.defines_cluster(name)).unwrap_or(default);
-        let user_file = first_defining(&loaded, |d| d.defines_user(name)).unwrap_or(default);
-        let context_file = first_defining(&loaded, |d| d.defines_context(name)).unwrap_or(default);
-
         let mut updated: Vec<Option<Document>> = vec![None; loaded.len()];
-        document_mut(&mut updated, &loaded, cluster_file).upsert_cluster(name, &owned);
-        document_mut(&mut updated, &loaded, user_file).upsert_user(name, &entry.user);
-        document_mut(&mut updated, &loaded, context_file).upsert_context(name);
+        for (entry, owned) in entries.iter().zip(&owned) {
+            let name = entry.name.as_str();
+            let cluster_file =
+                first_defining(&loaded, |d| d.defines_cluster(name)).unwrap_or(default);
+            let user_file = first_defining(&loaded, |d| d.defines_user(name)).unwrap_or(default);
+            let context_file =
+                first_defining(&loaded, |d| d.defines_context(name)).unwrap_or(default);
+            document_mut(&mut updated, &loaded, cluster_file).upsert_cluster(name, owned);
+            document_mut(&mut updated, &loaded, user_file).upsert_user(name, &entry.user);
+            document_mut(&mut updated, &loaded, context_file).upsert_context(name);
+        }
+        let changed = write_changed(&loaded, updated)?;
+        Ok((changed, self.stamp()))
+    }
 
-        write_changed(&loaded, updated)
+    /// What the files look like on disk, without reading them: see [`FilesStamp`].
+    pub fn stamp(&self) -> FilesStamp {
+        FilesStamp(self.paths.iter().map(|p| FileStamp::of(p)).collect())
     }
 
     /// Sets current-context (the context must exist in the merged view, else an error). Written
