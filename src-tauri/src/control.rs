@@ -235,7 +235,10 @@ impl Windows {
     /// Asks every connected window to come to the front; false when none is connected.
     pub fn focus(&self) -> bool {
         let open = lock(&self.open);
-        open.values().filter(|tx| tx.try_send(Down::Focus).is_ok()).count() > 0
+        open.values()
+            .filter(|tx| tx.try_send(Down::Focus).is_ok())
+            .count()
+            > 0
     }
 
     /// How many windows are connected.
@@ -643,7 +646,10 @@ mod tests {
     fn replies_carry_the_value_or_the_error() {
         let ok = serde_json::to_value(reply(3, Ok(serde_json::json!([1])))).expect("encode");
         assert_eq!(ok, serde_json::json!({"reply": {"id": 3, "ok": [1]}}));
-        let err = reply(4, Err(IpcError::new(ErrorCode::NotFound, "no such cluster")));
+        let err = reply(
+            4,
+            Err(IpcError::new(ErrorCode::NotFound, "no such cluster")),
+        );
         let line = serde_json::to_string(&err).expect("encode");
         match serde_json::from_str::<Down>(&line).expect("decode") {
             Down::Reply {

@@ -18,10 +18,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::ipc::{ErrorCode, IpcError};
 use crate::events::{
     Activity, DiscoveryPhase, FigureThrottle, Level, SourceOutcome, UiEvent, from_engine,
 };
+use crate::ipc::{ErrorCode, IpcError};
 use crate::menu::{MenuCluster, MenuState};
 
 /// How long closing one tunnel may take.
@@ -122,7 +122,7 @@ impl Shell {
         lock(&self.lab).as_mut().map(f)
     }
 
-    /// Sets what applies the start-at-login setting (the autostart plugin).
+    /// Sets what applies the start-at-login setting (see `autostart`).
     pub fn set_autostart_hook(&self, hook: AutostartHook) {
         *lock(&self.autostart) = Some(hook);
     }

@@ -48,7 +48,10 @@ pub async fn connect_or_start_tray(socket: &Path) -> anyhow::Result<Client> {
         if let Some(status) = child.try_wait().context("cannot watch the tray process")? {
             // Another tray process may have won the race for the socket; it answers now.
             return Client::connect(socket).await.with_context(|| {
-                format!("the tray process exited ({status}) without listening on {}", socket.display())
+                format!(
+                    "the tray process exited ({status}) without listening on {}",
+                    socket.display()
+                )
             });
         }
         if tokio::time::Instant::now() > deadline {
@@ -119,13 +122,11 @@ pub fn run() {
         }
     };
 
-    let builder = tauri::Builder::default()
-        .manage(client)
-        .setup(move |app| {
-            app.manage(Relay::start(app.handle().clone(), pushed));
-            open_window(app.handle());
-            Ok(())
-        });
+    let builder = tauri::Builder::default().manage(client).setup(move |app| {
+        app.manage(Relay::start(app.handle().clone(), pushed));
+        open_window(app.handle());
+        Ok(())
+    });
     let app = match crate::commands::register(builder).build(tauri::generate_context!()) {
         Ok(app) => app,
         Err(e) => {
