@@ -251,8 +251,8 @@ impl Drop for Tray {
 
 /// Puts the tray icon on the session bus and keeps it following `shell`; clicks go to
 /// `on_action`. Returns once the item is served (and registered, when a tray host is there).
-/// Without a session bus the app runs on without a tray (logged); a decoding error of the
-/// built-in icons is a bug and returned.
+/// Without a session bus the app runs on without a tray (logged: a second start still opens
+/// the window); a decoding error of the built-in icons is a bug and returned.
 pub async fn start(shell: &Arc<Shell>, on_action: OnAction) -> Result<Tray, IconError> {
     let icons = Arc::new(Icons::decode()?);
     // Subscribed before the state is read, so that no change between the two is missed.
@@ -279,8 +279,8 @@ pub async fn start(shell: &Arc<Shell>, on_action: OnAction) -> Result<Tray, Icon
         }
         Err(e) => tracing::warn!(
             error = %e,
-            "cannot put the tray icon on the session bus: running without a tray icon; the \
-             window and notifications still work"
+            "cannot put the tray icon on the session bus: running without a tray icon; a \
+             second start of the app opens the window"
         ),
     }
     Ok(Tray { stop })
