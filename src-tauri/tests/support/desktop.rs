@@ -1,6 +1,7 @@
-//! A desktop for the real app: Xvfb on a free display, a private D-Bus session where the test is
-//! the `org.kde.StatusNotifierWatcher` (what a desktop shell's tray is), and a dbusmenu client
-//! that reads and clicks the app's tray menu. Shared by the tray and WebDriver tests and the
+//! A desktop for the real app: Xvfb on a free display, a private D-Bus session (alone, [`Bus`],
+//! for the tray process, which needs no display) where the test is the
+//! `org.kde.StatusNotifierWatcher` (what a desktop shell's tray is), and a dbusmenu client that
+//! reads and clicks the app's tray menu. Shared by the tray and WebDriver tests and the
 //! desktop benchmark (`examples/bench_idle.rs` includes this file).
 #![allow(dead_code)]
 
