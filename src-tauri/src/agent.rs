@@ -12,6 +12,7 @@ use k8s_tunnels::tunnel::health::ProbeSchedule;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, BindError, Client, Listener, Request, Windows};
+use crate::menu::MenuAction;
 use crate::shell::Shell;
 use crate::{HIDDEN_ARG, WINDOW_BIN, init_logging, open_shell, options_from_env, sibling_binary};
 
@@ -37,6 +38,31 @@ impl Agent {
     /// Ends the app: every tunnel closes, then the process exits.
     pub fn quit(&self) {
         self.quit.cancel();
+    }
+
+    /// Does what a tray menu click asks. Must run inside the runtime: the slow actions run as
+    /// tasks, so that the tray answers the click at once.
+    pub fn on_menu(&self, action: MenuAction) {
+        let shell = Arc::clone(&self.shell);
+        match action {
+            MenuAction::Favourite(id) | MenuAction::Cluster(id) => {
+                tokio::spawn(async move {
+                    // Failures are in the activity log and the tunnel's state.
+                    let _ = shell.toggle(&id).await;
+                });
+            }
+            MenuAction::DisconnectAll => {
+                tokio::spawn(async move { shell.disconnect_all().await });
+            }
+            MenuAction::RefreshDiscovery => {
+                tokio::spawn(async move {
+                    // Failures are in the activity log.
+                    let _ = shell.refresh_discovery().await;
+                });
+            }
+            MenuAction::OpenWindow => self.open_window(),
+            MenuAction::Quit => self.quit(),
+        }
     }
 }
 
@@ -114,6 +140,14 @@ async fn serve(hidden: bool) -> anyhow::Result<()> {
         windows: Arc::default(),
         quit: CancellationToken::new(),
     });
+    match std::env::current_exe() {
+        Ok(program) => shell.set_autostart_hook(Box::new(move |enabled| {
+            crate::autostart::set(&program, enabled).map_err(|e| k8s_tunnels::error_chain(&e))
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program: start at login is unavailable")
+        }
+    }
     let opener = Arc::clone(&agent);
     let _control = control::serve(
         listener,
@@ -123,6 +157,11 @@ async fn serve(hidden: bool) -> anyhow::Result<()> {
     )
     .context("cannot serve the control socket")?;
     let _notifier = crate::notify::Notifier::start(&shell);
+    // The tray is on the bus before the window opens (a tray host shows the item first).
+    let clicks = Arc::clone(&agent);
+    let _tray = crate::tray::start(&shell, Arc::new(move |action| clicks.on_menu(action)))
+        .await
+        .context("cannot show the tray icon")?;
     if !hidden {
         agent.open_window();
     }

@@ -14,6 +14,7 @@
 //! linker drops GTK and WebKit from the tray binary (a test checks its memory map).
 
 pub mod agent;
+pub mod autostart;
 pub mod commands;
 pub mod control;
 pub mod events;
@@ -21,6 +22,7 @@ pub mod ipc;
 pub mod menu;
 pub mod notify;
 pub mod shell;
+pub mod tray;
 pub mod window;
 
 use std::path::PathBuf;

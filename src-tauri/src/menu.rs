@@ -1,5 +1,5 @@
-//! The tray menu as a pure model: app state in, a tree of typed items out. `tray.rs` renders it
-//! with Tauri's menu API; tests check it without a display.
+//! The tray menu as a pure model: app state in, a tree of typed items out. `tray.rs` serves it
+//! over D-Bus (dbusmenu); tests check it without a display.
 
 use std::collections::BTreeMap;
 
@@ -50,7 +50,7 @@ pub enum MenuAction {
 }
 
 impl MenuAction {
-    /// The menu id string Tauri carries (`fav:<id>`, `cluster:<id>`, `disconnect_all`, ...).
+    /// The menu id string (`fav:<id>`, `cluster:<id>`, `disconnect_all`, ...).
     pub fn to_id(&self) -> String {
         match self {
             MenuAction::Favourite(id) => format!("fav:{id}"),

@@ -122,7 +122,7 @@ impl Shell {
         lock(&self.lab).as_mut().map(f)
     }
 
-    /// Sets what applies the start-at-login setting (the autostart plugin).
+    /// Sets what applies the start-at-login setting (see `autostart`).
     pub fn set_autostart_hook(&self, hook: AutostartHook) {
         *lock(&self.autostart) = Some(hook);
     }

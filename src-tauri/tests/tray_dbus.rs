@@ -1,21 +1,53 @@
-//! The tray menu as a desktop shell sees it: the real app, under Xvfb on a private D-Bus
-//! session where this test is the `org.kde.StatusNotifierWatcher`, registers a
-//! StatusNotifierItem whose dbusmenu layout lists the favourites first (checkboxes), then a
-//! submenu per cloud, the status line and the actions.
+//! The tray menu as a desktop shell sees it: the real tray process (`--hidden`, no display at
+//! all), on a private D-Bus session where this test is the `org.kde.StatusNotifierWatcher`,
+//! registers a StatusNotifierItem whose dbusmenu layout lists the favourites first
+//! (checkboxes), then a submenu per cloud, the status line and the actions. The process never
+//! maps GTK or WebKit. Without a tray host it runs on, and shows its item when one comes.
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::desktop::{Desktop, Reaped, Tray, describe, serve_watcher, wait_until};
+use k8s_tunnels_desktop::control::{Client, Request};
+use support::desktop::{Bus, Reaped, Tray, describe, mapped_libraries, serve_watcher, wait_until};
+
+/// What the tray process must never load: the window's toolkit and webview, and the GPU
+/// stack that comes with them.
+const WINDOW_LIBRARIES: [&str; 4] = ["libgtk", "libwebkit2gtk", "libjavascriptcoregtk", "libLLVM"];
+
+/// Starts the tray process on `bus`, its files under `dir`, on the demo lab (nothing
+/// configured); stderr goes to `dir/stderr`.
+fn start_app(bus: &Bus, dir: &Path) -> Reaped {
+    let home = dir.join("home");
+    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+    Reaped(
+        Command::new(env!("CARGO_BIN_EXE_k8s-tunnels-desktop"))
+            .arg(k8s_tunnels_desktop::HIDDEN_ARG)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env("K8S_TUNNELS_HOME", &home)
+            .env("KUBECONFIG", dir.join("kubeconfig"))
+            .env("K8S_TUNNELS_KEYCHAIN", "off")
+            .env_remove("K8S_TUNNELS_CONFIG")
+            .env_remove("K8S_TUNNELS_INVENTORY")
+            .env_remove("K8S_TUNNELS_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the app"),
+    )
+}
 
 #[test]
 fn the_tray_is_a_status_notifier_item_with_favourites_first() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let desktop = Desktop::start(1024, 768);
+    let bus = Bus::start();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (conn, watcher) = rt.block_on(serve_watcher(&desktop.bus));
+    let (conn, watcher) = rt.block_on(serve_watcher(&bus.address));
 
     // Two favourites in the app state; nothing configured, so the app runs on the demo lab.
     let home = tmp.path().join("home");
@@ -25,27 +57,20 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         r#"{"version": 1, "favourites": ["file:sandbox", "file:prod-us"]}"#,
     )
     .expect("state");
-    let mut app = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_k8s-tunnels-desktop"))
-            .arg(k8s_tunnels_desktop::HIDDEN_ARG)
-            .env("DISPLAY", &desktop.display)
-            .env("DBUS_SESSION_BUS_ADDRESS", &desktop.bus)
-            .env("K8S_TUNNELS_HOME", &home)
-            .env("KUBECONFIG", tmp.path().join("kubeconfig"))
-            .env("K8S_TUNNELS_KEYCHAIN", "off")
-            .env_remove("K8S_TUNNELS_CONFIG")
-            .env_remove("K8S_TUNNELS_INVENTORY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the app"),
-    );
+    let mut app = start_app(&bus, tmp.path());
 
     let tray = rt.block_on(Tray::wait(&conn, &watcher, Duration::from_secs(60)));
     let id = rt
         .block_on(tray.property("org.kde.StatusNotifierItem", "Id"))
         .expect("Id");
-    assert!(String::try_from(id).is_ok());
+    assert_eq!(String::try_from(id).expect("Id is a string"), "k8s-tunnels");
+    let category = rt
+        .block_on(tray.property("org.kde.StatusNotifierItem", "Category"))
+        .expect("Category");
+    assert_eq!(
+        String::try_from(category).expect("a string"),
+        "ApplicationStatus"
+    );
     // The menu is built as the app starts; wait until it has its items.
     let layout = rt.block_on(tray.built_layout(Duration::from_secs(30)));
 
@@ -87,6 +112,27 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         },
     ));
 
+    let title = rt
+        .block_on(tray.property("org.kde.StatusNotifierItem", "Title"))
+        .expect("Title");
+    assert_eq!(
+        String::try_from(title).expect("a string"),
+        "k8s-tunnels: 1 tunnel up"
+    );
+
+    // The design's invariant: the process that runs all day never loads the window's
+    // libraries. Read from its memory map, which lists every shared object it has loaded.
+    let pid = app.pid();
+    assert!(
+        !mapped_libraries(pid, &["libc.so", "libc-"]).is_empty(),
+        "the memory map of {pid} lists no libc: the check below would prove nothing"
+    );
+    let loaded = mapped_libraries(pid, &WINDOW_LIBRARIES);
+    assert!(
+        loaded.is_empty(),
+        "the tray process maps the window's libraries: {loaded:#?}"
+    );
+
     // Quit closes the tunnel and ends the app.
     rt.block_on(tray.quit());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -98,4 +144,50 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn without_a_tray_host_the_app_runs_on_and_shows_its_item_when_one_comes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut app = start_app(&bus, tmp.path());
+    let stderr = || std::fs::read_to_string(tmp.path().join("stderr")).unwrap_or_default();
+    let warning = "no tray host on this desktop";
+
+    // It says so once, and serves the window's control socket all the same.
+    rt.block_on(wait_until(
+        "the no-tray-host warning",
+        Duration::from_secs(60),
+        || async { stderr().contains(warning).then_some(()) },
+    ));
+    let socket = tmp.path().join("home/run/desktop.sock");
+    let client = rt.block_on(wait_until(
+        "the control socket",
+        Duration::from_secs(30),
+        || async { Client::connect(&socket).await.ok() },
+    ));
+    let clusters = rt
+        .block_on(client.call(Request::Clusters))
+        .expect("clusters");
+    assert_eq!(clusters.as_array().map(Vec::len), Some(8), "{clusters}");
+    assert!(app.0.try_wait().expect("wait").is_none(), "the app exited");
+
+    // A tray host starts: the item registers, with its menu.
+    let (conn, watcher) = rt.block_on(serve_watcher(&bus.address));
+    let tray = rt.block_on(Tray::wait(&conn, &watcher, Duration::from_secs(30)));
+    let layout = rt.block_on(tray.built_layout(Duration::from_secs(30)));
+    assert!(layout.find("Quit").is_some(), "{layout:#?}");
+    assert_eq!(
+        stderr().matches(warning).count(),
+        1,
+        "one warning, not one per attempt:\n{}",
+        stderr()
+    );
+    rt.block_on(tray.quit());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.0.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the app did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -1,6 +1,7 @@
-//! A desktop for the real app: Xvfb on a free display, a private D-Bus session where the test is
-//! the `org.kde.StatusNotifierWatcher` (what a desktop shell's tray is), and a dbusmenu client
-//! that reads and clicks the app's tray menu. Shared by the tray and WebDriver tests and the
+//! A desktop for the real app: Xvfb on a free display, a private D-Bus session (alone, [`Bus`],
+//! for the tray process, which needs no display) where the test is the
+//! `org.kde.StatusNotifierWatcher` (what a desktop shell's tray is), and a dbusmenu client that
+//! reads and clicks the app's tray menu. Shared by the tray and WebDriver tests and the
 //! desktop benchmark (`examples/bench_idle.rs` includes this file).
 #![allow(dead_code)]
 
@@ -94,6 +95,47 @@ impl Desktop {
             _xvfb: xvfb,
         }
     }
+}
+
+/// A private session bus alone, for what needs no display (the tray process, dunst-free
+/// tests); it stops when dropped.
+pub struct Bus {
+    /// `DBUS_SESSION_BUS_ADDRESS` for the app.
+    pub address: String,
+    _dbus: Reaped,
+}
+
+impl Bus {
+    /// Starts a private `dbus-daemon --session`.
+    pub fn start() -> Self {
+        require("dbus-daemon", "dbus-daemon");
+        let mut dbus = Command::new("dbus-daemon");
+        dbus.args(["--session", "--nofork", "--print-address=1"]);
+        let (dbus, address) = start_with_first_line(dbus, "dbus-daemon");
+        Self {
+            address,
+            _dbus: dbus,
+        }
+    }
+}
+
+/// The shared objects mapped into process `pid` whose file name starts with one of `prefixes`
+/// (from `/proc/<pid>/maps`), each once.
+pub fn mapped_libraries(pid: u32, prefixes: &[&str]) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/maps: {e}"));
+    let mut found: Vec<String> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            prefixes.iter().any(|p| name.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for up to `timeout`; panics naming `what`.
