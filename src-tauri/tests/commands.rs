@@ -285,6 +285,31 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
         .expect("a tunnel event with state up");
         assert_eq!(up["cluster"], alpha.as_str());
 
+        // Figures change without a state change (here: a stranger knocking on the port is
+        // refused); a window hears them within a second or so.
+        let port = up["port"].as_u64().expect("port") as u16;
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let mut knock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("knock");
+            let _ = knock.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+        }
+        let refused = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match pushed.recv().await.expect("pushed") {
+                    Pushed::Event { name, payload }
+                        if name == "tunnel" && payload["refused_connections"] == 1 =>
+                    {
+                        return payload;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(refused.is_ok(), "no figures update reached the window");
+
         // Now "open window" brings that window to the front instead of starting another.
         launcher
             .call(Request::OpenWindow)

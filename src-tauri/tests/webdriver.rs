@@ -70,6 +70,8 @@ struct Row {
     /// The group's heading (`AWS`, `Favourites`, …).
     group: String,
     favourite: bool,
+    /// The "Down" figure as shown (`0 B`, `5.5 KB`, …), while a tunnel is open.
+    down: Option<String>,
 }
 
 impl Row {
@@ -96,6 +98,7 @@ return Array.from(document.querySelectorAll("li.row")).map((li) => ({
   meta: li.querySelector(".meta")?.textContent ?? "",
   group: li.closest("section.group-2")?.querySelector("h2 .group-title")?.textContent ?? "",
   favourite: li.querySelector("button.star")?.getAttribute("aria-pressed") === "true",
+  down: li.querySelector(".fig-down")?.textContent ?? null,
 }));
 "#;
 
@@ -346,6 +349,11 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         .await
         .unwrap_or_else(|e| panic!("kubectl through the tunnel failed: {e}"));
     assert!(namespaces.contains("default"), "{namespaces}");
+    // The row's figures follow: kubectl's bytes show within a moment.
+    wait_row(&client, "prod-eu", "the bytes kubectl moved", |r| {
+        r.down.as_deref().is_some_and(|d| d != "0 B")
+    })
+    .await;
 
     // Two more tunnels (one a favourite) for the screenshot, then the screenshot.
     for name in ["sandbox", "analytics-prod"] {
