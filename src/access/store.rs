@@ -39,13 +39,16 @@ pub struct TokenStore {
     memory: Arc<Mutex<HashMap<TokenKey, Secret>>>,
     /// Keys the keychain did not have, and when we asked: connections look up a stored
     /// service token first, and most users have none, so a miss must not cost a D-Bus round
-    /// trip per connection. Kept briefly, so an entry another process adds is still found.
+    /// trip per connection, nor per health probe (20 tunnels probe 40 times a minute). Kept
+    /// for a few minutes, so an entry another process adds (`k8s-tunnels auth service-token`
+    /// while the desktop app runs) is still found soon; one this process adds, at once.
     misses: Arc<Mutex<HashMap<TokenKey, Instant>>>,
     warning: Option<String>,
 }
 
-/// How long a keychain miss is remembered.
-const MISS_TTL: Duration = Duration::from_secs(30);
+/// How long a keychain miss is remembered. Longer than the health probes' 30 s, or every probe
+/// of every tunnel would ask the keychain again.
+const MISS_TTL: Duration = Duration::from_secs(5 * 60);
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
