@@ -60,15 +60,9 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
     let mut app = start_app(&bus, tmp.path());
 
     let tray = rt.block_on(Tray::wait(&conn, &watcher, Duration::from_secs(60)));
-    let id = rt
-        .block_on(tray.property("org.kde.StatusNotifierItem", "Id"))
-        .expect("Id");
-    assert_eq!(String::try_from(id).expect("Id is a string"), "k8s-tunnels");
-    let category = rt
-        .block_on(tray.property("org.kde.StatusNotifierItem", "Category"))
-        .expect("Category");
+    assert_eq!(rt.block_on(tray.item_string("Id")), "k8s-tunnels");
     assert_eq!(
-        String::try_from(category).expect("a string"),
+        rt.block_on(tray.item_string("Category")),
         "ApplicationStatus"
     );
     // The menu is built as the app starts; wait until it has its items.
@@ -112,11 +106,8 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         },
     ));
 
-    let title = rt
-        .block_on(tray.property("org.kde.StatusNotifierItem", "Title"))
-        .expect("Title");
     assert_eq!(
-        String::try_from(title).expect("a string"),
+        rt.block_on(tray.item_string("Title")),
         "k8s-tunnels: 1 tunnel up"
     );
 

@@ -366,6 +366,15 @@ impl Tray {
         reply.body().deserialize::<OwnedValue>()
     }
 
+    /// A string property of the StatusNotifierItem (`Id`, `Category`, `Title`, …).
+    pub async fn item_string(&self, prop: &str) -> String {
+        let value = self
+            .property("org.kde.StatusNotifierItem", prop)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the item's {prop}: {e}"));
+        String::try_from(value).unwrap_or_else(|e| panic!("the item's {prop} is no string: {e}"))
+    }
+
     /// The whole menu tree (`GetLayout`); its root has no label.
     pub async fn layout(&self) -> Node {
         let reply = self
