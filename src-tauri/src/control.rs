@@ -651,6 +651,24 @@ mod tests {
     }
 
     #[test]
+    fn every_ui_command_is_a_request_of_the_same_name() {
+        let args = serde_json::json!({
+            "id": "file:a",
+            "favourite": true,
+            "settings": Settings::default(),
+        });
+        for name in crate::ipc::CommandName::ALL {
+            let with_args = serde_json::json!({"id": 1, "cmd": name.as_str(), "args": args});
+            let bare = serde_json::json!({"id": 1, "cmd": name.as_str()});
+            let call: Call = serde_json::from_value(with_args)
+                .or_else(|_| serde_json::from_value(bare))
+                .unwrap_or_else(|e| panic!("{} is no request: {e}", name.as_str()));
+            let back = serde_json::to_value(&call).expect("encode");
+            assert_eq!(back["cmd"], name.as_str());
+        }
+    }
+
+    #[test]
     fn replies_carry_the_value_or_the_error() {
         let ok = serde_json::to_value(reply(3, Ok(serde_json::json!([1])))).expect("encode");
         assert_eq!(ok, serde_json::json!({"reply": {"id": 3, "ok": [1]}}));
