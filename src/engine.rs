@@ -529,7 +529,7 @@ impl Engine {
                         continue;
                     }
                     skipped = 0;
-                    verified = match engine.reassert_kubeconfig(&open).await {
+                    verified = match engine.reassert_kubeconfig(kubeconfig, &open).await {
                         Ok(stamp) => Some((stamp, key)),
                         Err(e) => {
                             tracing::warn!(error = %crate::error_chain(&e), "cannot re-assert the kubeconfig entries");
@@ -545,11 +545,9 @@ impl Engine {
     /// dropped it, in one locked read-modify-write; returns the files' stamp under the lock.
     async fn reassert_kubeconfig(
         &self,
+        kubeconfig: Kubeconfig,
         open: &[(Cluster, u16)],
     ) -> Result<FilesStamp, EngineError> {
-        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
-            return Err(EngineError::Internal("no kubeconfig".into()));
-        };
         let entries: Vec<ClusterEntry> = open
             .iter()
             .map(|(cluster, port)| self.kubeconfig_entry(cluster, *port))

@@ -148,12 +148,12 @@ async fn serve(hidden: bool) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot find this program: start at login is unavailable")
         }
     }
-    let opener = Arc::clone(&agent);
     let _control = control::serve(
         listener,
         Arc::clone(&shell),
         Arc::clone(&agent.windows),
-        Arc::new(move || opener.open_window()),
+        // The control socket has already looked for a connected window to bring forward.
+        Arc::new(start_window),
     )
     .context("cannot serve the control socket")?;
     let _notifier = crate::notify::Notifier::start(&shell);
