@@ -606,6 +606,101 @@ async fn a_login_kept_in_a_real_secret_service_survives_a_cli_restart() {
     assert_eq!(login["application"], APP);
 }
 
+/// `auth service-token` keeps the secret in the real Secret Service: a second CLI process finds
+/// it (and removes it), a third finds none; the secret is read from stdin and shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_stored_in_a_real_secret_service_is_found_by_the_next_process() {
+    const SERVICE_SECRET: &str = "service-secret-for-the-keyring-test";
+    let world = World::start(Lifetimes::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    let sandbox = cli(&world, root.path(), "");
+    let home = root.path().join("home");
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    let store = cli_command(
+        &sandbox,
+        &world,
+        root.path(),
+        &["auth", "service-token", "c1", "--client-id", "id.access"],
+    );
+    let remove = cli_command(
+        &sandbox,
+        &world,
+        root.path(),
+        &["auth", "service-token", "c1", "--remove"],
+    );
+    let quote = |cmd: &Command| {
+        let mut words = vec![format!("'{}'", cmd.get_program().to_string_lossy())];
+        words.extend(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
+        words.join(" ")
+    };
+    let script = format!(
+        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n\
+         printf '{SERVICE_SECRET}' | {} > store.out 2> store.err || exit 91\n\
+         {} > remove.out 2> remove.err || exit 92\n\
+         {} > again.out 2> again.err || exit 93\n",
+        quote(&store),
+        quote(&remove),
+        quote(&remove),
+    );
+    let mut run = Command::new("dbus-run-session");
+    run.arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(root.path());
+    for (k, v) in store.get_envs() {
+        match v {
+            Some(v) => run.env(k, v),
+            None => run.env_remove(k),
+        };
+    }
+    run.env_remove("K8S_TUNNELS_KEYCHAIN")
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_RUNTIME_DIR", home.join("run"));
+    let out = blocking(move || {
+        run.output()
+            .expect("dbus-run-session (Debian dbus) is required")
+    })
+    .await;
+    let file = |n: &str| std::fs::read_to_string(root.path().join(n)).unwrap_or_default();
+    let all = ["store", "remove", "again"]
+        .iter()
+        .map(|n| {
+            format!(
+                "{n}: {}{}",
+                file(&format!("{n}.out")),
+                file(&format!("{n}.err"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        out.status.success(),
+        "{:?}\n{all}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(file("store.out").contains("id.access"), "{all}");
+    assert!(
+        !file("store.err").contains("warning: no OS keychain"),
+        "{all}"
+    );
+    // The second process found it in the keychain; the third finds it gone.
+    assert!(
+        file("remove.out").contains("Removed the service token of c1"),
+        "{all}"
+    );
+    assert!(
+        file("again.out").contains("had no stored service token"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(SERVICE_SECRET),
+        "the secret was shown:\n{all}"
+    );
+}
+
 /// Tokens never show in logs (debug level), stdout, events, or errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_secret_in_logs_output_events_or_errors() {
