@@ -540,34 +540,33 @@ async fn without_dbus_the_cli_warns_and_the_login_works_for_the_session() {
 
 /// The login in one CLI process, `auth status` in another, against gnome-keyring on a private
 /// D-Bus session (its files in a temp folder).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_kept_in_a_real_secret_service_survives_a_cli_restart() {
-    let world = World::start(Lifetimes::default()).await;
-    let root = tempfile::tempdir().unwrap();
-    let sandbox = cli(&world, root.path(), "");
-    let home = root.path().join("home");
+/// A command as one line of `sh`, every word single-quoted.
+fn shell_line(cmd: &Command) -> String {
+    let mut words = vec![format!("'{}'", cmd.get_program().to_string_lossy())];
+    words.extend(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
+    words.join(" ")
+}
+
+/// Runs `steps` (lines of `sh`, in `root`) in a private D-Bus session with a real, unlocked
+/// gnome-keyring: the environment of `env_of` without the keychain switch, the keyring's files
+/// under `root/home`.
+async fn in_keyring_session(
+    root: &std::path::Path,
+    env_of: &Command,
+    steps: &str,
+) -> std::process::Output {
+    let home = root.join("home");
     std::fs::create_dir_all(home.join("run")).unwrap();
-    let login = cli_command(&sandbox, &world, root.path(), &["login", "c1"]);
-    let status = cli_command(&sandbox, &world, root.path(), &["auth", "status", "--json"]);
-    let quote = |cmd: &Command| {
-        let mut words = vec![format!("'{}'", cmd.get_program().to_string_lossy())];
-        words.extend(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
-        words.join(" ")
-    };
     let script = format!(
-        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n\
-         {} > login.out 2> login.err || exit 91\n{} > status.out 2> status.err || exit 92\n",
-        quote(&login),
-        quote(&status)
+        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n{steps}"
     );
     let mut run = Command::new("dbus-run-session");
     run.arg("--")
         .arg("sh")
         .arg("-c")
         .arg(script)
-        .current_dir(root.path());
-    // The CLI's environment, minus the keychain switch; the keyring's files in the sandbox.
-    for (k, v) in login.get_envs() {
+        .current_dir(root);
+    for (k, v) in env_of.get_envs() {
         match v {
             Some(v) => run.env(k, v),
             None => run.env_remove(k),
@@ -577,11 +576,26 @@ async fn a_login_kept_in_a_real_secret_service_survives_a_cli_restart() {
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_RUNTIME_DIR", home.join("run"));
-    let out = blocking(move || {
+    blocking(move || {
         run.output()
             .expect("dbus-run-session (Debian dbus) is required")
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_kept_in_a_real_secret_service_survives_a_cli_restart() {
+    let world = World::start(Lifetimes::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    let sandbox = cli(&world, root.path(), "");
+    let login = cli_command(&sandbox, &world, root.path(), &["login", "c1"]);
+    let status = cli_command(&sandbox, &world, root.path(), &["auth", "status", "--json"]);
+    let steps = format!(
+        "{} > login.out 2> login.err || exit 91\n{} > status.out 2> status.err || exit 92\n",
+        shell_line(&login),
+        shell_line(&status)
+    );
+    let out = in_keyring_session(root.path(), &login, &steps).await;
     let file = |n: &str| std::fs::read_to_string(root.path().join(n)).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -614,8 +628,6 @@ async fn a_service_token_stored_in_a_real_secret_service_is_found_by_the_next_pr
     let world = World::start(Lifetimes::default()).await;
     let root = tempfile::tempdir().unwrap();
     let sandbox = cli(&world, root.path(), "");
-    let home = root.path().join("home");
-    std::fs::create_dir_all(home.join("run")).unwrap();
     let store = cli_command(
         &sandbox,
         &world,
@@ -628,41 +640,15 @@ async fn a_service_token_stored_in_a_real_secret_service_is_found_by_the_next_pr
         root.path(),
         &["auth", "service-token", "c1", "--remove"],
     );
-    let quote = |cmd: &Command| {
-        let mut words = vec![format!("'{}'", cmd.get_program().to_string_lossy())];
-        words.extend(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
-        words.join(" ")
-    };
-    let script = format!(
-        "printf test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90\n\
-         printf '{SERVICE_SECRET}' | {} > store.out 2> store.err || exit 91\n\
+    let steps = format!(
+        "printf '{SERVICE_SECRET}' | {} > store.out 2> store.err || exit 91\n\
          {} > remove.out 2> remove.err || exit 92\n\
          {} > again.out 2> again.err || exit 93\n",
-        quote(&store),
-        quote(&remove),
-        quote(&remove),
+        shell_line(&store),
+        shell_line(&remove),
+        shell_line(&remove),
     );
-    let mut run = Command::new("dbus-run-session");
-    run.arg("--")
-        .arg("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(root.path());
-    for (k, v) in store.get_envs() {
-        match v {
-            Some(v) => run.env(k, v),
-            None => run.env_remove(k),
-        };
-    }
-    run.env_remove("K8S_TUNNELS_KEYCHAIN")
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_RUNTIME_DIR", home.join("run"));
-    let out = blocking(move || {
-        run.output()
-            .expect("dbus-run-session (Debian dbus) is required")
-    })
-    .await;
+    let out = in_keyring_session(root.path(), &store, &steps).await;
     let file = |n: &str| std::fs::read_to_string(root.path().join(n)).unwrap_or_default();
     let all = ["store", "remove", "again"]
         .iter()
