@@ -88,18 +88,7 @@ fn start_window() {
 pub fn run() {
     init_logging();
     let hidden = std::env::args().any(|a| a == HIDDEN_ARG);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("k8s-tunnels")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = crate::runtime_or_exit("k8s-tunnels");
     match runtime.block_on(serve(hidden)) {
         Ok(()) => {}
         Err(e) => {

@@ -351,27 +351,12 @@ impl Peer {
     async fn run(self, stream: UnixStream, stop: CancellationToken) {
         let (read, write) = stream.into_split();
         let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
-        let (tx, mut rx) = mpsc::channel::<Down>(QUEUE);
-        let writer_stop = stop.clone();
-        let writer = tokio::spawn(async move {
-            let mut sink = FramedWrite::new(write, LinesCodec::new_with_max_length(MAX_LINE));
-            loop {
-                let down = tokio::select! {
-                    _ = writer_stop.cancelled() => return,
-                    down = rx.recv() => match down { Some(down) => down, None => return },
-                };
-                let line = match serde_json::to_string(&down) {
-                    Ok(line) => line,
-                    Err(e) => {
-                        tracing::error!(error = %e, "control socket: cannot encode a message");
-                        continue;
-                    }
-                };
-                if sink.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel::<Down>(QUEUE);
+        let writer = tokio::spawn(write_lines(write, rx, stop.clone(), |down: Down| {
+            serde_json::to_string(&down)
+                .map_err(|e| tracing::error!(error = %e, "control socket: cannot encode a message"))
+                .ok()
+        }));
         let this = Arc::new(self);
         let mut window: Option<(WindowSlot, crate::shell::FigureWatch)> = None;
         loop {
@@ -452,6 +437,29 @@ impl Peer {
     }
 }
 
+/// Writes what `rx` carries as lines to `write` until `rx` closes, `stop` fires or the peer
+/// goes; `encode` makes the line (`None`: skip the message). Both ends of the socket use it.
+async fn write_lines<T>(
+    write: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<T>,
+    stop: CancellationToken,
+    encode: impl Fn(T) -> Option<String>,
+) {
+    let mut sink = FramedWrite::new(write, LinesCodec::new_with_max_length(MAX_LINE));
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return,
+            message = rx.recv() => match message { Some(message) => message, None => return },
+        };
+        let Some(line) = encode(message) else {
+            continue;
+        };
+        if sink.send(line).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn json<T: Serialize>(result: Result<T, IpcError>) -> Result<Value, IpcError> {
     result.and_then(|value| {
         serde_json::to_value(value)
@@ -523,22 +531,11 @@ impl Client {
         let (read, write) = stream.into_split();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (pushed, _) = broadcast::channel(QUEUE);
-        let (calls, mut outgoing) = mpsc::channel::<String>(QUEUE);
+        let (calls, outgoing) = mpsc::channel::<String>(QUEUE);
         let stop = CancellationToken::new();
 
-        let writer_stop = stop.clone();
-        tokio::spawn(async move {
-            let mut sink = FramedWrite::new(write, LinesCodec::new_with_max_length(MAX_LINE));
-            loop {
-                let line = tokio::select! {
-                    _ = writer_stop.cancelled() => return,
-                    line = outgoing.recv() => match line { Some(line) => line, None => return },
-                };
-                if sink.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
+        // Calls are encoded by `call`, which reports an encoding error to its caller.
+        tokio::spawn(write_lines(write, outgoing, stop.clone(), Some));
 
         let reader_stop = stop.clone();
         let reader_pending = Arc::clone(&pending);

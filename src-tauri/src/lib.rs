@@ -79,6 +79,23 @@ pub async fn open_shell(
     Ok(Shell::start(app, engine, lab))
 }
 
+/// The process's tokio runtime (two workers: the app idles most of the time), or exits with a
+/// message: nothing works without it.
+pub fn runtime_or_exit(thread_name: &str) -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(thread_name)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Logs to stderr, filtered by `K8S_TUNNELS_LOG` (default: warnings).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("K8S_TUNNELS_LOG")

@@ -85,18 +85,7 @@ pub fn open_window<R: Runtime>(app: &tauri::AppHandle<R>) {
 /// Runs the window until it is closed (or the tray process goes away).
 pub fn run() {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("k8s-tunnels-window")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = crate::runtime_or_exit("k8s-tunnels-window");
     // Tauri's async tasks and the relay share this one runtime.
     tauri::async_runtime::set(runtime.handle().clone());
     let entered = runtime.enter();
