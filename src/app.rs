@@ -21,7 +21,7 @@ use crate::engine::{Engine, EngineConfig, KUBECONFIG_KEEPER_PERIOD};
 use crate::inventory::{Cluster, ClusterId};
 use crate::keychain::Keychain;
 use crate::kubeconfig::{Kubeconfig, KubeconfigError};
-use crate::state::{Settings, StateError, StateStore, socks_credentials};
+use crate::state::{Settings, StateError, StateStore, remove_legacy_socks_secret};
 use crate::tunnel::health::ProbeSchedule;
 
 /// The keychain service the app keeps its secrets under.
@@ -51,7 +51,7 @@ pub enum AppError {
     /// The kubeconfig in force could not be determined.
     #[error("cannot find the kubeconfig to update")]
     Kubeconfig(#[source] KubeconfigError),
-    /// App state (or the SOCKS secret) could not be read or written.
+    /// App state could not be read or written.
     #[error("cannot read or write the app state")]
     State(#[source] StateError),
     /// No cluster has this name or id.
@@ -216,21 +216,20 @@ impl App {
         Ok(kubeconfig.with_prefix(settings.kubeconfig_prefix.clone()))
     }
 
-    /// Builds the engine the way every front end does: the per-install SOCKS secret (keychain,
-    /// else a private file), persisted ports, the kubeconfig in force. Returns the settings it
-    /// was built with. Creates the app's folders.
+    /// Builds the engine the way every front end does: persisted ports, the kubeconfig in
+    /// force, the Access login with its tokens in `keychain`. Returns the settings it was built
+    /// with. Creates the app's folders.
     pub fn engine(
         &self,
         keychain: &Keychain,
         schedule: ProbeSchedule,
     ) -> Result<(Engine, Settings), AppError> {
         self.dirs.ensure().map_err(AppError::Dirs)?;
-        let socks = socks_credentials(keychain, &self.dirs).map_err(AppError::State)?;
+        remove_legacy_socks_secret(&self.dirs);
         let settings = self.state.load().map_err(AppError::State)?.settings;
         let kubeconfig = self.kubeconfig(&settings)?;
         let engine = Engine::with_access(
             EngineConfig {
-                socks,
                 kubeconfig: Some(kubeconfig),
                 prefix: settings.kubeconfig_prefix.clone(),
                 state: self.state.clone(),

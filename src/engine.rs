@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -17,7 +17,8 @@ use tokio::sync::broadcast;
 use crate::inventory::{Cluster, ClusterId};
 use crate::kubeconfig::{ClusterEntry, FilesStamp, Kubeconfig, KubeconfigError};
 use crate::secret::Secret;
-use crate::state::{AppState, SocksCredentials, StateError, StateStore, port_candidates};
+use crate::state::{AppState, StateError, StateStore, port_candidates};
+use crate::timestamp::rfc3339;
 use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
 use crate::tunnel::{TunnelHandle, TunnelSpec};
@@ -29,10 +30,36 @@ pub const KUBECONFIG_KEEPER_PERIOD: Duration = Duration::from_secs(15);
 /// The keeper skips reading unchanged files at most this many ticks in a row.
 const KUBECONFIG_KEEPER_FULL_EVERY: u32 = 8;
 
+/// The SOCKS username every tunnel's listener asks for; the password is what is secret.
+pub const SOCKS_USERNAME: &str = "k8s-tunnels";
+/// Length of a tunnel's SOCKS secret.
+const SOCKS_SECRET_LEN: usize = 32;
+
+/// What a local client presents to one open tunnel's listener (RFC 1929). The secret is made
+/// when the tunnel opens, lives only in this process and in the kubeconfig entry, and is
+/// worthless once the tunnel closes: while a tunnel is down its entry holds no secret, so
+/// whoever binds the freed port (another local user) collects nothing a running tunnel
+/// accepts — not from the next kubectl, nor from a long-running client that still holds an
+/// old entry.
+#[derive(Clone, Debug)]
+pub struct SocksLogin {
+    /// Always [`SOCKS_USERNAME`].
+    pub username: String,
+    /// The tunnel's secret.
+    pub password: Secret,
+}
+
+impl SocksLogin {
+    fn fresh() -> Self {
+        Self {
+            username: SOCKS_USERNAME.to_string(),
+            password: Secret::random(SOCKS_SECRET_LEN),
+        }
+    }
+}
+
 /// What the engine is built from.
 pub struct EngineConfig {
-    /// The per-install SOCKS credentials every listener requires.
-    pub socks: SocksCredentials,
     /// The kubeconfig files to keep up to date; `None` leaves kubeconfig alone.
     pub kubeconfig: Option<Kubeconfig>,
     /// Prefix of the kubeconfig entries the app owns, e.g. `k8s-tunnels/`.
@@ -98,6 +125,8 @@ pub enum Event {
         url: String,
         /// Whether a browser was opened at it.
         browser_opened: bool,
+        /// The code of the login's key, which the sign-in page shows too.
+        code: String,
     },
 }
 
@@ -117,10 +146,12 @@ impl From<crate::access::AccessEvent> for Event {
                 application,
                 url,
                 browser_opened,
+                code,
             } => Event::SignInStarted {
                 application,
                 url,
                 browser_opened,
+                code,
             },
         }
     }
@@ -214,15 +245,24 @@ struct Inner {
     config: EngineConfig,
     /// The Access login shared by every tunnel, if any (see [`Engine::with_access`]).
     access: Option<crate::access::AccessClient>,
-    tunnels: Mutex<BTreeMap<ClusterId, TunnelHandle>>,
+    tunnels: Mutex<BTreeMap<ClusterId, Open>>,
     events: broadcast::Sender<Event>,
     /// Serialises read-modify-write of the state file between concurrent connects.
     state_lock: tokio::sync::Mutex<()>,
     /// Serialises connects.
     connect_lock: tokio::sync::Mutex<()>,
+    /// Serialises the keeper's re-assertion with closing tunnels' rewrites: a keeper that saw a
+    /// tunnel open must not put its secret back after the close took it out.
+    entry_writes: tokio::sync::Mutex<()>,
     /// Stops the kubeconfig keeper when the last engine clone is dropped.
     keeper: tokio_util::sync::CancellationToken,
     keeper_started: std::sync::Once,
+}
+
+/// An open tunnel and the login its listener takes.
+struct Open {
+    handle: TunnelHandle,
+    login: SocksLogin,
 }
 
 impl Drop for Inner {
@@ -273,6 +313,7 @@ impl Engine {
                 events,
                 state_lock: tokio::sync::Mutex::new(()),
                 connect_lock: tokio::sync::Mutex::new(()),
+                entry_writes: tokio::sync::Mutex::new(()),
                 keeper: tokio_util::sync::CancellationToken::new(),
                 keeper_started: std::sync::Once::new(),
             }),
@@ -325,7 +366,8 @@ impl Engine {
             .local_addr()
             .map_err(|source| EngineError::Bind { port: 0, source })?
             .port();
-        self.write_kubeconfig(cluster, port, options.use_context)
+        let login = SocksLogin::fresh();
+        self.write_kubeconfig(cluster, port, Some(&login), options.use_context)
             .await?;
 
         let events = self.inner.events.clone();
@@ -341,61 +383,140 @@ impl Engine {
         let spec = TunnelSpec {
             cluster: cluster.clone(),
             listener,
-            username: self.inner.config.socks.username.clone(),
-            password: self.inner.config.socks.password.clone(),
+            username: login.username.clone(),
+            password: login.password.clone(),
             schedule: self.inner.config.schedule,
             access: self.inner.access.clone(),
         };
         let handle = TunnelHandle::start(spec, edge, on_change);
         let mut tunnels = lock(&self.inner.tunnels);
-        let handle = tunnels.entry(cluster.id.clone()).or_insert(handle);
-        Ok(self.describe(handle))
+        let open = tunnels
+            .entry(cluster.id.clone())
+            .or_insert(Open { handle, login });
+        Ok(self.describe(&open.handle))
+    }
+
+    /// The login an open tunnel's listener takes (what its kubeconfig entry carries), for
+    /// front ends that hand it to a client themselves.
+    pub fn socks_login(&self, id: &ClusterId) -> Option<SocksLogin> {
+        lock(&self.inner.tunnels).get(id).map(|o| o.login.clone())
     }
 
     /// Makes the cluster's context kubectl's current context, writing its entries first so
     /// that it works even before the tunnel is up.
     pub async fn use_context(&self, cluster: &Cluster) -> Result<String, EngineError> {
-        let port = match self.status_of(&cluster.id) {
-            Some(status) => status.port,
-            None => self.planned_port(cluster).await?,
+        let open = lock(&self.inner.tunnels)
+            .get(&cluster.id)
+            .map(|o| (o.handle.local_addr().port(), o.login.clone()));
+        if let Some((port, login)) = open {
+            self.write_kubeconfig(cluster, port, Some(&login), true)
+                .await?;
+            return Ok(self.context_name(cluster));
+        }
+        // Not open here. An entry that exists may be another process's open tunnel (a
+        // `connect` beside the desktop app): switch to it as it is. Else write one without a
+        // secret: kubectl is refused at once ("connection refused") until the tunnel is on,
+        // and gives nothing to whoever holds the port meanwhile.
+        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
+            return Ok(self.context_name(cluster));
         };
-        self.write_kubeconfig(cluster, port, true).await?;
+        let port = self.planned_port(cluster).await?;
+        let entry = self.kubeconfig_entry(cluster, port, None);
+        tokio::task::spawn_blocking(move || match kubeconfig.use_context(&entry.name) {
+            Err(KubeconfigError::ContextNotFound { .. }) => {
+                kubeconfig.upsert(&entry)?;
+                kubeconfig.use_context(&entry.name)
+            }
+            other => other,
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(EngineError::Kubeconfig)?;
         Ok(self.context_name(cluster))
     }
 
-    /// Closes a cluster's tunnel, waiting up to `limit` for its connections to end.
+    /// Closes a cluster's tunnel, waiting up to `limit` for its connections to end. Its
+    /// kubeconfig entry loses its secret first, so the freed port is never offered one.
     pub async fn disconnect(&self, id: &ClusterId, limit: Duration) -> Result<(), EngineError> {
-        let handle = lock(&self.inner.tunnels).remove(id);
-        let Some(handle) = handle else {
+        let open = lock(&self.inner.tunnels).remove(id);
+        let Some(open) = open else {
             return Err(EngineError::NotConnected(id.to_string()));
         };
-        let name = handle.cluster().name.clone();
-        handle.shutdown(limit).await;
+        let cluster = open.handle.cluster().clone();
+        let port = open.handle.local_addr().port();
+        self.close_entries(&[(cluster.clone(), port)]).await;
+        open.handle.shutdown(limit).await;
         let _ = self.inner.events.send(Event::TunnelClosed {
             cluster: id.clone(),
-            name,
+            name: cluster.name,
         });
         Ok(())
     }
 
-    /// Closes every tunnel, in parallel, within `limit` overall.
+    /// Closes every tunnel, in parallel, within `limit` overall; their kubeconfig entries lose
+    /// their secrets first, in one write.
     pub async fn shutdown(&self, limit: Duration) {
-        let ids: Vec<ClusterId> = lock(&self.inner.tunnels).keys().cloned().collect();
-        let all = ids.iter().map(|id| self.disconnect(id, limit));
+        let open: Vec<Open> = std::mem::take(&mut *lock(&self.inner.tunnels))
+            .into_values()
+            .collect();
+        let entries: Vec<(Cluster, u16)> = open
+            .iter()
+            .map(|o| (o.handle.cluster().clone(), o.handle.local_addr().port()))
+            .collect();
+        self.close_entries(&entries).await;
+        let events = self.inner.events.clone();
+        let all = open.into_iter().map(|o| {
+            let events = events.clone();
+            async move {
+                let cluster = o.handle.cluster().clone();
+                o.handle.shutdown(limit).await;
+                let _ = events.send(Event::TunnelClosed {
+                    cluster: cluster.id,
+                    name: cluster.name,
+                });
+            }
+        });
         let _ = tokio::time::timeout(limit, futures_util::future::join_all(all)).await;
+    }
+
+    /// Rewrites the entries of tunnels that are closing without their secret. A kubeconfig
+    /// that cannot be written is reported, not fatal: closing must go on, and the secret it
+    /// still holds dies with the listener.
+    async fn close_entries(&self, closing: &[(Cluster, u16)]) {
+        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
+            return;
+        };
+        if closing.is_empty() {
+            return;
+        }
+        let entries: Vec<ClusterEntry> = closing
+            .iter()
+            .map(|(cluster, port)| self.kubeconfig_entry(cluster, *port, None))
+            .collect();
+        let _writing = self.inner.entry_writes.lock().await;
+        let written = tokio::task::spawn_blocking(move || kubeconfig.upsert_all(&entries)).await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot take the secret out of closed tunnels' kubeconfig entries");
+            }
+            Err(e) => tracing::warn!(error = %e, "kubeconfig update task failed"),
+        }
     }
 
     /// Status of every open tunnel, sorted by cluster id.
     pub fn status(&self) -> Vec<TunnelStatus> {
         lock(&self.inner.tunnels)
             .values()
-            .map(|h| self.describe(h))
+            .map(|o| self.describe(&o.handle))
             .collect()
     }
 
     /// Status of one open tunnel.
     pub fn status_of(&self, id: &ClusterId) -> Option<TunnelStatus> {
-        lock(&self.inner.tunnels).get(id).map(|h| self.describe(h))
+        lock(&self.inner.tunnels)
+            .get(id)
+            .map(|o| self.describe(&o.handle))
     }
 
     fn describe(&self, handle: &TunnelHandle) -> TunnelStatus {
@@ -481,7 +602,7 @@ impl Engine {
     fn port_taken_by_other_tunnel(&self, port: u16, id: &ClusterId) -> bool {
         lock(&self.inner.tunnels)
             .iter()
-            .any(|(other, h)| other != id && h.local_addr().port() == port)
+            .any(|(other, o)| other != id && o.handle.local_addr().port() == port)
     }
 
     /// Starts (once) the task that keeps open tunnels' kubeconfig entries in place. It holds
@@ -509,13 +630,14 @@ impl Engine {
                     }
                     let Some(inner) = weak.upgrade() else { return };
                     let engine = Engine { inner };
-                    let mut open: Vec<(Cluster, u16)> = lock(&engine.inner.tunnels)
+                    let _writing = engine.inner.entry_writes.lock().await;
+                    let open: Vec<(Cluster, u16, SocksLogin)> = lock(&engine.inner.tunnels)
                         .values()
-                        .map(|h| (h.cluster().clone(), h.local_addr().port()))
+                        .map(|o| (o.handle.cluster().clone(), o.handle.local_addr().port(), o.login.clone()))
                         .collect();
-                    open.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+                    // The map is ordered by cluster id, so the key is too.
                     let key: Vec<(ClusterId, u16)> =
-                        open.iter().map(|(c, p)| (c.id.clone(), *p)).collect();
+                        open.iter().map(|(c, p, _)| (c.id.clone(), *p)).collect();
                     let Some(kubeconfig) = engine.inner.config.kubeconfig.clone() else {
                         return;
                     };
@@ -546,11 +668,11 @@ impl Engine {
     async fn reassert_kubeconfig(
         &self,
         kubeconfig: Kubeconfig,
-        open: &[(Cluster, u16)],
+        open: &[(Cluster, u16, SocksLogin)],
     ) -> Result<FilesStamp, EngineError> {
         let entries: Vec<ClusterEntry> = open
             .iter()
-            .map(|(cluster, port)| self.kubeconfig_entry(cluster, *port))
+            .map(|(cluster, port, login)| self.kubeconfig_entry(cluster, *port, Some(login)))
             .collect();
         tokio::task::spawn_blocking(move || {
             let (changed, stamp) = kubeconfig.upsert_all(&entries)?;
@@ -564,14 +686,23 @@ impl Engine {
         .map_err(EngineError::Kubeconfig)
     }
 
-    fn kubeconfig_entry(&self, cluster: &Cluster, port: u16) -> ClusterEntry {
-        let socks = &self.inner.config.socks;
+    /// The cluster's kubeconfig entry: its proxy-url carries `login` while the tunnel is open,
+    /// nothing secret otherwise.
+    fn kubeconfig_entry(
+        &self,
+        cluster: &Cluster,
+        port: u16,
+        login: Option<&SocksLogin>,
+    ) -> ClusterEntry {
         ClusterEntry {
             name: self.context_name(cluster),
             server: cluster.api.url.to_string(),
             certificate_authority_pem: cluster.api.ca_pem.clone(),
             tls_server_name: cluster.api.tls_server_name.clone(),
-            proxy_url: proxy_url(&socks.username, &socks.password, port),
+            proxy_url: match login {
+                Some(login) => proxy_url(&login.username, &login.password, port),
+                None => closed_proxy_url(port),
+            },
             user: cluster.user.clone(),
         }
     }
@@ -580,12 +711,13 @@ impl Engine {
         &self,
         cluster: &Cluster,
         port: u16,
+        login: Option<&SocksLogin>,
         use_context: bool,
     ) -> Result<(), EngineError> {
         let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
             return Ok(());
         };
-        let entry = self.kubeconfig_entry(cluster, port);
+        let entry = self.kubeconfig_entry(cluster, port, login);
         // File locking may wait on another writer (kubectl); keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             if kubeconfig.upsert(&entry)? {
@@ -612,12 +744,14 @@ pub fn proxy_url(username: &str, password: &Secret, port: u16) -> Secret {
     ))
 }
 
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// `socks5://127.0.0.1:<port>`: the entry of a tunnel that is not open. Nothing listens (kubectl
+/// fails at once), and a stranger who binds the port is offered no secret.
+pub fn closed_proxy_url(port: u16) -> Secret {
+    Secret::new(format!("socks5://127.0.0.1:{port}"))
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

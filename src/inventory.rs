@@ -175,6 +175,22 @@ pub struct Cluster {
     pub access: AccessApp,
     /// The kubeconfig `user` stanza (e.g. an `exec` plugin or a `tokenFile`), kept as given.
     pub user: serde_norway::Mapping,
+    /// Who described the cluster, which decides what it may be sent.
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+/// Where a cluster's description came from. Discovered data (EKS tags, GKE labels, Vault) is
+/// untrusted: its Access hostname could point anywhere, so credentials the user gave for
+/// "every cluster" (the environment's service token or app token) are not sent there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// The user's own inventory file.
+    Inventory,
+    /// A discovery source (also what a cache entry without the field counts as).
+    #[default]
+    Discovered,
 }
 
 /// Clusters grouped cloud → environment → clusters, each level sorted.

@@ -21,6 +21,7 @@ pub mod lab;
 pub mod secret;
 pub mod signals;
 pub mod state;
+pub mod timestamp;
 pub mod tls;
 pub mod tunnel;
 

@@ -1,5 +1,6 @@
-//! Persisted app state: per-cluster ports, favourites, settings; the stable port choice; and
-//! the per-install SOCKS credentials.
+//! Persisted app state: per-cluster ports, favourites, settings; and the stable port choice.
+//! (The SOCKS secret is not state: each open tunnel makes its own, see
+//! [`crate::engine::SocksLogin`].)
 //!
 //! `state.json` is written atomically with mode 0600 ([`crate::dirs::write_private`]). A state
 //! file that does not parse is never overwritten silently: [`StateStore::load`] reports it and
@@ -14,8 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::dirs::{AppDirs, DirsError, write_private};
 use crate::inventory::ClusterId;
-use crate::keychain::{Keychain, KeychainError, KeychainStatus};
-use crate::secret::Secret;
 
 /// The schema version this build writes.
 pub const STATE_VERSION: u32 = 1;
@@ -24,17 +23,9 @@ pub const STATE_VERSION: u32 = 1;
 /// crowd, below Linux's ephemeral range (32768+), so outgoing connections never hold it.
 pub const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
 
-/// The SOCKS username every install uses; the password is what is secret.
-pub const SOCKS_USERNAME: &str = "k8s-tunnels";
-
-/// The keychain account holding the SOCKS secret.
-pub const SOCKS_ACCOUNT: &str = "socks-secret";
-
-/// The fallback file holding the SOCKS secret when no keychain is usable.
-pub const SOCKS_SECRET_FILE: &str = "socks-secret";
-
-/// Length of a generated SOCKS secret.
-const SOCKS_SECRET_LEN: usize = 32;
+/// The file earlier versions kept a per-install SOCKS secret in when no keychain was usable;
+/// removed at start (see [`remove_legacy_socks_secret`]).
+pub const LEGACY_SOCKS_SECRET_FILE: &str = "socks-secret";
 
 /// Errors reading or writing state.
 #[derive(Debug, thiserror::Error)]
@@ -82,18 +73,6 @@ pub enum StateError {
     /// Writing failed.
     #[error("cannot save state")]
     Write(#[source] DirsError),
-    /// The SOCKS secret file could not be read.
-    #[error("cannot read the SOCKS secret file {}", path.display())]
-    SecretFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The keychain failed while reading or storing the SOCKS secret.
-    #[error("cannot use the keychain for the SOCKS secret")]
-    Keychain(#[source] KeychainError),
 }
 
 /// Everything the app remembers between runs.
@@ -308,113 +287,19 @@ pub fn port_candidates(
     )
 }
 
-/// Where the SOCKS secret is kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretLocation {
-    /// In the OS keychain, under this service and account.
-    Keychain {
-        /// The keychain service name.
-        service: String,
-        /// The account.
-        account: String,
-    },
-    /// In a file readable by the user only.
-    File(PathBuf),
-}
-
-impl fmt::Display for SecretLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretLocation::Keychain { service, account } => {
-                write!(f, "OS keychain (service {service}, account {account})")
-            }
-            SecretLocation::File(path) => write!(f, "file {} (mode 0600)", path.display()),
+/// Removes the per-install SOCKS secret file an earlier version may have left in the state
+/// folder: nothing accepts it any more, and a secret outside the keychain is one too many.
+pub fn remove_legacy_socks_secret(dirs: &AppDirs) {
+    let path = dirs.state.join(LEGACY_SOCKS_SECRET_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "removed the SOCKS secret file of an earlier version")
         }
-    }
-}
-
-/// The credentials local clients present to the SOCKS listeners (RFC 1929).
-#[derive(Clone, Debug)]
-pub struct SocksCredentials {
-    /// Always [`SOCKS_USERNAME`].
-    pub username: String,
-    /// The per-install secret.
-    pub password: Secret,
-    /// Where the secret is kept.
-    pub stored_in: SecretLocation,
-}
-
-/// The per-install SOCKS credentials: a random 32-character secret created on first use, kept
-/// in the keychain (account [`SOCKS_ACCOUNT`]) when it is durable, else in the 0600 file
-/// `<dirs.state>/socks-secret`. A keychain that is durable but fails is an error, never a
-/// silent switch to the file.
-pub fn socks_credentials(
-    keychain: &Keychain,
-    dirs: &AppDirs,
-) -> Result<SocksCredentials, StateError> {
-    let (password, stored_in) = match keychain.status() {
-        KeychainStatus::Durable => {
-            let secret = match keychain.get(SOCKS_ACCOUNT).map_err(StateError::Keychain)? {
-                Some(secret) => secret,
-                None => {
-                    let secret = Secret::random(SOCKS_SECRET_LEN);
-                    keychain
-                        .set(SOCKS_ACCOUNT, &secret)
-                        .map_err(StateError::Keychain)?;
-                    secret
-                }
-            };
-            let location = SecretLocation::Keychain {
-                service: keychain.service().to_string(),
-                account: SOCKS_ACCOUNT.to_string(),
-            };
-            (secret, location)
-        }
-        KeychainStatus::Unavailable { .. } => {
-            let path = dirs.state.join(SOCKS_SECRET_FILE);
-            (file_secret(&path)?, SecretLocation::File(path))
-        }
-    };
-    Ok(SocksCredentials {
-        username: SOCKS_USERNAME.to_string(),
-        password,
-        stored_in,
-    })
-}
-
-/// Reads the secret file, or creates it; an empty file is replaced by a new secret.
-fn file_secret(path: &Path) -> Result<Secret, StateError> {
-    let read_err = |source| StateError::SecretFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => {
-            #[cfg(unix)]
-            {
-                // A copy restored from a backup may have lost its mode; the secret must stay private.
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(path)
-                    .map_err(read_err)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(read_err)?;
-                }
-            }
-            return Ok(Secret::new(text.trim()));
-        }
-        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(read_err(source)),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove the SOCKS secret file of an earlier version")
+        }
     }
-    let secret = Secret::random(SOCKS_SECRET_LEN);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(read_err)?;
-    }
-    write_private(path, secret.expose().as_bytes()).map_err(StateError::Write)?;
-    Ok(secret)
 }
 
 #[cfg(test)]
@@ -539,46 +424,15 @@ mod tests {
     }
 
     #[test]
-    fn socks_secret_in_file_is_reused_private_and_redacted() {
-        let root = tempfile::tempdir().unwrap();
-        let dirs = AppDirs::at(root.path());
-        let keychain = Keychain::disabled("test", "keychain disabled for this test");
-        let one = socks_credentials(&keychain, &dirs).unwrap();
-        let two = socks_credentials(&keychain, &dirs).unwrap();
-        assert_eq!(one.username, "k8s-tunnels");
-        assert_eq!(one.password.expose().len(), 32);
-        assert_eq!(one.password, two.password);
-        let path = dirs.state.join("socks-secret");
-        assert_eq!(one.stored_in, SecretLocation::File(path.clone()));
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            one.password.expose()
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let debug = format!("{one:?}");
-        assert!(!debug.contains(one.password.expose()), "{debug}");
-        assert!(debug.contains("<redacted>"), "{debug}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_loosened_secret_file_is_made_private_again() {
-        use std::os::unix::fs::PermissionsExt;
+    fn the_legacy_secret_file_is_removed_and_its_absence_is_fine() {
         let root = tempfile::tempdir().unwrap();
         let dirs = AppDirs::at(root.path());
         std::fs::create_dir_all(&dirs.state).unwrap();
-        let path = dirs.state.join("socks-secret");
-        std::fs::write(&path, "restored-secret\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let keychain = Keychain::disabled("test", "off");
-        let creds = socks_credentials(&keychain, &dirs).unwrap();
-        assert_eq!(creds.password.expose(), "restored-secret");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let path = dirs.state.join(LEGACY_SOCKS_SECRET_FILE);
+        std::fs::write(&path, "old-per-install-secret\n").unwrap();
+        remove_legacy_socks_secret(&dirs);
+        assert!(!path.exists());
+        remove_legacy_socks_secret(&dirs);
+        assert!(!path.exists());
     }
 }

@@ -116,12 +116,19 @@ fn kubectl_reaches_every_origin_mode_with_tunnels_up_at_once() {
             .all(|c| c["state"] == "up")
     );
 
+    let secret = cli
+        .socks_secret("bravo")
+        .expect("an open tunnel's entry holds its secret");
     let (exit, log) = connect.interrupt();
     assert!(exit.success(), "Ctrl-C exits cleanly: {exit:?}\n{log}");
     assert!(cli.status().is_empty(), "no tunnels reported after exit");
+    assert_eq!(
+        cli.socks_secret("bravo"),
+        None,
+        "closed: the entry holds no secret"
+    );
 
     // Nothing the user can read or that a log collects holds the SOCKS secret or a token.
-    let secret = cli.socks_secret();
     let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
     let status_text = text(&cli.run(&["status", "--json"]).stdout);
     let list_text = text(&cli.run(&["list", "--json"]).stdout);

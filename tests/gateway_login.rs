@@ -629,10 +629,14 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(!poll.is_finished(), "tokens went to a cross-site post");
-    // The user allows it: the form posts back from the page's own origin.
+    // The user allows it, ticking "keep signed in" too: the form posts back from the page's
+    // own origin.
+    assert!(html.contains("name=\"send_org_token\""), "{html}");
     let response = browser
         .post(action)
         .header("origin", world.url(APP, "").trim_end_matches('/'))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("send_org_token=true")
         .send()
         .await
         .unwrap();
@@ -730,6 +734,109 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
             "a token signature in the log:\n{log}"
         );
     }
+}
+
+/// One browser sign-in for a fresh client key through `/cdn-cgi/access/cli` (the link asking for
+/// the org token when `ask_org`), the user allowing it with "keep signed in" ticked or not;
+/// returns the consent page's HTML and the tokens the client's long-poll receives.
+async fn consent(
+    world: &World,
+    browser: &reqwest::Client,
+    ask_org: bool,
+    tick: bool,
+) -> (String, String, Value) {
+    let key = crypto_box::SecretKey::generate(&mut OsRng);
+    let public = URL_SAFE.encode(key.public_key().as_bytes());
+    let mut cli = url::Url::parse(&world.url(APP, "/cdn-cgi/access/cli")).unwrap();
+    cli.query_pairs_mut()
+        .append_pair("aud", AUD)
+        .append_pair("send_org_token", if ask_org { "true" } else { "false" })
+        .append_pair("token", &public);
+    let mut response = browser.get(cli).send().await.unwrap();
+    if response.url().host_str() == Some(AUTH_DOMAIN) {
+        let page = response.url().clone();
+        let html = response.text().await.unwrap();
+        response = browser
+            .post(form_action(&page, &html))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(EMAIL, PASSWORD))
+            .send()
+            .await
+            .unwrap();
+    }
+    let confirm_url = response.url().clone();
+    let html = response.text().await.unwrap();
+    let body = if tick { "send_org_token=true" } else { "" };
+    let done = browser
+        .post(form_action(&confirm_url, &html))
+        .header("origin", world.url(APP, "").trim_end_matches('/'))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let deposit = world
+        .stepper()
+        .get(world.url(TRANSFER_HOST, &format!("/transfer/{public}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deposit.status(), StatusCode::OK);
+    let service_key: [u8; 32] = URL_SAFE
+        .decode(deposit.headers()["service-public-key"].to_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sealed = STANDARD.decode(deposit.text().await.unwrap()).unwrap();
+    let (nonce, sealed) = sealed.split_at(24);
+    let plain = crypto_box::SalsaBox::new(&crypto_box::PublicKey::from(service_key), &key)
+        .decrypt(crypto_box::Nonce::from_slice(nonce), sealed)
+        .unwrap();
+    (html, public, serde_json::from_slice(&plain).unwrap())
+}
+
+/// The consent page names the application, the account and the code of the key it
+/// authorises, and hands over the team session (org token) only when the user ticks it —
+/// whatever the link asked for.
+#[tokio::test]
+async fn the_consent_page_names_the_client_key_and_keeps_the_session_unless_asked() {
+    let world = World::start(Timings::default()).await;
+    let browser = world.browser();
+    let (html, public, tokens) = consent(&world, &browser, true, false).await;
+    let code = k8s_tunnels::access::transfer::key_code(&public);
+    assert_eq!(code.len(), 19, "{code}");
+    assert!(
+        html.contains(&format!("<code id=\"code\">{code}</code>")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<b id=\"application\">{APP}</b>")),
+        "{html}"
+    );
+    assert!(html.contains(EMAIL), "{html}");
+    assert!(
+        html.contains("name=\"send_org_token\""),
+        "the session is offered: {html}"
+    );
+    assert!(
+        !html.contains("checked"),
+        "and not ticked for the user: {html}"
+    );
+    assert!(tokens["app_token"].is_string(), "{tokens}");
+    assert!(
+        tokens["org_token"].is_null(),
+        "unticked: no session: {tokens}"
+    );
+
+    // The link did not ask: no choice on the page, and a posted field does not count.
+    let (html, _, tokens) = consent(&world, &browser, false, true).await;
+    assert!(!html.contains("name=\"send_org_token\""), "{html}");
+    assert!(tokens["org_token"].is_null(), "{tokens}");
+
+    // Asked and ticked: the session goes too.
+    let (_, _, tokens) = consent(&world, &browser, true, true).await;
+    assert!(tokens["org_token"].is_string(), "{tokens}");
 }
 
 /// The lab with its Access login on: the names it hands a client all reach the gateway, the

@@ -10,6 +10,8 @@ mod browsers;
 mod echo;
 #[path = "support/login_world.rs"]
 mod login_world;
+#[path = "support/recording_edge.rs"]
+mod recording_edge;
 mod support;
 
 use std::net::SocketAddr;
@@ -113,12 +115,15 @@ async fn browser_login_with_an_http_client_as_the_browser() {
             application,
             url,
             browser_opened,
+            code,
         } = event
         {
-            sign_ins.push((application, url, browser_opened));
+            sign_ins.push((application, url, browser_opened, code));
         }
     }
     assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    // The sign-in page showed the code the client announced: the user can tell it is theirs.
+    assert_eq!(browser.counts.codes(), [sign_ins[0].3.clone()]);
     assert_eq!(sign_ins[0].0, APP);
     assert!(
         sign_ins[0]
@@ -444,7 +449,12 @@ fn child_browser() {
     let (addr, ca) = spec.split_once('|').unwrap();
     let addr: SocketAddr = addr.parse().unwrap();
     let ca_pem = std::fs::read(ca).unwrap();
-    let names = [(APP, addr), (AUTH_DOMAIN, addr), (TRANSFER_HOST, addr)];
+    let names = [
+        (APP, addr),
+        (APP_B, addr),
+        (AUTH_DOMAIN, addr),
+        (TRANSFER_HOST, addr),
+    ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let browser = HttpBrowser::new(&names, &ca_pem, EMAIL, PASSWORD);
@@ -746,4 +756,152 @@ async fn no_token_or_secret_in_logs_output_events_or_errors() {
         outputs.contains("Logged in to"),
         "the outputs were captured: {outputs}"
     );
+}
+
+// ---- Credentials go only to the host they were issued for ----
+
+/// A hostile edge that names application `named` (A, whose token cloudflared's file holds, or
+/// B, which the org token can be exchanged for) in an unsigned redirect, and records what it is
+/// sent. After `login c1` (A, tokens also written for cloudflared) in one CLI process,
+/// `connect` to the hostile edge in another must hand it no token at all: not from the file,
+/// not from the silent exchange, not from the health probe.
+async fn a_hostile_edge_naming(named: &str, aud: &str) {
+    let world = World::start(Lifetimes::default()).await;
+    let login_location = format!(
+        "https://{AUTH_DOMAIN}:{port}/cdn-cgi/access/login/{named}?kid={aud}&redirect_url=https%3A%2F%2F{named}%2F",
+        port = world.addr().port()
+    );
+    let hostile = recording_edge::RecordingEdge::start(
+        Some(world.tls_for(&[HOSTILE])),
+        recording_edge::Answer {
+            location: login_location,
+            domain: Some(named.to_string()),
+        },
+    )
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let inventory = root.path().join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "{}- name: hostile\n  cloud: onprem\n  environment: test\n  server: https://{API_HOST}:6443\n  user: {{ token: x }}\n  access:\n    hostname: {HOSTILE}\n    origin: tcp\n    connect_to: \"{}\"\n    ca_file: {}\n",
+            std::fs::read_to_string(&world.inventory).unwrap(),
+            hostile.addr(),
+            world.ca_path.display()
+        ),
+    )
+    .unwrap();
+    let mut sandbox = cli(&world, root.path(), "  write_cloudflared_files: true\n");
+    sandbox.inventory = inventory;
+    let login = cli_command(&sandbox, &world, root.path(), &["login", "c1"]);
+    let out = blocking(move || {
+        let mut login = login;
+        login.output().unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let app_file = world.cloudflared_dir().join(format!("{APP}-{AUD}-token"));
+    let org_file = world
+        .cloudflared_dir()
+        .join(format!("{AUTH_DOMAIN}-org-token"));
+    assert!(
+        app_file.exists() && org_file.exists(),
+        "login A wrote cloudflared's files"
+    );
+
+    let connect = sandbox.spawn_connect(&["hostile"]);
+    // `connect` signs in at once (explicitly) and the first health probe follows; wait for
+    // the client to give up on the hostile edge, or for a token to arrive there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaked = hostile
+            .seen()
+            .iter()
+            .any(recording_edge::Seen::carries_credential);
+        if leaked || connect.log().contains("Access login failed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connect did not finish its login attempt: {}",
+            connect.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The health probe ran too (it is silent: the file and the exchange only).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, log) = connect.interrupt();
+    let seen = hostile.seen();
+    assert!(
+        !seen.is_empty(),
+        "the client never contacted the hostile edge:\n{log}"
+    );
+    let app_token = std::fs::read_to_string(&app_file).unwrap();
+    let org_token = std::fs::read_to_string(&org_file).unwrap();
+    for request in &seen {
+        let text = request.text();
+        assert!(
+            !request.carries_credential()
+                && !text.contains(app_token.trim())
+                && !text.contains(org_token.trim()),
+            "the hostile edge received a credential: {text}\n{log}"
+        );
+    }
+    assert!(
+        log.contains("names the Access application"),
+        "the user is told why: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_edge_naming_another_application_gets_no_token_from_the_exchange() {
+    a_hostile_edge_naming(APP_B, AUD_B).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_edge_naming_a_signed_in_application_gets_no_token_from_its_file() {
+    a_hostile_edge_naming(APP, AUD).await;
+}
+
+/// The cluster's own edge CA (its inventory `access.ca_file`) vouches for its edge host only:
+/// an auth domain whose certificate only that CA signed is not trusted, so it never gets to
+/// see the org cookie nor to hand out keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clusters_edge_ca_is_not_trusted_for_the_auth_domain() {
+    let world = World::start(Lifetimes::default()).await;
+    let browser = signing_in_browser(&world);
+    // Nothing but the cluster's access.ca_file names the lab CA.
+    let mut settings = world.settings();
+    settings.ca_file = None;
+    let access = AccessClient::with_timings(
+        settings,
+        k8s_tunnels::access::TokenStore::memory_only("tests"),
+        browser.clone(),
+        test_timings(),
+    );
+    let err = access
+        .credential(&world.cluster(), Interaction::Explicit)
+        .await
+        .unwrap_err();
+    let chain = k8s_tunnels::error_chain(&err);
+    assert!(
+        chain.contains(&format!("cannot fetch the key set of {AUTH_DOMAIN}")),
+        "{chain}"
+    );
+    assert_eq!(
+        browser.counts.opened(),
+        0,
+        "no login against an untrusted auth domain"
+    );
+    // With the auth domain's CA configured for Access itself, the same login works.
+    let access = world.client(browser.clone(), test_timings());
+    access
+        .credential(&world.cluster(), Interaction::Explicit)
+        .await
+        .unwrap();
 }

@@ -12,9 +12,8 @@ use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::discovery::file::load;
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event, TunnelStatus};
 use k8s_tunnels::inventory::{Cluster, OriginMode::Tcp};
-use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::kubeconfig::Kubeconfig;
-use k8s_tunnels::state::{SocksCredentials, StateStore, socks_credentials};
+use k8s_tunnels::state::StateStore;
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
 use support::{CountingRelay, LabWorld, redirect_inventory};
 
@@ -28,7 +27,6 @@ fn quick_schedule() -> ProbeSchedule {
 
 struct Setup {
     engine: Engine,
-    socks: SocksCredentials,
 }
 
 fn engine_in(root: &std::path::Path, schedule: ProbeSchedule) -> Setup {
@@ -42,17 +40,14 @@ fn engine_with_kubeconfig(
 ) -> Setup {
     let dirs = AppDirs::at(&root.join("home"));
     dirs.ensure().unwrap();
-    let keychain = Keychain::disabled("k8s-tunnels-test", "tests keep secrets in files");
-    let socks = socks_credentials(&keychain, &dirs).unwrap();
     let engine = Engine::new(EngineConfig {
-        socks: socks_credentials(&keychain, &dirs).unwrap(),
         kubeconfig,
         prefix: "k8s-tunnels/".into(),
         state: StateStore::new(&dirs),
         schedule,
         kubeconfig_refresh: Duration::from_millis(200),
     });
-    Setup { engine, socks }
+    Setup { engine }
 }
 
 /// Opens the cluster's tunnel on the lab's runtime.
@@ -164,8 +159,9 @@ fn the_local_port_refuses_strangers_before_dialling_the_edge() {
         .block_on(CountingRelay::start(world.lab.gateway_addr()));
     let clusters = load(&redirect_inventory(&world.lab, relay.addr)).unwrap();
     let cluster = &clusters[0];
-    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let Setup { engine } = engine_in(tmp.path(), ProbeSchedule::default());
     let status = connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
     wait_state(&engine, cluster, TunnelState::Up);
     let port = status.port;
     let edge_connections = relay.count();
@@ -231,9 +227,10 @@ fn bad_or_expired_tokens_are_login_required_and_a_new_token_brings_the_tunnel_up
     let expired = lab.mint_token(Duration::from_secs(600), true).unwrap();
     std::fs::write(&token_file, expired.expose()).unwrap();
 
-    let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
+    let Setup { engine } = engine_in(tmp.path(), quick_schedule());
     let mut events = engine.subscribe();
     let status = connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
     let reason = wait_state(&engine, cluster, TunnelState::LoginRequired).unwrap();
     assert!(reason.contains("login required"), "{reason}");
     assert!(
@@ -278,9 +275,10 @@ fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
     let mut world = LabWorld::start(&tmp.path().join("lab"), &[("flaky", Tcp)]);
     let clusters = load(world.lab.inventory_path()).unwrap();
     let cluster = &clusters[0];
-    let Setup { engine, socks } = engine_in(tmp.path(), quick_schedule());
+    let Setup { engine } = engine_in(tmp.path(), quick_schedule());
     let mut events = engine.subscribe();
     let status = connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
     wait_state(&engine, cluster, TunnelState::Up);
     let up = engine.status_of(&cluster.id).expect("open");
     assert!(
@@ -336,8 +334,9 @@ fn disconnect_closes_the_port_and_open_connections_in_bounded_time() {
     let world = LabWorld::start(&tmp.path().join("lab"), &[("brief", Tcp)]);
     let clusters = load(world.lab.inventory_path()).unwrap();
     let cluster = &clusters[0];
-    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let Setup { engine } = engine_in(tmp.path(), ProbeSchedule::default());
     let status = connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
     wait_state(&engine, cluster, TunnelState::Up);
     let (host, api_port) = api_host(cluster);
     let mut open = Socks::connect(status.port);
@@ -377,11 +376,12 @@ fn debug_output_and_events_hold_no_secret() {
     let clusters = load(world.lab.inventory_path()).unwrap();
     let cluster = &clusters[0];
     let token = std::fs::read_to_string(world.lab.token_path()).unwrap();
-    let Setup { engine, socks } = engine_in(tmp.path(), ProbeSchedule::default());
+    let Setup { engine } = engine_in(tmp.path(), ProbeSchedule::default());
     let mut events = engine.subscribe();
     connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
     wait_state(&engine, cluster, TunnelState::Up);
-    let credential = k8s_tunnels::access::credential_for(cluster).unwrap();
+    let credential = k8s_tunnels::access::credential_for(cluster, &[]).unwrap();
     let mut texts = vec![
         format!("{cluster:?}"),
         format!("{socks:?}"),

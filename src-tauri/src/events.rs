@@ -128,6 +128,8 @@ pub enum LoginNotice {
         url: String,
         /// Whether a browser was opened at it.
         browser_opened: bool,
+        /// The code of the login's key, which the sign-in page must show too.
+        code: String,
     },
 }
 
@@ -298,11 +300,13 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
             application,
             url,
             browser_opened,
+            code,
         } => vec![
             UiEvent::Login(LoginNotice::SignIn {
                 application: application.clone(),
                 url: url.clone(),
                 browser_opened: *browser_opened,
+                code: code.clone(),
             }),
             UiEvent::Activity(Activity::now(
                 Level::Info,

@@ -217,7 +217,7 @@ impl Coalescer {
         }
         let mut required: Vec<String> = login_required;
         let mut expiring: Vec<(String, u64)> = Vec::new();
-        let mut unopened: Vec<(String, String)> = Vec::new();
+        let mut unopened: Vec<(String, String, String)> = Vec::new();
         for notice in &burst.logins {
             match notice {
                 LoginNotice::Required { application } => required.push(application.clone()),
@@ -231,14 +231,17 @@ impl Coalescer {
                     application,
                     url,
                     browser_opened: false,
-                } => unopened.push((application.clone(), url.clone())),
+                    code,
+                } => unopened.push((application.clone(), url.clone(), code.clone())),
                 LoginNotice::SignIn { .. } => {}
             }
         }
-        for (application, url) in unopened {
+        for (application, url, code) in unopened {
             out.push(Notice {
                 summary: "Sign in to Access".into(),
-                body: format!("No browser could be opened. To reach {application}, open {url}"),
+                body: format!(
+                    "No browser could be opened. To reach {application}, open {url} and allow it if the page shows the code {code}."
+                ),
                 critical: true,
             });
         }
@@ -554,6 +557,7 @@ mod tests {
                     application: "b.example".into(),
                     url: "https://b.example/cdn-cgi/access/cli?token=pub".into(),
                     browser_opened,
+                    code: "AbCd-EfGh-IjKl-MnOp".into(),
                 }),
             );
         }
@@ -562,7 +566,8 @@ mod tests {
         assert_eq!(n[0].summary, "Sign in to Access");
         assert!(
             n[0].body
-                .contains("https://b.example/cdn-cgi/access/cli?token=pub"),
+                .contains("https://b.example/cdn-cgi/access/cli?token=pub")
+                && n[0].body.contains("AbCd-EfGh-IjKl-MnOp"),
             "{}",
             n[0].body
         );

@@ -24,6 +24,7 @@ use crate::access::transfer::{BrowserOpener, PollSettings, Transfer, TransferErr
 use crate::access::{AccessError, Credential};
 use crate::inventory::{AccessAuth, Cluster};
 use crate::secret::Secret;
+use crate::timestamp::rfc3339;
 
 /// Who is asking, which decides whether the user may be interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub enum AccessEvent {
         url: String,
         /// Whether a browser was opened at it.
         browser_opened: bool,
+        /// The code of the login's key: the sign-in page shows the same one.
+        code: String,
     },
     /// The login of `application` runs out in `seconds_left` and cannot be renewed silently
     /// beyond that.
@@ -168,6 +171,13 @@ pub enum LoginError {
     /// The HTTP client could not be set up.
     #[error(transparent)]
     Http(#[from] HttpSetupError),
+    /// A login produced a token that is not for the application of the host asked: it is
+    /// never sent there.
+    #[error("the Access login for {application} produced a token for another application")]
+    ForeignToken {
+        /// The application.
+        application: String,
+    },
 }
 
 impl LoginError {
@@ -199,7 +209,7 @@ struct Inner {
     opener: Arc<dyn BrowserOpener>,
     events: broadcast::Sender<AccessEvent>,
     apps: Mutex<HashMap<String, AppInfo>>,
-    clients: Mutex<HashMap<String, reqwest::Client>>,
+    clients: Mutex<HashMap<String, access_http::Clients>>,
     jwks: JwksCache,
     silent: SingleFlight<String, LoginResult>,
     browser: SingleFlight<String, LoginResult>,
@@ -276,7 +286,13 @@ impl AccessClient {
     /// than from the cluster's configuration or the environment).
     pub fn manages(&self, cluster: &Cluster) -> bool {
         matches!(cluster.access.auth, AccessAuth::Default)
-            && matches!(crate::access::from_environment(), Credential::None)
+            && matches!(
+                crate::access::environment_credential(
+                    cluster,
+                    &self.inner.settings.env_credential_hosts
+                ),
+                Credential::None
+            )
     }
 
     /// The credential for one connection to `cluster`.
@@ -286,7 +302,10 @@ impl AccessClient {
         interaction: Interaction,
     ) -> Result<Credential, AccessError> {
         if !self.manages(cluster) {
-            return crate::access::credential_for(cluster);
+            return crate::access::credential_for(
+                cluster,
+                &self.inner.settings.env_credential_hosts,
+            );
         }
         // A service token the user stored for this application wins over any login: it is
         // what headless machines use, and it must never lead to a browser.
@@ -541,8 +560,8 @@ impl AccessClient {
         {
             return Ok(token);
         }
-        let client = self.client(cluster)?;
-        let app = self.app_info(cluster, &client).await?;
+        let clients = self.clients(cluster)?;
+        let app = self.app_info(cluster, &clients).await?;
         // A cloudflared login for this application.
         if let Some(files) = &self.inner.files
             && let Ok(Some(token)) = files.read_app_token(&app.app_host, &app.aud)
@@ -581,7 +600,10 @@ impl AccessClient {
             .counters
             .exchanges
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        match exchange::exchange(&client, &app, &url, &org, &self.inner.settings).await {
+        match exchange::exchange(&clients, &app, &url, &org, &self.inner.settings).await {
+            Ok(token) if !is_for_app(&token, &app) => {
+                Err(LoginError::ForeignToken { application: host })
+            }
             Ok(token) => {
                 tracing::info!(application = %host, "renewed the Access token through the SSO session");
                 self.save_app_token(&host, &app, &token).await;
@@ -622,8 +644,8 @@ impl AccessClient {
         if let Some((token, _)) = self.stored_app_token(&host).await {
             return Ok(token);
         }
-        let client = self.client(cluster)?;
-        let app = self.app_info(cluster, &client).await?;
+        let clients = self.clients(cluster)?;
+        let app = self.app_info(cluster, &clients).await?;
         let transfer = Transfer::new(&app, &access_http::app_url(cluster));
         self.inner
             .counters
@@ -642,11 +664,12 @@ impl AccessClient {
             application: host.clone(),
             url: transfer.url.to_string(),
             browser_opened,
+            code: transfer.code(),
         });
         tracing::info!(application = %host, url = %transfer.url, "waiting for the Access login in the browser");
         let tokens = transfer
             .wait(
-                &client,
+                &clients.auth,
                 &self.inner.settings.transfer_service,
                 self.inner.timings.poll,
             )
@@ -655,6 +678,9 @@ impl AccessClient {
                 application: host.clone(),
                 source,
             })?;
+        if !is_for_app(&tokens.app_token, &app) {
+            return Err(LoginError::ForeignToken { application: host });
+        }
         if let Some(org) = &tokens.org_token {
             self.inner
                 .store
@@ -722,27 +748,27 @@ impl AccessClient {
         }
     }
 
-    fn client(&self, cluster: &Cluster) -> Result<reqwest::Client, HttpSetupError> {
+    fn clients(&self, cluster: &Cluster) -> Result<access_http::Clients, HttpSetupError> {
         let host = access_http::app_host(cluster);
-        if let Some(client) = lock(&self.inner.clients).get(&host) {
-            return Ok(client.clone());
+        if let Some(clients) = lock(&self.inner.clients).get(&host) {
+            return Ok(clients.clone());
         }
-        let client = access_http::client_for(&self.inner.settings, cluster)?;
-        lock(&self.inner.clients).insert(host, client.clone());
-        Ok(client)
+        let clients = access_http::clients_for(&self.inner.settings, cluster)?;
+        lock(&self.inner.clients).insert(host, clients.clone());
+        Ok(clients)
     }
 
     async fn app_info(
         &self,
         cluster: &Cluster,
-        client: &reqwest::Client,
+        clients: &access_http::Clients,
     ) -> Result<AppInfo, MetadataError> {
         let host = access_http::app_host(cluster);
         if let Some(app) = lock(&self.inner.apps).get(&host) {
             return Ok(app.clone());
         }
         let app = metadata::app_info(
-            client,
+            clients,
             &access_http::app_url(cluster),
             &self.inner.settings,
             &self.inner.jwks,
@@ -751,6 +777,11 @@ impl AccessClient {
         lock(&self.inner.apps).insert(host, app.clone());
         Ok(app)
     }
+}
+
+/// Whether `token` names the application's AUD: only such a token is sent to its host.
+fn is_for_app(token: &Secret, app: &AppInfo) -> bool {
+    TokenClaims::read(token).is_ok_and(|c| c.is_for(&app.aud))
 }
 
 fn usable_org(token: &Secret, now: SystemTime, skew: Duration) -> bool {
@@ -762,10 +793,6 @@ fn auth_domain_of(claims: &TokenClaims) -> Option<String> {
     let iss = claims.iss.as_deref()?;
     let url = url::Url::parse(iss).ok()?;
     url.host_str().map(str::to_ascii_lowercase)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -891,5 +918,25 @@ mod tests {
         assert!(!shown.contains(token.expose()), "{shown}");
         assert!(!format!("{access:?}").contains(token.expose()));
         assert_eq!(opener.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn status_of_a_token_expiring_after_the_year_9999_prints_instead_of_panicking() {
+        let c = cluster("");
+        let access = client(Arc::new(CountingOpener(AtomicU64::new(0))));
+        // 10000-01-01, and the largest exp a JSON number holds that SystemTime can represent.
+        for exp in [253_402_300_800_u64, 1 << 60] {
+            let token = crate::access::jwt::tests::token(
+                serde_json::json!({"aud": ["x"], "exp": exp, "iss": "https://team.cloudflareaccess.com"}),
+            );
+            access
+                .inner
+                .store
+                .put(&TokenKey::App("c1.example.com".into()), &token)
+                .await;
+            let status = access.status(&c).await.unwrap();
+            assert_eq!(status.expires_at.as_deref(), Some("9999-12-31T23:59:59Z"));
+            assert!(status.valid);
+        }
     }
 }

@@ -53,7 +53,7 @@ impl ExchangeError {
 
 /// Exchanges `org_token` for an app token for `app` (reached at `app_url`).
 pub async fn exchange(
-    client: &reqwest::Client,
+    clients: &crate::access::http::Clients,
     app: &AppInfo,
     app_url: &url::Url,
     org_token: &Secret,
@@ -63,7 +63,10 @@ pub async fn exchange(
     for _ in 0..MAX_HOPS {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let on_auth_domain = host == app.auth_domain;
-        let mut request = client
+        // The cluster's own edge CA vouches for its app host only, never for the auth domain
+        // that receives the org cookie.
+        let mut request = clients
+            .for_host(&host)
             .get(url.clone())
             .timeout(crate::access::http::REQUEST_TIMEOUT);
         if on_auth_domain {

@@ -1,7 +1,7 @@
-//! The HTTP client the login uses for one Access application: it reaches the app host (through
-//! the cluster's `connect_to`), the auth domain and the transfer service (through the
-//! configured `resolve` map), trusts the platform roots plus the configured extra CA and the
-//! cluster's edge CA, and never follows redirects by itself (the login reads each hop).
+//! The HTTP clients the login uses for one Access application: one for the app host (through
+//! the cluster's `connect_to`, trusting the cluster's edge CA too), one for the auth domain and
+//! the transfer service (through the configured `resolve` map, trusting the platform roots and
+//! `access.ca_file` only). Neither follows redirects by itself (the login reads each hop).
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::time::Duration;
@@ -32,11 +32,40 @@ pub enum HttpSetupError {
     Build(#[source] reqwest::Error),
 }
 
-/// Builds the login's client for `cluster`.
-pub fn client_for(
+/// The login's HTTP clients for one Access application. A cluster's own edge CA
+/// (`access.ca_file` in the inventory) is trusted for its edge host only: the auth domain
+/// receives the team's org cookie, and the key set and the transfer service decide which
+/// tokens the client accepts, so a CA that one (possibly discovered) cluster brings must not
+/// vouch for them.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// For the application host: the platform roots, `access.ca_file` and the cluster's edge
+    /// CA; reaches the host through the cluster's `connect_to`.
+    pub app: reqwest::Client,
+    /// For the auth domain, its key set and the transfer service: the platform roots and
+    /// `access.ca_file` only.
+    pub auth: reqwest::Client,
+    /// The edge host [`Clients::app`] is for (lowercase).
+    edge_host: String,
+}
+
+impl Clients {
+    /// The client for a request to `host`: the app client for the cluster's edge host, the
+    /// auth client for any other.
+    pub fn for_host(&self, host: &str) -> &reqwest::Client {
+        if host.eq_ignore_ascii_case(&self.edge_host) {
+            &self.app
+        } else {
+            &self.auth
+        }
+    }
+}
+
+/// Builds the login's clients for `cluster`.
+pub fn clients_for(
     settings: &AccessSettings,
     cluster: &Cluster,
-) -> Result<reqwest::Client, HttpSetupError> {
+) -> Result<Clients, HttpSetupError> {
     let mut pem = Vec::new();
     if let Some(path) = &settings.ca_file {
         pem.extend(
@@ -47,11 +76,29 @@ pub fn client_for(
         );
         pem.push(b'\n');
     }
+    let auth = build(settings, &pem, None)?;
     if let Some(edge_ca) = &cluster.access.edge_ca_pem {
         pem.extend_from_slice(edge_ca.as_bytes());
     }
-    let tls = crate::tls::client_config((!pem.is_empty()).then_some(pem.as_slice()))
-        .map_err(HttpSetupError::Tls)?;
+    let connect_to = match (cluster.access.url.host_str(), &cluster.access.connect_to) {
+        (Some(host), Some(connect_to)) => resolve_connect_to(connect_to).map(|addr| (host, addr)),
+        _ => None,
+    };
+    let app = build(settings, &pem, connect_to)?;
+    Ok(Clients {
+        app,
+        auth,
+        edge_host: app_host(cluster),
+    })
+}
+
+fn build(
+    settings: &AccessSettings,
+    pem: &[u8],
+    connect_to: Option<(&str, SocketAddr)>,
+) -> Result<reqwest::Client, HttpSetupError> {
+    let tls =
+        crate::tls::client_config((!pem.is_empty()).then_some(pem)).map_err(HttpSetupError::Tls)?;
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())
@@ -61,10 +108,7 @@ pub fn client_for(
     for (name, addr) in &settings.resolve {
         builder = builder.resolve(name, *addr);
     }
-    if let (Some(host), Some(connect_to)) =
-        (cluster.access.url.host_str(), &cluster.access.connect_to)
-        && let Some(addr) = resolve_connect_to(connect_to)
-    {
+    if let Some((host, addr)) = connect_to {
         builder = builder.resolve(host, addr);
     }
     builder.build().map_err(HttpSetupError::Build)

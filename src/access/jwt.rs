@@ -194,4 +194,52 @@ pub(crate) mod tests {
             Err(JwtError::TimeOutOfRange)
         ));
     }
+
+    /// A bounded fuzz run over the tokens the client reads from files, cookies and the
+    /// transfer service: every input is read or refused, and whatever is read can be judged
+    /// and shown (`auth status`) without a panic.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn claim() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                any::<u64>().prop_map(serde_json::Value::from),
+                // Around the year 9999 and far beyond it.
+                (253_402_300_000_u64..u64::MAX / 4).prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,20}".prop_map(serde_json::Value::from),
+                prop::collection::vec(".{0,8}", 0..3).prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_text_is_read_or_refused(text in ".{0,200}", payload in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = TokenClaims::read(&Secret::new(text));
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
+                let _ = TokenClaims::read(&Secret::new(format!("e30.{b64}.c2ln")));
+            }
+
+            #[test]
+            fn any_claims_are_read_or_refused_and_shown(
+                aud in claim(), exp in claim(), iat in claim(), email in claim(), iss in claim(),
+                skew in any::<u64>(),
+            ) {
+                let t = token(serde_json::json!({"aud": aud, "exp": exp, "iat": iat, "email": email, "iss": iss}));
+                if let Ok(claims) = TokenClaims::read(&t) {
+                    let now = SystemTime::now();
+                    let margin = Duration::from_secs(skew);
+                    let _ = (claims.usable_for(now, margin), claims.is_fresh(now, margin), claims.is_for("x"));
+                    for time in [claims.exp, claims.iat].into_iter().flatten() {
+                        prop_assert!(!crate::timestamp::rfc3339(time).is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

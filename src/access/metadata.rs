@@ -58,6 +58,16 @@ pub enum MetadataError {
         /// The auth domain.
         auth_domain: String,
     },
+    /// An unsigned answer named another application than the host that gave it.
+    #[error(
+        "{host} names the Access application {claimed} in an unsigned answer; only signed metadata may name another host"
+    )]
+    ForeignApplication {
+        /// The host asked.
+        host: String,
+        /// The application it named.
+        claimed: String,
+    },
     /// The metadata JWT failed verification or a claim check.
     #[error("the Access metadata of {host} is invalid: {reason}")]
     Invalid {
@@ -145,13 +155,14 @@ impl JwksCache {
 
 /// Identifies the Access application at `url` (an `https://` app URL).
 pub async fn app_info(
-    client: &reqwest::Client,
+    clients: &crate::access::http::Clients,
     url: &url::Url,
     settings: &AccessSettings,
     jwks: &JwksCache,
 ) -> Result<AppInfo, MetadataError> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let response = client
+    let response = clients
+        .app
         .head(url.clone())
         .header("cf-access-metadata-request", "true")
         .timeout(crate::access::http::REQUEST_TIMEOUT)
@@ -166,7 +177,7 @@ pub async fn app_info(
         .get("cf-access-metadata")
         .and_then(|v| v.to_str().ok())
     {
-        return verify_metadata(client, jwt, &host, settings, jwks).await;
+        return verify_metadata(&clients.auth, jwt, &host, settings, jwks).await;
     }
     // Before 2026.8 the AUD came from the login redirect (unsigned; the suffix check on the
     // auth domain is what keeps a spoofed answer from sending the login elsewhere).
@@ -211,17 +222,56 @@ fn from_redirect(
             auth_domain,
         });
     }
-    let app_host = headers
-        .get("cf-access-domain")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| host.to_string());
+    // Unsigned, this answer can only speak for the host that gave it: a token is obtained
+    // for, stored under and sent to that host alone. An edge naming another application (the
+    // login path's host or `CF-Access-Domain`) would otherwise be handed that application's
+    // token — from cloudflared's files or the silent exchange — without the user knowing.
+    let named = [
+        location
+            .path()
+            .strip_prefix("/cdn-cgi/access/login/")
+            .map(str::to_owned),
+        headers
+            .get("cf-access-domain")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    ];
+    for claimed in named.into_iter().flatten() {
+        if !names_host(&claimed, host) {
+            return Err(MetadataError::ForeignApplication {
+                host: host.to_string(),
+                claimed: printable(&claimed),
+            });
+        }
+    }
     Ok(Some(AppInfo {
-        app_host,
+        app_host: host.to_string(),
         aud,
         auth_domain,
     }))
+}
+
+/// Whether an application domain as an unsigned answer names it (`host`, `host/path`, or a
+/// wildcard `*.parent` covering `host`; empty means the host itself) covers `host`.
+fn names_host(claimed: &str, host: &str) -> bool {
+    let domain = claimed.trim().split('/').next().unwrap_or_default();
+    let domain = domain.to_ascii_lowercase();
+    if domain.is_empty() || domain == host {
+        return true;
+    }
+    domain.strip_prefix("*.").is_some_and(|parent| {
+        host.strip_suffix(parent)
+            .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+    })
+}
+
+/// A hostile value, cut short and stripped of control characters, for an error message.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect()
 }
 
 async fn verify_metadata(
@@ -237,15 +287,7 @@ async fn verify_metadata(
     };
     // The claims say where the keys are; read them unverified first, check the auth domain
     // against the allowed suffixes, then verify the signature with that domain's keys.
-    let header = jsonwebtoken::decode_header(jwt).map_err(|e| invalid(e.to_string()))?;
-    let claims: MetadataClaims = {
-        let payload = jwt.split('.').nth(1).unwrap_or_default();
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|e| invalid(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?
-    };
+    let (header, claims) = unverified_claims(jwt).map_err(invalid)?;
     let auth_domain = claims.auth_domain.to_ascii_lowercase();
     if !settings.auth_domain_allowed(&auth_domain) {
         return Err(MetadataError::AuthDomainNotAllowed {
@@ -265,6 +307,18 @@ async fn verify_metadata(
         .map_err(|e| invalid(format!("signature: {e}")))?
         .claims;
     check_claims(verified, host, SystemTime::now()).map_err(invalid)
+}
+
+/// The header and claims of a metadata JWT, before its signature is checked.
+fn unverified_claims(jwt: &str) -> Result<(jsonwebtoken::Header, MetadataClaims), String> {
+    use base64::Engine as _;
+    let header = jsonwebtoken::decode_header(jwt).map_err(|e| e.to_string())?;
+    let payload = jwt.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| e.to_string())?;
+    let claims = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok((header, claims))
 }
 
 fn check_claims(claims: MetadataClaims, host: &str, now: SystemTime) -> Result<AppInfo, String> {
@@ -397,5 +451,125 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_unsigned_answer_speaks_only_for_the_host_that_gave_it() {
+        let settings = AccessSettings::default();
+        let answer = |path_host: &str, domain: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::LOCATION,
+                format!(
+                    "https://team.cloudflareaccess.com/cdn-cgi/access/login/{path_host}?kid=aud-b"
+                )
+                .parse()
+                .unwrap(),
+            );
+            if let Some(domain) = domain {
+                headers.insert("cf-access-domain", domain.parse().unwrap());
+            }
+            from_redirect(&headers, "edge.example.com", &settings)
+        };
+        // Another application's redirect, or its domain in the header: refused, named.
+        for (path_host, domain) in [
+            ("b.example.com", Some("b.example.com")),
+            ("edge.example.com", Some("b.example.com")),
+            ("b.example.com", None),
+            ("edge.example.com", Some("*.other.example.com")),
+            ("edge.example.com", Some("*.edge.example.com")),
+        ] {
+            let err = answer(path_host, domain).unwrap_err();
+            assert!(
+                matches!(&err, MetadataError::ForeignApplication { host, .. } if host == "edge.example.com"),
+                "{path_host} {domain:?}: {err}"
+            );
+        }
+        // Its own name, a path under it, or a wildcard covering it: the app host is the host.
+        for domain in [
+            None,
+            Some("EDGE.example.com"),
+            Some("edge.example.com/k8s"),
+            Some("*.example.com"),
+        ] {
+            let info = answer("edge.example.com", domain).unwrap().unwrap();
+            assert_eq!(info.app_host, "edge.example.com");
+            assert_eq!(info.aud, "aud-b");
+        }
+    }
+
+    /// A bounded fuzz run over what an edge can send: any metadata JWT, any redirect and
+    /// domain header. Every input is read or refused; none panics.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn b64(bytes: &[u8]) -> String {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        fn number() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,12}".prop_map(serde_json::Value::from),
+            ]
+        }
+
+        fn text() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                "[a-zA-Z0-9.*/_-]{0,40}".prop_map(serde_json::Value::from),
+                prop::collection::vec("[a-z0-9-]{0,10}", 0..4).prop_map(serde_json::Value::from),
+                number(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_metadata_jwt_is_read_or_refused(
+                header in prop_oneof![Just(r#"{"alg":"RS256","kid":"k"}"#.to_string()), ".{0,60}"],
+                kind in text(), hostname in text(), auth_domain in text(), aud in text(),
+                app_hostname in text(), iat in number(), junk in ".{0,80}",
+            ) {
+                let claims = serde_json::json!({
+                    "type": kind, "hostname": hostname, "auth_domain": auth_domain,
+                    "aud": aud, "app_hostname": app_hostname, "iat": iat,
+                });
+                for jwt in [
+                    format!("{}.{}.c2ln", b64(header.as_bytes()), b64(claims.to_string().as_bytes())),
+                    junk.clone(),
+                    format!("{}.{}", b64(header.as_bytes()), b64(junk.as_bytes())),
+                ] {
+                    if let Ok((_, claims)) = unverified_claims(&jwt) {
+                        let _ = check_claims(claims, "edge.example.com", SystemTime::now());
+                    }
+                }
+            }
+
+            #[test]
+            fn any_redirect_is_read_or_refused(
+                location in prop_oneof![
+                    ".{0,120}",
+                    "https://[a-z.]{1,20}(:[0-9]{1,6})?/cdn-cgi/access/login(/[ -~]{0,30})?(\\?[ -~]{0,40})?",
+                ],
+                domain in proptest::option::of("[ -~]{0,60}"),
+            ) {
+                let mut headers = http::HeaderMap::new();
+                if let Ok(value) = http::HeaderValue::from_str(&location) {
+                    headers.insert(http::header::LOCATION, value);
+                }
+                if let Some(Ok(value)) = domain.as_deref().map(http::HeaderValue::from_str) {
+                    headers.insert("cf-access-domain", value);
+                }
+                if let Ok(Some(info)) = from_redirect(&headers, "edge.example.com", &AccessSettings::default()) {
+                    // Whatever the answer said, it speaks for the host that gave it.
+                    prop_assert_eq!(info.app_host, "edge.example.com");
+                }
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use store::TokenStore;
 
 use ::http::{HeaderMap, HeaderValue};
 
-use crate::inventory::{AccessAuth, Cluster, SecretRefError, resolve_secret};
+use crate::inventory::{AccessAuth, Cluster, Provenance, SecretRefError, resolve_secret};
 use crate::secret::Secret;
 
 /// Environment variables cloudflared reads for a service token.
@@ -117,8 +117,9 @@ impl Credential {
 }
 
 /// Resolves the credential for a cluster, reading its secret references now (a token file
-/// may be refreshed by another tool between connections).
-pub fn credential_for(cluster: &Cluster) -> Result<Credential, AccessError> {
+/// may be refreshed by another tool between connections). The environment's credentials go
+/// only where [`environment_applies`] says.
+pub fn credential_for(cluster: &Cluster, env_hosts: &[String]) -> Result<Credential, AccessError> {
     let read = |r| {
         resolve_secret(r).map_err(|source| AccessError::Secret {
             cluster: cluster.name.clone(),
@@ -134,11 +135,35 @@ pub fn credential_for(cluster: &Cluster) -> Result<Credential, AccessError> {
             client_id: client_id.clone(),
             client_secret: read(client_secret)?,
         },
-        AccessAuth::Default => from_environment(),
+        AccessAuth::Default => environment_credential(cluster, env_hosts),
     })
 }
 
-pub(crate) fn from_environment() -> Credential {
+/// Whether the environment's credentials (`TUNNEL_SERVICE_TOKEN_ID`/`_SECRET`,
+/// `K8S_TUNNELS_ACCESS_TOKEN`) may be sent to the cluster's edge: they were given for the
+/// user's own clusters, so only clusters of the inventory file, or whose Access host is listed
+/// in `env_hosts` (`access.env_credential_hosts`). A discovered cluster names its edge itself,
+/// and a hostile tag or Vault entry must not collect them.
+pub fn environment_applies(cluster: &Cluster, env_hosts: &[String]) -> bool {
+    cluster.provenance == Provenance::Inventory || {
+        let host = http::app_host(cluster);
+        env_hosts
+            .iter()
+            .any(|h| h.trim().eq_ignore_ascii_case(&host))
+    }
+}
+
+/// The environment's credential for `cluster`, or [`Credential::None`] when there is none or
+/// it does not apply there.
+pub(crate) fn environment_credential(cluster: &Cluster, env_hosts: &[String]) -> Credential {
+    if environment_applies(cluster, env_hosts) {
+        from_environment()
+    } else {
+        Credential::None
+    }
+}
+
+fn from_environment() -> Credential {
     let env = |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     if let (Some(id), Some(secret)) = (env(ENV_SERVICE_TOKEN_ID), env(ENV_SERVICE_TOKEN_SECRET)) {
         return Credential::ServiceToken {

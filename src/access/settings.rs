@@ -45,6 +45,10 @@ pub struct AccessSettings {
     /// A token counts as expired this long before its `exp` [60s].
     #[serde(deserialize_with = "crate::config::duration")]
     pub clock_skew: Option<Duration>,
+    /// Access hosts of discovered clusters that may also be sent the environment's
+    /// credentials (`TUNNEL_SERVICE_TOKEN_*`, `K8S_TUNNELS_ACCESS_TOKEN`); the inventory
+    /// file's clusters always may, discovered ones otherwise never.
+    pub env_credential_hosts: Vec<String>,
 }
 
 impl Default for AccessSettings {
@@ -62,6 +66,7 @@ impl Default for AccessSettings {
             warn_before: None,
             login_timeout: None,
             clock_skew: None,
+            env_credential_hosts: Vec::new(),
         }
     }
 }

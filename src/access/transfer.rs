@@ -170,6 +170,24 @@ pub enum TransferError {
     Invalid(String),
 }
 
+/// A short, readable code for a client's public key (base64url, as it travels in the sign-in
+/// URL): its first 16 characters in groups of four, `AbCd-EfGh-IjKl-MnOp`. The CLI or the
+/// window shows it next to the sign-in link and the sign-in page shows it beside "Allow", so a
+/// link made with someone else's key (who would receive the tokens) does not look like ours.
+/// 96 bits: nobody makes a key pair to match.
+pub fn key_code(public_b64: &str) -> String {
+    let chars: Vec<char> = public_b64
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(16)
+        .collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// A login in progress: its key pair and the URL to show.
 pub struct Transfer {
     secret: SecretKey,
@@ -212,6 +230,12 @@ impl Transfer {
             public_b64,
             url,
         }
+    }
+
+    /// The code of this login's key ([`key_code`]): the sign-in page shows the same code, so
+    /// the user can tell that the page authorises this client and no other.
+    pub fn code(&self) -> String {
+        key_code(&self.public_b64)
     }
 
     /// Long-polls `<transfer_service>/transfer/<PUB>` until the tokens arrive.

@@ -145,7 +145,7 @@ pub fn merge(
     reports: &[SourceReport],
     now: SystemTime,
 ) -> DiscoveryCache {
-    let now_text = humantime::format_rfc3339_seconds(now).to_string();
+    let now_text = crate::timestamp::rfc3339(now);
     let mut next = DiscoveryCache::default();
     let ran: Vec<&str> = reports.iter().map(|r| r.source.as_str()).collect();
     // Sources that did not run this time keep everything.

@@ -23,7 +23,7 @@ use url::Url;
 
 use super::validate::{self, check_name, dials_loopback, shown};
 use crate::inventory::{
-    AccessApp, AccessAuth, ApiServer, Cloud, Cluster, ClusterId, OriginMode, SecretRef,
+    AccessApp, AccessAuth, ApiServer, Cloud, Cluster, ClusterId, OriginMode, Provenance, SecretRef,
 };
 
 pub use super::validate::MAX_NAME_LEN;
@@ -647,6 +647,7 @@ impl ClusterSeed<'_> {
                 auth,
             },
             user: raw.user.0,
+            provenance: Provenance::Inventory,
         })
     }
 

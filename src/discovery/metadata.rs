@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::inventory::{AccessApp, AccessAuth, ApiServer, Cloud, Cluster, ClusterId, OriginMode};
+use crate::inventory::{
+    AccessApp, AccessAuth, ApiServer, Cloud, Cluster, ClusterId, OriginMode, Provenance,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +146,7 @@ pub fn build(found: Discovered, keys: &MetadataKeys) -> Result<Cluster, Rejectio
             auth: AccessAuth::Default,
         },
         user: found.user,
+        provenance: Provenance::Discovered,
     })
 }
 

@@ -32,6 +32,7 @@ use serde::Serialize;
 use super::auth::{self, TOKEN_COOKIE};
 use super::config::{AccessSettings, Application};
 use super::issuer::{Claims, IssuerError};
+use crate::access::transfer::key_code;
 use crate::secret::Secret;
 
 /// Request header asking an application host for its signed metadata.
@@ -545,20 +546,23 @@ pub(crate) fn authorized(access: &AccessSettings, app: &Application, req: &Reque
 }
 
 /// `/cdn-cgi/access/cli?aud=…&token=<client key>&send_org_token=…` on an application host.
-/// `GET`, once the browser is signed in, asks the user to allow the sign-in; the form's `POST`
-/// (same origin) then seals fresh tokens to the client's key for the transfer service. Tokens
-/// are never handed out on a `GET`: a link someone else made (with their own key in it) would
-/// otherwise make a signed-in browser send them that person's way, and the session cookies are
+/// `GET`, once the browser is signed in, asks the user to allow the sign-in: the page names the
+/// application, the account and the client key's code ([`key_code`]), and offers the team
+/// session (the org token) as a separate, unticked choice when the client asked for it. The
+/// form's `POST` (same origin) then seals fresh tokens to the client's key for the transfer
+/// service — the org token only when the user ticked it. Tokens are never handed out on a
+/// `GET`: a link someone else made (with their own key in it) would otherwise make a
+/// signed-in browser send them that person's way, and the session cookies are
 /// `SameSite=Lax`, so another site cannot post the form with them.
-pub(crate) fn cli(
+pub(crate) async fn cli(
     access: &AccessSettings,
     deposits: &Deposits,
     host: &str,
     port: Option<u16>,
     app: &Application,
-    req: &Request,
+    req: Request,
 ) -> Response {
-    let query = query_pairs(req);
+    let query = query_pairs(&req);
     if query.get("aud") != Some(&app.aud) {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -593,14 +597,29 @@ pub(crate) fn cli(
         if allowed {
             return plain(StatusCode::UNAUTHORIZED, "sign in first\n");
         }
-        return login_redirect(Some(access), host, port, app, &path_and_query(req));
+        return login_redirect(Some(access), host, port, app, &path_and_query(&req));
     };
-    if !allowed {
-        return confirm_page(app, &holder.email, &path_and_query(req));
-    }
-    let send_org = query
+    let org_offered = query
         .get("send_org_token")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let code = key_code(&URL_SAFE.encode(client_key));
+    if !allowed {
+        let page = ConfirmPage {
+            app,
+            email: &holder.email,
+            code: &code,
+            org_offered,
+            action: &path_and_query(&req),
+        };
+        return page.render();
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), FORM_LIMIT).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "form too large\n");
+    };
+    // The session goes only where the user said so on the page, whatever the link asked.
+    let send_org = org_offered
+        && url::form_urlencoded::parse(&body)
+            .any(|(k, v)| k == ORG_FIELD && v.eq_ignore_ascii_case("true"));
     let app_token = match access.mint_app(app, &holder.email) {
         Ok((token, _)) => token,
         Err(e) => return internal_error("cannot mint an application token", &e),
@@ -642,20 +661,46 @@ pub(crate) fn cli(
     )
 }
 
-/// Asks the signed-in user to allow a command-line client's sign-in; the form posts back to the
-/// same URL.
-fn confirm_page(app: &Application, email: &str, action: &str) -> Response {
-    let body = format!(
-        "<h1>Allow sign-in?</h1>\n<p>A command-line client on your computer (k8s-tunnels or \
-         cloudflared) asks to sign in to <b>{app}</b> as <b>{email}</b>. Allow it only if you \
-         started it yourself.</p>\n\
-         <form method=\"post\" action=\"{action}\">\n\
-         <button id=\"allow\" type=\"submit\">Allow</button>\n</form>",
-        app = html_escape(&app.hostname),
-        email = html_escape(email),
-        action = html_escape(action),
-    );
-    html(StatusCode::OK, "Allow sign-in?", &body)
+/// The consent form's field for handing over the team session too.
+pub(crate) const ORG_FIELD: &str = "send_org_token";
+
+/// The page that asks the signed-in user to allow a command-line client's sign-in; its form
+/// posts back to the same URL.
+struct ConfirmPage<'a> {
+    app: &'a Application,
+    email: &'a str,
+    /// The code of the client key the tokens will be sealed to.
+    code: &'a str,
+    /// Whether the client asked for the team session too.
+    org_offered: bool,
+    action: &'a str,
+}
+
+impl ConfirmPage<'_> {
+    fn render(&self) -> Response {
+        let org_choice = if self.org_offered {
+            format!(
+                "<p><label><input type=\"checkbox\" id=\"{ORG_FIELD}\" name=\"{ORG_FIELD}\" value=\"true\"> \
+                 Also keep this client signed in to the team's other applications (hands over \
+                 your team session)</label></p>\n"
+            )
+        } else {
+            String::new()
+        };
+        let body = format!(
+            "<h1>Allow sign-in?</h1>\n<p>A command-line client on your computer (k8s-tunnels or \
+             cloudflared) asks to sign in to <b id=\"application\">{app}</b> as <b>{email}</b>.</p>\n\
+             <p>Its key: <code id=\"code\">{code}</code>. Allow it only if you started it yourself \
+             and it shows this same code.</p>\n\
+             <form method=\"post\" action=\"{action}\">\n{org_choice}\
+             <button id=\"allow\" type=\"submit\">Allow</button>\n</form>",
+            app = html_escape(&self.app.hostname),
+            email = html_escape(self.email),
+            code = html_escape(self.code),
+            action = html_escape(self.action),
+        );
+        html(StatusCode::OK, "Allow sign-in?", &body)
+    }
 }
 
 /// A client public key: 32 bytes, base64url.

@@ -94,7 +94,7 @@ async fn dispatch(State(state): State<GatewayState>, req: Request) -> Response {
             return login::authorized(access, &app, &req);
         }
         if path == login::CLI_PATH {
-            return login::cli(access, &state.deposits, &host, port, &app, &req);
+            return login::cli(access, &state.deposits, &host, port, &app, req).await;
         }
     }
     tunnel(state, host, port, app, req).await

@@ -36,8 +36,8 @@ where
     Fut: std::future::Future<Output = Result<T, carrier::CarrierError>>,
 {
     let Some(access) = access else {
-        let credential =
-            crate::access::credential_for(cluster).map_err(carrier::CarrierError::Credential)?;
+        let credential = crate::access::credential_for(cluster, &[])
+            .map_err(carrier::CarrierError::Credential)?;
         return attempt(credential).await;
     };
     let credential = access

@@ -26,6 +26,8 @@ pub struct Counts {
     pub done: AtomicU64,
     /// Failures, as text (no secrets: the form's password is the test's own).
     pub errors: Mutex<Vec<String>>,
+    /// The key codes the consent pages showed.
+    pub codes: Mutex<Vec<String>>,
 }
 
 impl Counts {
@@ -41,6 +43,16 @@ impl Counts {
     pub fn errors(&self) -> Vec<String> {
         self.errors.lock().expect("errors lock").clone()
     }
+    pub fn codes(&self) -> Vec<String> {
+        self.codes.lock().expect("codes lock").clone()
+    }
+}
+
+/// The key code a consent page shows (`<code id="code">…</code>`).
+pub fn shown_code(html: &str) -> Option<String> {
+    let start = html.find("<code id=\"code\">")? + "<code id=\"code\">".len();
+    let end = html[start..].find("</code>")?;
+    Some(html[start..start + end].to_string())
 }
 
 /// An HTTP client playing the user's browser: follows redirects itself, keeps cookies per
@@ -49,6 +61,9 @@ pub struct HttpBrowser {
     client: reqwest::Client,
     email: String,
     password: String,
+    /// Whether the user ticks "keep this client signed in to the team's other applications"
+    /// on the consent page (hands over the org token).
+    keep_session: bool,
     pub counts: Arc<Counts>,
 }
 
@@ -66,8 +81,15 @@ impl HttpBrowser {
             client: builder.build().expect("HTTP browser"),
             email: email.to_string(),
             password: password.to_string(),
+            keep_session: true,
             counts: Arc::default(),
         }
+    }
+
+    /// The user leaves "keep this client signed in…" unticked.
+    pub fn without_session(mut self) -> Self {
+        self.keep_session = false;
+        self
     }
 
     /// Follows `url` to the done page, signing in on the way; waits for it.
@@ -77,6 +99,7 @@ impl HttpBrowser {
             url,
             self.email.clone(),
             self.password.clone(),
+            self.keep_session,
             self.counts.clone(),
         )
         .await
@@ -87,6 +110,7 @@ impl HttpBrowser {
         start: url::Url,
         email: String,
         password: String,
+        keep_session: bool,
         counts: Arc<Counts>,
     ) -> Result<(), String> {
         let mut jar: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -145,8 +169,17 @@ impl HttpBrowser {
             };
             url = url.join(&action).map_err(|e| e.to_string())?;
             if body.contains("id=\"allow\"") {
-                // The edge asks whether to hand tokens to the command-line client: yes.
-                form = Some(Vec::new());
+                // The edge asks whether to hand tokens to the command-line client: yes, and
+                // the team session too if this user would.
+                if let Some(code) = shown_code(&body) {
+                    counts.codes.lock().expect("codes lock").push(code);
+                }
+                let offers_session = body.contains("name=\"send_org_token\"");
+                form = Some(if keep_session && offers_session {
+                    vec![("send_org_token".to_string(), "true".to_string())]
+                } else {
+                    Vec::new()
+                });
                 continue;
             }
             counts.signed_in.fetch_add(1, Ordering::SeqCst);
@@ -178,15 +211,18 @@ fn form_action(html: &str) -> Option<String> {
 impl BrowserOpener for HttpBrowser {
     fn open(&self, url: &url::Url) -> Result<bool, OpenError> {
         self.counts.opened.fetch_add(1, Ordering::SeqCst);
-        let (client, url, email, password, counts) = (
+        let (client, url, email, password, keep, counts) = (
             self.client.clone(),
             url.clone(),
             self.email.clone(),
             self.password.clone(),
+            self.keep_session,
             self.counts.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = Self::sign_in_with(client, url, email, password, counts.clone()).await {
+            if let Err(e) =
+                Self::sign_in_with(client, url, email, password, keep, counts.clone()).await
+            {
                 counts.errors.lock().expect("errors lock").push(e);
             }
         });
@@ -336,7 +372,7 @@ impl Chromium {
                 }
                 // The edge asks whether to hand tokens to the command-line client: a click.
                 Some("allow") if !allowed => {
-                    cdp.eval("document.querySelector('#allow').click(); true")
+                    cdp.eval("(() => { const keep = document.querySelector('#send_org_token'); if (keep) keep.checked = true; document.querySelector('#allow').click(); return true; })()")
                         .await?;
                     allowed = true;
                 }

@@ -23,6 +23,11 @@ pub const AUTH_DOMAIN: &str = "lab.cloudflareaccess.com";
 pub const TRANSFER_HOST: &str = "login.cloudflareaccess.org";
 pub const APP: &str = "tcp.login.test";
 pub const AUD: &str = "aud-login-0123456789";
+/// A second application of the same team, with its own origin.
+pub const APP_B: &str = "tcp-b.login.test";
+pub const AUD_B: &str = "aud-login-b-987654321";
+/// A host that no application of the team has: where hostile edges live.
+pub const HOSTILE: &str = "hostile.login.test";
 pub const API_HOST: &str = "api.login.test";
 pub const EMAIL: &str = "ada@example.com";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -50,6 +55,7 @@ pub struct World {
     pub ca_path: PathBuf,
     pub ca_pem: String,
     pub inventory: PathBuf,
+    ca: LabCa,
 }
 
 impl World {
@@ -57,7 +63,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let echo = echo_server().await;
         let ca = LabCa::new("login test CA").unwrap();
-        let leaf = ca.issue(&[APP, AUTH_DOMAIN, TRANSFER_HOST]).unwrap();
+        let leaf = ca.issue(&[APP, APP_B, AUTH_DOMAIN, TRANSFER_HOST]).unwrap();
         let signing = TokenIssuer::generate().unwrap();
         let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
         config.tls = Some(TlsConfig {
@@ -68,7 +74,10 @@ impl World {
             host: echo.ip().to_string(),
             port: echo.port(),
         };
-        config.applications = vec![ApplicationConfig::new(APP, AUD, origin)];
+        config.applications = vec![
+            ApplicationConfig::new(APP, AUD, origin.clone()),
+            ApplicationConfig::new(APP_B, AUD_B, origin),
+        ];
         let mut access = AccessConfig::new(
             AUTH_DOMAIN,
             SecretSource::Value(signing.private_key_pem().clone()),
@@ -101,7 +110,14 @@ impl World {
             ca_path,
             ca_pem: ca.cert_pem().to_string(),
             inventory,
+            ca,
         }
+    }
+
+    /// A TLS server config for `names`, certified by the world's CA (which the clients trust).
+    pub fn tls_for(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let leaf = self.ca.issue(names).unwrap();
+        k8s_tunnels::tls::server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -124,6 +140,7 @@ impl World {
             resolve: [
                 (AUTH_DOMAIN.to_string(), self.addr()),
                 (TRANSFER_HOST.to_string(), self.addr()),
+                (APP_B.to_string(), self.addr()),
             ]
             .into(),
             ca_file: Some(self.ca_path.clone()),
@@ -135,7 +152,7 @@ impl World {
     /// The `access:` section of config.yaml for the CLI.
     pub fn config_yaml(&self, browser: &str, extra: &str) -> String {
         format!(
-            "access:\n  resolve: {{ \"{AUTH_DOMAIN}\": \"{addr}\", \"{TRANSFER_HOST}\": \"{addr}\" }}\n  ca_file: {ca}\n  cloudflared_dir: {cf}\n  browser: {browser:?}\n{extra}",
+            "access:\n  resolve: {{ \"{AUTH_DOMAIN}\": \"{addr}\", \"{TRANSFER_HOST}\": \"{addr}\", \"{APP_B}\": \"{addr}\" }}\n  ca_file: {ca}\n  cloudflared_dir: {cf}\n  browser: {browser:?}\n{extra}",
             addr = self.addr(),
             ca = self.ca_path.display(),
             cf = self.cloudflared_dir().display(),
@@ -146,6 +163,7 @@ impl World {
     pub fn names(&self) -> Vec<(&'static str, SocketAddr)> {
         vec![
             (APP, self.addr()),
+            (APP_B, self.addr()),
             (AUTH_DOMAIN, self.addr()),
             (TRANSFER_HOST, self.addr()),
         ]

@@ -143,10 +143,16 @@ impl CliWorld {
 
     /// Starts `k8s-tunnels connect ...` in the background.
     pub fn spawn_connect(&self, args: &[&str]) -> ConnectProcess {
+        self.spawn_connect_with(args, &[])
+    }
+
+    /// [`CliWorld::spawn_connect`] with extra environment variables.
+    pub fn spawn_connect_with(&self, args: &[&str], env: &[(&str, &str)]) -> ConnectProcess {
         let mut all = vec!["-v", "connect"];
         all.extend_from_slice(args);
-        let mut child = self
-            .command(&all)
+        let mut command = self.command(&all);
+        command.envs(env.iter().copied());
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,11 +217,25 @@ impl CliWorld {
         }
     }
 
-    pub fn socks_secret(&self) -> String {
-        std::fs::read_to_string(self.home.join("state").join("socks-secret"))
-            .expect("the SOCKS secret lives in a private file when the keychain is off")
-            .trim()
-            .to_string()
+    /// The SOCKS secret the kubeconfig entry of `cluster` carries (read with the real
+    /// kubectl), or `None` when its proxy-url has none (the tunnel is not open).
+    pub fn socks_secret(&self, cluster: &str) -> Option<String> {
+        let out = self.kubectl(&[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            &format!(
+                "jsonpath={{.clusters[?(@.name==\"k8s-tunnels/{cluster}\")].cluster.proxy-url}}"
+            ),
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl config view: {}",
+            text(&out.stderr)
+        );
+        let proxy = url::Url::parse(text(&out.stdout).trim()).expect("a proxy-url");
+        proxy.password().map(str::to_owned)
     }
 }
 

@@ -135,10 +135,17 @@ test("a sign-in that could not open a browser shows its link", async () => {
   await mount();
   const url = "https://eu.example.com/cdn-cgi/access/cli?token=pubkey";
   await act(() =>
-    emit("login", { kind: "sign_in", application: "eu.example.com", url, browser_opened: false }),
+    emit("login", {
+      kind: "sign_in",
+      application: "eu.example.com",
+      url,
+      browser_opened: false,
+      code: "AbCd-EfGh-IjKl-MnOp",
+    }),
   );
   await settle();
   const banner = root.querySelector(".banner");
   expect(banner?.textContent).toContain("No browser could be opened");
+  expect(banner?.textContent).toContain("the code AbCd-EfGh-IjKl-MnOp");
   expect(root.querySelector(".sign-in-url")?.textContent).toBe(url);
 });

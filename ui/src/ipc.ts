@@ -141,8 +141,9 @@ export interface Events {
   login:
     | { kind: "expiring"; application: string; seconds_left: number }
     | { kind: "required"; application: string }
-    /** A browser login runs: sign in at `url` (opened in a browser when `browser_opened`). */
-    | { kind: "sign_in"; application: string; url: string; browser_opened: boolean };
+    /** A browser login runs: sign in at `url` (opened in a browser when `browser_opened`); the
+     * sign-in page must show `code`, the code of this login's key. */
+    | { kind: "sign_in"; application: string; url: string; browser_opened: boolean; code: string };
 }
 
 export type EventName = keyof Events;

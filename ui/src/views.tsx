@@ -107,8 +107,8 @@ function loginText(l: LoginNotice): string {
       return `Login for ${l.application} expires in ${Math.max(1, Math.round(l.seconds_left / 60))} min.`;
     case "sign_in":
       return l.browser_opened
-        ? `Signing in to ${l.application} in your browser. If no tab opened, open this link:`
-        : `No browser could be opened. To sign in to ${l.application}, open this link in a browser:`;
+        ? `Signing in to ${l.application} in your browser: allow it only if the page shows the code ${l.code}. If no tab opened, open this link:`
+        : `No browser could be opened. To sign in to ${l.application}, open this link in a browser and allow it if the page shows the code ${l.code}:`;
   }
 }
 

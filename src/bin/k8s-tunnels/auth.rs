@@ -38,11 +38,12 @@ pub async fn login(ctx: &Context, wanted: &str) -> Result<(), Failure> {
             application,
             url,
             browser_opened,
+            code,
         } = event
         {
             eprintln!(
                 "{}",
-                crate::connect::sign_in_text(&application, &url, browser_opened)
+                crate::connect::sign_in_text(&application, &url, browser_opened, &code)
             );
         }
     };

@@ -18,8 +18,8 @@ use crate::{Context, Failure};
 /// How long a clean shutdown may take before the process exits anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Builds the engine the way every front end does: per-install SOCKS secret (keychain or a
-/// private file), persisted ports, the kubeconfig in force.
+/// Builds the engine the way every front end does: persisted ports, the kubeconfig in force,
+/// the Access login.
 pub fn engine(ctx: &Context) -> Result<Engine, Failure> {
     engine_and_settings(ctx).map(|(engine, _)| engine)
 }
@@ -160,18 +160,24 @@ fn print_event(event: &Event) {
             application,
             url,
             browser_opened,
-        } => eprintln!("{}", sign_in_text(application, url, *browser_opened)),
+            code,
+        } => eprintln!("{}", sign_in_text(application, url, *browser_opened, code)),
     }
 }
 
-/// What a terminal shows when a browser login starts.
-pub fn sign_in_text(application: &str, url: &str, browser_opened: bool) -> String {
+/// What a terminal shows when a browser login starts: where, and the code the page must show
+/// (a page showing another code would hand the tokens to someone else's client).
+pub fn sign_in_text(application: &str, url: &str, browser_opened: bool, code: &str) -> String {
+    let confirm =
+        format!("Allow it only if the page names {application} and shows the code {code}.");
     if browser_opened {
         format!(
-            "{application}: a browser window should have opened to sign in to Access. If it did not, open this URL:\n{url}"
+            "{application}: a browser window should have opened to sign in to Access. If it did not, open this URL:\n{url}\n{confirm}"
         )
     } else {
-        format!("{application}: to sign in to Access, open this URL in a browser:\n{url}")
+        format!(
+            "{application}: to sign in to Access, open this URL in a browser:\n{url}\n{confirm}"
+        )
     }
 }
 
