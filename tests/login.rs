@@ -814,7 +814,11 @@ async fn a_hostile_edge_naming(named: &str, aud: &str) {
         "login A wrote cloudflared's files"
     );
 
-    let connect = sandbox.spawn_connect(&["hostile"]);
+    let config = root.path().join("config.yaml");
+    let connect = sandbox.spawn_connect_with(
+        &["hostile"],
+        &[("K8S_TUNNELS_CONFIG", config.to_str().unwrap())],
+    );
     // `connect` signs in at once (explicitly) and the first health probe follows; wait for
     // the client to give up on the hostile edge, or for a token to arrive there.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
