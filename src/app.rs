@@ -234,6 +234,8 @@ impl App {
                 prefix: settings.kubeconfig_prefix.clone(),
                 state: self.state.clone(),
                 schedule,
+                keepalive: crate::tunnel::keepalive::Keepalive::default(),
+                wake: Some(crate::wake::WakeSettings::default()),
                 kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
             },
             self.access_client(keychain),

@@ -21,6 +21,7 @@ use crate::state::{AppState, StateError, StateStore, port_candidates};
 use crate::timestamp::rfc3339;
 use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
+use crate::tunnel::keepalive::Keepalive;
 use crate::tunnel::{TunnelHandle, TunnelSpec};
 
 /// How many port candidates are tried before giving up.
@@ -68,6 +69,11 @@ pub struct EngineConfig {
     pub state: StateStore,
     /// How often tunnels probe their edge.
     pub schedule: ProbeSchedule,
+    /// How streams ping and notice a dead edge.
+    pub keepalive: Keepalive,
+    /// Watch for wake-ups and network changes, and check every tunnel at once after one
+    /// (`None`: no watch, for tests).
+    pub wake: Option<crate::wake::WakeSettings>,
     /// How often open tunnels' kubeconfig entries are re-asserted
     /// ([`KUBECONFIG_KEEPER_PERIOD`] by default). kubectl's own writers read the file before
     /// taking the lock and drop stanzas they did not see, so an entry written in that window
@@ -257,6 +263,8 @@ struct Inner {
     /// Stops the kubeconfig keeper when the last engine clone is dropped.
     keeper: tokio_util::sync::CancellationToken,
     keeper_started: std::sync::Once,
+    /// The wake-up and network watch, started with the first tunnel.
+    wake: std::sync::OnceLock<crate::wake::WakeWatch>,
 }
 
 /// An open tunnel and the login its listener takes.
@@ -316,6 +324,7 @@ impl Engine {
                 entry_writes: tokio::sync::Mutex::new(()),
                 keeper: tokio_util::sync::CancellationToken::new(),
                 keeper_started: std::sync::Once::new(),
+                wake: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -355,6 +364,7 @@ impl Engine {
             return Ok(status);
         }
         self.start_kubeconfig_keeper();
+        self.start_wake_watch();
         // Validate the edge settings before anything is bound or written, so a cluster that
         // cannot work leaves no kubeconfig entry pointing at a dead port.
         let edge = Edge::for_cluster(cluster).map_err(|source| EngineError::Edge {
@@ -386,6 +396,7 @@ impl Engine {
             username: login.username.clone(),
             password: login.password.clone(),
             schedule: self.inner.config.schedule,
+            keepalive: self.inner.config.keepalive,
             access: self.inner.access.clone(),
         };
         let handle = TunnelHandle::start(spec, edge, on_change);
@@ -603,6 +614,36 @@ impl Engine {
         lock(&self.inner.tunnels)
             .iter()
             .any(|(other, o)| other != id && o.handle.local_addr().port() == port)
+    }
+
+    /// Checks every open tunnel now: each probes its edge at once, and each open stream pings
+    /// its peer and closes if it does not answer within the keepalive's timeout. Called after a
+    /// wake-up or a network change (see [`crate::wake`]).
+    pub fn check_now(&self) {
+        for open in lock(&self.inner.tunnels).values() {
+            open.handle.check_now();
+        }
+    }
+
+    /// Starts (once) the wake-up and network watch. It holds only a weak reference, so it never
+    /// keeps the engine alive.
+    fn start_wake_watch(&self) {
+        let Some(settings) = self.inner.config.wake else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.wake.get_or_init(|| {
+            crate::wake::WakeWatch::start(
+                settings,
+                Arc::new(crate::wake::SystemClock),
+                move |wake| {
+                    if let Some(inner) = weak.upgrade() {
+                        tracing::info!(?wake, "checking every tunnel");
+                        Engine { inner }.check_now();
+                    }
+                },
+            )
+        });
     }
 
     /// Starts (once) the task that keeps open tunnels' kubeconfig entries in place. It holds

@@ -25,6 +25,7 @@ use k8s_tunnels::access::{AccessClient, AccessEvent, Interaction};
 use k8s_tunnels::secret::Secret;
 use k8s_tunnels::tunnel::carrier::Edge;
 use k8s_tunnels::tunnel::health::ProbeSchedule;
+use k8s_tunnels::tunnel::keepalive::Keepalive;
 use k8s_tunnels::tunnel::{TunnelHandle, TunnelSpec};
 use login_world::*;
 use support::{CliWorld, text};
@@ -45,6 +46,7 @@ async fn tunnel(world: &World, access: &AccessClient, schedule: ProbeSchedule) -
             username: SOCKS_USER.into(),
             password: Secret::new(SOCKS_PASSWORD),
             schedule,
+            keepalive: Keepalive::default(),
             access: Some(access.clone()),
         },
         edge,
@@ -58,6 +60,7 @@ fn lazy_probes() -> ProbeSchedule {
         healthy: Duration::from_secs(3600),
         down_min: Duration::from_secs(3600),
         down_max: Duration::from_secs(3600),
+        timeout: Duration::from_secs(30),
     }
 }
 
@@ -258,6 +261,7 @@ async fn when_the_org_token_expired_too_login_required_is_announced_once() {
             healthy: Duration::from_millis(200),
             down_min: Duration::from_millis(100),
             down_max: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
         },
     )
     .await;

@@ -22,6 +22,7 @@ fn quick_schedule() -> ProbeSchedule {
         healthy: Duration::from_secs(1),
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(400),
+        timeout: Duration::from_secs(2),
     }
 }
 
@@ -45,6 +46,8 @@ fn engine_with_kubeconfig(
         prefix: "k8s-tunnels/".into(),
         state: StateStore::new(&dirs),
         schedule,
+        keepalive: k8s_tunnels::tunnel::keepalive::Keepalive::default(),
+        wake: None,
         kubeconfig_refresh: Duration::from_millis(200),
     });
     Setup { engine }

@@ -193,6 +193,7 @@ impl World {
                     username: username.clone(),
                     password: password.clone(),
                     schedule: ProbeSchedule::default(),
+                    keepalive: k8s_tunnels::tunnel::keepalive::Keepalive::default(),
                     access: None,
                 },
                 edge,

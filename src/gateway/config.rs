@@ -6,7 +6,8 @@
 //! tls:                                   # omit for plain HTTP (loopback or behind a TLS proxy)
 //!   cert: { file: /etc/k8s-tunnels-gateway/tls.crt }
 //!   key: { file: /etc/k8s-tunnels-gateway/tls.key }
-//! ping_interval: 54s                     # WebSocket pings on every stream (default 54s)
+//! ping_interval: 54s                     # WebSocket ping on a stream idle this long (default 54s)
+//! ping_timeout: 20s                      # ... and its close when the client stays silent (default 20s)
 //! connect_timeout: 10s                   # dialling an origin (default 10s)
 //! jwks: { file: /etc/k8s-tunnels-gateway/jwks.json }   # default key set for every application
 //! applications:
@@ -47,6 +48,8 @@ use crate::secret::Secret;
 
 /// The Access edge's ping interval; idle streams behind proxies survive with it.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(54);
+/// How long a pinged client may stay silent before its stream is closed.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long dialling an origin may take before the client gets a 502.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of an application token minted by the login (Cloudflare's default session).
@@ -374,6 +377,10 @@ fn default_ping_interval() -> Duration {
     DEFAULT_PING_INTERVAL
 }
 
+fn default_ping_timeout() -> Duration {
+    DEFAULT_PING_TIMEOUT
+}
+
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
@@ -545,6 +552,13 @@ pub struct GatewayConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub ping_interval: Duration,
+    /// How long a pinged client may stay silent before its stream is closed (a client gone
+    /// without a word: a laptop asleep, a network gone).
+    #[serde(
+        default = "default_ping_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub ping_timeout: Duration,
     /// Time limit for dialling an origin.
     #[serde(
         default = "default_connect_timeout",
@@ -568,6 +582,7 @@ impl GatewayConfig {
             listen,
             tls: None,
             ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             jwks: None,
             applications: Vec::new(),
@@ -592,6 +607,9 @@ impl GatewayConfig {
     pub fn resolve(&self) -> Result<ResolvedConfig, ConfigError> {
         if self.ping_interval < Duration::from_secs(1) {
             return Err(invalid("ping_interval", "must be at least 1s"));
+        }
+        if self.ping_timeout < Duration::from_secs(1) {
+            return Err(invalid("ping_timeout", "must be at least 1s"));
         }
         if self.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout", "must be more than 0s"));
@@ -652,7 +670,10 @@ impl GatewayConfig {
         Ok(ResolvedConfig {
             listen: self.listen,
             tls,
-            ping_interval: self.ping_interval,
+            keepalive: crate::tunnel::keepalive::Keepalive {
+                idle: self.ping_interval,
+                timeout: self.ping_timeout,
+            },
             connect_timeout: self.connect_timeout,
             applications,
             access,
@@ -775,7 +796,7 @@ impl ApplicationConfig {
 pub struct ResolvedConfig {
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) ping_interval: Duration,
+    pub(crate) keepalive: crate::tunnel::keepalive::Keepalive,
     pub(crate) connect_timeout: Duration,
     /// Applications by lower-case hostname.
     pub(crate) applications: HashMap<String, Arc<Application>>,

@@ -1,5 +1,5 @@
-//! The accept loop shared by the gateway and the lab's fake API server: TCP_NODELAY on every
-//! socket, an optional TLS handshake with a time limit, HTTP/1.1 with upgrades, and a
+//! The accept loop shared by the gateway and the lab's fake API server: TCP_NODELAY and
+//! keepalive on every socket, an optional TLS handshake with a time limit, HTTP/1.1 with upgrades, and a
 //! [`Lifecycle`] that stops the loop and every connection together.
 
 use std::net::SocketAddr;
@@ -73,9 +73,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-        }
+        // No Nagle, TCP keepalive, a bound on unacknowledged data: a client that vanished is
+        // noticed by the kernel too.
+        crate::tunnel::keepalive::tune_socket(&tcp);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let cancel = life.cancel.clone();

@@ -3,7 +3,7 @@
 //! hosts and endpoints when it is configured ([`super::login`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -255,7 +255,7 @@ async fn tunnel(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let socks = app.socks;
-    let ping = state.config.ping_interval;
+    let keepalive = state.config.keepalive;
     let cancel = state.life.cancel.clone();
     let (host, mode) = (host.clone(), log.mode);
     state.life.tracker.spawn(async move {
@@ -269,7 +269,7 @@ async fn tunnel(
         };
         tokio::select! {
             () = cancel.cancelled() => log.finish("closed: gateway shutting down", 0, 0),
-            () = pipe(on_upgrade, upstream, socks, ping, &log) => {}
+            () = pipe(on_upgrade, upstream, socks, keepalive, &log) => {}
         }
     });
     Response::builder()
@@ -288,7 +288,7 @@ async fn pipe(
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut upstream: tokio::net::TcpStream,
     socks: bool,
-    ping: Duration,
+    keepalive: crate::tunnel::keepalive::Keepalive,
     log: &StreamLog<'_>,
 ) {
     let upgraded = match on_upgrade.await {
@@ -304,7 +304,7 @@ async fn pipe(
         Some(websocket_config()),
     )
     .await;
-    let mut stream = WsByteStream::new(ws).with_ping_interval(ping);
+    let mut stream = WsByteStream::new(ws).with_keepalive(keepalive, None);
     if socks {
         let bound = upstream
             .local_addr()

@@ -220,8 +220,8 @@ impl Edge {
                 edge: self.dial.clone(),
                 source,
             })?;
-        // Interactive traffic (kubectl) writes small frames; Nagle would hold them ~40 ms.
-        let _ = tcp.set_nodelay(true);
+        // No Nagle (kubectl writes small frames), TCP keepalive, a bound on unacknowledged data.
+        crate::tunnel::keepalive::tune_socket(&tcp);
         let tcp = BufReader::with_capacity(SOCKET_READ_BUFFER, tcp);
         let stream = match &self.tls {
             None => MaybeTlsStream::Plain(tcp),

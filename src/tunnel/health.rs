@@ -47,7 +47,8 @@ pub struct HealthState {
     pub since: SystemTime,
 }
 
-/// How often the edge is probed.
+/// How often the edge is probed. Every wait is jittered by ±20 %, so that tunnels sharing an
+/// edge do not probe in lock step, and a down tunnel never retries faster than `down_min`.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeSchedule {
     /// Between probes while the tunnel is up or waiting for a login.
@@ -56,16 +57,28 @@ pub struct ProbeSchedule {
     pub down_min: Duration,
     /// Longest wait between probes while down.
     pub down_max: Duration,
+    /// A probe that takes longer fails (a stalled edge accepts connections and then says
+    /// nothing).
+    pub timeout: Duration,
 }
 
 impl Default for ProbeSchedule {
+    /// A stalled edge is noticed within `healthy + timeout` (9 s + 4 s, ≤ 14.8 s with the
+    /// jitter), and a tunnel is back up within `down_max` (≤ 1.8 s with the jitter) of its edge
+    /// answering again.
     fn default() -> Self {
         Self {
-            healthy: Duration::from_secs(30),
-            down_min: Duration::from_millis(500),
-            down_max: Duration::from_secs(5),
+            healthy: Duration::from_secs(9),
+            down_min: Duration::from_millis(250),
+            down_max: Duration::from_millis(1500),
+            timeout: Duration::from_secs(4),
         }
     }
+}
+
+/// `wait` ± 20 %.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::random_range(0.8..1.2))
 }
 
 type OnChange = Box<dyn Fn(&HealthState) + Send + Sync>;
@@ -129,6 +142,11 @@ impl Health {
         self.wake.notify_one();
     }
 
+    /// Probes the edge now instead of at the next period.
+    pub fn probe_now(&self) {
+        self.wake.notify_one();
+    }
+
     fn set(&self, state: TunnelState, reason: Option<String>) {
         let mut current = lock(&self.current);
         if current.state == state && current.reason == reason {
@@ -181,21 +199,22 @@ pub async fn run_probes(
             crate::access::Interaction::Silent,
             |credential| async move { ctx.edge.probe(&credential).await },
         );
-        // A probe to a black-holed edge can take many seconds; a closed tunnel must not report
-        // its result afterwards.
+        // A probe to a black-holed or stalled edge would take many seconds: it is cut at the
+        // schedule's timeout. A closed tunnel must not report its result afterwards.
         let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            result = probe => result,
+            result = tokio::time::timeout(schedule.timeout, probe) => result
+                .unwrap_or(Err(CarrierError::Timeout("waiting for the edge to answer the probe"))),
         };
         health.record_probe(result, started.elapsed());
         let wait = if health.current().state == TunnelState::Down {
             let wait = down_wait;
             down_wait = (down_wait * 2).min(schedule.down_max);
-            wait
+            jittered(wait)
         } else {
             down_wait = schedule.down_min;
-            schedule.healthy
+            jittered(schedule.healthy)
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -23,6 +23,7 @@ use crate::inventory::Cluster;
 use crate::secret::Secret;
 use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::Health;
+use crate::tunnel::keepalive::{Keepalive, Liveness};
 
 /// A client must finish the SOCKS handshake within this time.
 const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +61,10 @@ pub struct ListenerContext {
     pub health: Arc<Health>,
     /// The Access login (see [`crate::tunnel::TunnelSpec::access`]).
     pub access: Option<access::AccessClient>,
+    /// How each stream pings and notices a dead edge.
+    pub keepalive: Keepalive,
+    /// Asks every open stream to check its edge now.
+    pub liveness: Liveness,
 }
 
 /// Accepts connections until `cancel` fires; each connection task is tracked by `tracker` and
@@ -144,15 +149,21 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
         inner: local,
         stats: &ctx.stats,
     };
-    let mut edge_stream = edge_stream;
-    // Either side ending ends the pipe; errors here are ordinary disconnects.
-    let _ = tokio::io::copy_bidirectional_with_sizes(
+    let mut edge_stream = edge_stream.with_keepalive(ctx.keepalive, Some(ctx.liveness.clone()));
+    // Either side ending ends the pipe. An error may be the edge going away (reset, or silent
+    // past the keepalive's timeout): the prober checks the edge now rather than at its next
+    // period, so the tunnel's state says so at once.
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
         &mut local,
         &mut edge_stream,
         COPY_BUFFER,
         COPY_BUFFER,
     )
-    .await;
+    .await
+    {
+        tracing::info!(cluster = %name, error = %e, "connection closed with an error");
+        ctx.health.probe_now();
+    }
 }
 
 async fn open_edge(

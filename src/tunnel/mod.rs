@@ -4,6 +4,7 @@
 
 pub mod carrier;
 pub mod health;
+pub mod keepalive;
 pub mod listener;
 pub mod ws_stream;
 
@@ -20,6 +21,7 @@ use crate::inventory::Cluster;
 use crate::secret::Secret;
 use carrier::Edge;
 use health::{Health, HealthFigures, HealthState, ProbeSchedule};
+use keepalive::{Keepalive, Liveness};
 use listener::{ListenerContext, TunnelStats};
 
 /// Gets the credential for one attempt and runs `attempt` with it. When the edge refuses a
@@ -68,6 +70,8 @@ pub struct TunnelSpec {
     pub password: Secret,
     /// Probe schedule.
     pub schedule: ProbeSchedule,
+    /// How every stream through the tunnel pings and notices a dead edge.
+    pub keepalive: Keepalive,
     /// The Access login, for clusters that configure no credential of their own; `None`
     /// reads credentials from the configuration and the environment only.
     pub access: Option<AccessClient>,
@@ -80,6 +84,7 @@ pub struct TunnelHandle {
     local_addr: SocketAddr,
     stats: Arc<TunnelStats>,
     health: Arc<Health>,
+    liveness: Liveness,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -99,6 +104,7 @@ impl TunnelHandle {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let stats = Arc::new(TunnelStats::default());
         let health = Arc::new(Health::new(on_change));
+        let liveness = Liveness::default();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ctx = Arc::new(ListenerContext {
@@ -109,6 +115,8 @@ impl TunnelHandle {
             stats: stats.clone(),
             health: health.clone(),
             access: spec.access,
+            keepalive: spec.keepalive,
+            liveness: liveness.clone(),
         });
         tracker.spawn({
             let ctx = ctx.clone();
@@ -129,9 +137,18 @@ impl TunnelHandle {
             local_addr,
             stats,
             health,
+            liveness,
             cancel,
             tracker,
         }
+    }
+
+    /// Checks the tunnel now rather than on schedule: probes the edge at once, and every open
+    /// stream pings its peer and closes if it does not answer in time. For a wake-up from
+    /// sleep or a network change, after which streams may be dead without a word.
+    pub fn check_now(&self) {
+        self.liveness.check_now();
+        self.health.probe_now();
     }
 
     /// The cluster served.

@@ -2,13 +2,15 @@
 //!
 //! Every write becomes one binary message; reads reassemble messages into a stream of bytes.
 //! Text frames are a protocol error (the edge sends binary only). Pings are answered by
-//! tungstenite, which flushes the queued pong whenever the stream is read or written.
+//! tungstenite, which flushes the queued pong whenever the stream is read or written; with a
+//! [`Keepalive`] the stream pings an idle peer itself and fails when it stops answering.
 //! A close frame, or the peer going away after one, reads as end of stream.
 //!
 //! Writes are batched in tungstenite's write buffer until a flush; a read flushes first, so a
 //! request/response protocol spoken over the stream (the SOCKS5 handshake of the `socks`
 //! origin mode) never waits for an answer to bytes it has not sent.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -16,9 +18,12 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::tunnel::keepalive::{Keepalive, Liveness};
 
 /// Largest message this side accepts. A client never needs more than the copy buffer, so a
 /// peer sending more is broken or hostile.
@@ -42,7 +47,19 @@ pub struct WsByteStream<S> {
     pending: Bytes,
     eof: bool,
     unflushed: bool,
-    keepalive: Option<tokio::time::Interval>,
+    keepalive: Option<Box<KeepaliveState>>,
+}
+
+/// The keepalive of one stream (see [`crate::tunnel::keepalive`]): when the peer was last
+/// heard from, whether a ping is waiting for an answer, and the one timer that wakes the
+/// stream to check.
+struct KeepaliveState {
+    settings: Keepalive,
+    liveness: Option<Liveness>,
+    heard: Instant,
+    ping_sent: Option<Instant>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    check: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
 }
 
 impl<S> WsByteStream<S> {
@@ -57,37 +74,99 @@ impl<S> WsByteStream<S> {
         }
     }
 
-    /// Sends a ping every `interval` while the stream is being read, as the Access edge does
-    /// (every 54 s) so that idle streams outlive proxies that close idle connections.
-    pub fn with_ping_interval(mut self, interval: std::time::Duration) -> Self {
-        let start = tokio::time::Instant::now() + interval;
-        let mut timer = tokio::time::interval_at(start, interval);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.keepalive = Some(timer);
+    /// Pings the peer when the stream is idle and fails the stream when the peer stops
+    /// answering (see [`Keepalive`]); `liveness` can ask it to check at once. Checked while
+    /// the stream is being read, which a pipe always does.
+    pub fn with_keepalive(mut self, settings: Keepalive, liveness: Option<Liveness>) -> Self {
+        let now = Instant::now();
+        let check = liveness.as_ref().map(|l| Box::pin(l.checked()));
+        self.keepalive = Some(Box::new(KeepaliveState {
+            timer: Box::pin(tokio::time::sleep_until(now + settings.idle)),
+            settings,
+            liveness,
+            heard: now,
+            ping_sent: None,
+            check,
+        }));
         self
     }
 
-    /// Queues a ping when the keepalive timer is due. Errors surface on the next read or
-    /// write, so they are ignored here.
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Poll<()>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let Some(timer) = self.keepalive.as_mut() else {
+    /// The peer gave a sign of life: a frame arrived, or a write was taken.
+    fn heard(&mut self) {
+        if let Some(k) = self.keepalive.as_mut() {
+            k.heard = Instant::now();
+            k.ping_sent = None;
+        }
+    }
+}
+
+impl<S> WsByteStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Sends pings when due and decides whether the peer is gone: `Ready(err)` when it is.
+    /// Registers the timer (and the liveness check) with `cx`, so a stream that is only being
+    /// read is woken to do so.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(k) = self.keepalive.as_mut() else {
             return Poll::Pending;
         };
-        while timer.poll_tick(cx).is_ready() {
-            let mut sink = Pin::new(&mut self.inner);
-            if let Poll::Ready(Ok(())) = sink.as_mut().poll_ready(cx)
-                && sink
-                    .as_mut()
-                    .start_send(Message::Ping(Bytes::new()))
-                    .is_ok()
-            {
-                let _ = sink.poll_flush(cx);
+        if let Some(check) = k.check.as_mut()
+            && check.as_mut().poll(cx).is_ready()
+        {
+            // A wake-up or a network change: ask now, whatever the schedule says.
+            if let Some(liveness) = &k.liveness {
+                *check = Box::pin(liveness.checked());
+                let _ = check.as_mut().poll(cx);
+            }
+            let now = Instant::now();
+            if k.ping_sent.is_none() {
+                k.ping_sent = Some(now);
+                send_ping(&mut self.inner, cx);
+            }
+            let deadline = k.ping_sent.unwrap_or(now) + k.settings.timeout;
+            k.timer.as_mut().reset(deadline);
+        }
+        while k.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            match k.ping_sent {
+                Some(sent) if now >= sent + k.settings.timeout => {
+                    return Poll::Ready(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the peer did not answer a ping within {} s",
+                            k.settings.timeout.as_secs_f32()
+                        ),
+                    ));
+                }
+                Some(sent) => k.timer.as_mut().reset(sent + k.settings.timeout),
+                None if now >= k.heard + k.settings.idle => {
+                    k.ping_sent = Some(now);
+                    send_ping(&mut self.inner, cx);
+                    k.timer.as_mut().reset(now + k.settings.timeout);
+                }
+                None => k.timer.as_mut().reset(k.heard + k.settings.idle),
             }
         }
         Poll::Pending
+    }
+}
+
+/// Queues a ping and starts sending it. A full write buffer (a peer not reading) means no ping
+/// this time; the timeout still runs, since such a peer is as good as gone. Errors surface on
+/// the next read or write.
+fn send_ping<S>(ws: &mut WebSocketStream<S>, cx: &mut Context<'_>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut sink = Pin::new(ws);
+    if let Poll::Ready(Ok(())) = sink.as_mut().poll_ready(cx)
+        && sink
+            .as_mut()
+            .start_send(Message::Ping(Bytes::new()))
+            .is_ok()
+    {
+        let _ = sink.poll_flush(cx);
     }
 }
 
@@ -111,7 +190,9 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let _ = this.poll_keepalive(cx);
+        if let Poll::Ready(dead) = this.poll_keepalive(cx) {
+            return Poll::Ready(Err(dead));
+        }
         if this.unflushed {
             match Pin::new(&mut this.inner).poll_flush(cx) {
                 Poll::Ready(Ok(())) => this.unflushed = false,
@@ -136,7 +217,11 @@ where
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            let next = ready!(Pin::new(&mut this.inner).poll_next(cx));
+            if let Some(Ok(_)) = next {
+                this.heard();
+            }
+            match next {
                 Some(Ok(Message::Binary(data))) => this.pending = data,
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Text(_))) => {
@@ -169,6 +254,9 @@ where
             .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(to_io)?;
         this.unflushed = true;
+        // The peer takes what we send (its window has room): alive, even if it says nothing
+        // itself, as during a long upload.
+        this.heard();
         Poll::Ready(Ok(n))
     }
 
@@ -189,6 +277,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -239,18 +328,111 @@ mod tests {
         assert!(rest.is_empty());
     }
 
+    fn keepalive() -> Keepalive {
+        Keepalive {
+            idle: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Reads one byte; what the read returned and when, on the paused clock.
+    fn read_one(
+        mut client: WsByteStream<tokio::io::DuplexStream>,
+    ) -> tokio::task::JoinHandle<(io::Result<usize>, tokio::time::Instant)> {
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            let result = client.read(&mut byte).await;
+            (result, tokio::time::Instant::now())
+        })
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn idle_reader_sends_pings() {
+    async fn an_idle_stream_pings_and_fails_when_the_peer_stays_silent() {
         use futures_util::StreamExt;
         let (client, mut server) = pair().await;
-        let mut client = client.with_ping_interval(std::time::Duration::from_secs(54));
-        let reader = tokio::spawn(async move {
-            let mut byte = [0u8; 1];
-            client.read(&mut byte).await
-        });
+        let start = tokio::time::Instant::now();
+        let reader = read_one(client.with_keepalive(keepalive(), None));
+        // The server's WebSocket is read once (the ping arrives) and then no more: as a
+        // stalled edge, it never answers.
         let msg = server.next().await.unwrap().unwrap();
         assert!(matches!(msg, Message::Ping(_)), "got {msg:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(15), "pinged when idle");
+        let (result, at) = reader.await.unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(at - start, Duration::from_secs(25), "idle + timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_answers_keeps_an_idle_stream_open() {
+        use futures_util::StreamExt;
+        let (client, mut server) = pair().await;
+        let reader = read_one(client.with_keepalive(keepalive(), None));
+        // A live edge: reads (and so answers pings) all the time.
+        let pings = tokio::spawn(async move {
+            let mut pings = 0;
+            while let Some(Ok(msg)) = server.next().await {
+                if matches!(msg, Message::Ping(_)) {
+                    pings += 1;
+                }
+            }
+            pings
+        });
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!reader.is_finished(), "a live idle stream stays open");
         reader.abort();
+        let _ = reader.await;
+        let pings = pings.await.unwrap();
+        // One ping per idle period, answered each time.
+        assert!((19..=20).contains(&pings), "{pings} pings in 300 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_liveness_check_pings_at_once_and_closes_a_dead_stream_within_the_timeout() {
+        use futures_util::StreamExt;
+        let liveness = Liveness::default();
+        let (client, mut server) = pair().await;
+        let reader = read_one(client.with_keepalive(keepalive(), Some(liveness.clone())));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let checked_at = tokio::time::Instant::now();
+        liveness.check_now();
+        let msg = server.next().await.unwrap().unwrap();
+        assert!(matches!(msg, Message::Ping(_)), "got {msg:?}");
+        assert_eq!(checked_at.elapsed(), Duration::ZERO, "pinged at once");
+        let (result, at) = reader.await.unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(at - checked_at, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_whose_writes_are_taken_is_alive_though_the_peer_is_silent() {
+        let (a, mut raw_peer) = tokio::io::duplex(64 * 1024);
+        let client =
+            WebSocketStream::from_raw_socket(a, Role::Client, Some(websocket_config())).await;
+        let mut client = WsByteStream::new(client).with_keepalive(keepalive(), None);
+        // The peer takes every byte (so its window has room) but never sends one back, not
+        // even a pong: only the writes being taken show it is there, as during an upload.
+        let sink = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while raw_peer.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let upload = async {
+            for _ in 0..60 {
+                client.write_all(b"chunk").await?;
+                client.flush().await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Reading is what runs the keepalive: poll it, with nothing to read.
+                let mut byte = [0u8; 1];
+                if let Ok(read) =
+                    tokio::time::timeout(Duration::from_millis(1), client.read(&mut byte)).await
+                {
+                    read?;
+                }
+            }
+            Ok::<_, io::Error>(())
+        };
+        upload.await.expect("a minute of upload is not a dead peer");
+        sink.abort();
     }
 
     #[tokio::test]

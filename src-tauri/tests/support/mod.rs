@@ -22,6 +22,7 @@ pub fn quick_schedule() -> ProbeSchedule {
         healthy: Duration::from_millis(300),
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(400),
+        timeout: Duration::from_secs(2),
     }
 }
 
