@@ -606,6 +606,51 @@ async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
     assert!(!text.contains(signature));
 }
 
+/// Each stream's log line tells what it really carried and how it ended, also when the client
+/// just drops the connection (no close frame: what a killed kubectl does), and a stream opened
+/// and closed before a word (the health probe of a `socks` app) is no "refused" line.
+#[tokio::test(flavor = "current_thread")]
+async fn stream_lines_tell_real_bytes_and_outcomes_and_probes_are_quiet() {
+    let (captured, _guard) = CapturedLog::start();
+    let echo = echo_server().await;
+    let mut socks_app = app("socks.lab.test", tcp_origin(echo.addr));
+    socks_app.socks = true;
+    let lab = start_lab(
+        vec![app("tcp.lab.test", tcp_origin(echo.addr)), socks_app],
+        None,
+    )
+    .await;
+    let mut stream = WsByteStream::new(lab.dial_with_token("tcp.lab.test").await);
+    round_trip(&mut stream, b"twelve bytes").await;
+    // Dropped, not closed: the TCP connection just ends.
+    drop(stream);
+    // A probe of the socks app: upgrade, then close before any byte.
+    let mut probe = WsByteStream::new(lab.dial_with_token("socks.lab.test").await);
+    probe.shutdown().await.unwrap();
+    drop(probe);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !captured.text().contains("bytes_up=12") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = captured.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("host=\"tcp.lab.test\"") && l.contains("outcome"))
+        .unwrap_or_else(|| panic!("no stream line:\n{text}"));
+    assert!(
+        line.contains("bytes_up=12") && line.contains("bytes_down=12"),
+        "{line}"
+    );
+    assert!(line.contains("outcome=\"disconnected"), "{line}");
+    assert!(
+        !text.contains("refused"),
+        "a probe logged as refused:\n{text}"
+    );
+    let Lab { gateway, .. } = lab;
+    gateway.shutdown(Duration::from_secs(3)).await;
+}
+
 mod fake_apiserver {
     use super::*;
     use k8s_tunnels::lab::apiserver::{FakeApiConfig, FakeApiHandle, FakeApiServer};

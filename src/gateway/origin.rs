@@ -64,6 +64,23 @@ pub(crate) enum InStreamSocksError {
     Command(Socks5Command),
 }
 
+impl InStreamSocksError {
+    /// Whether the client closed the stream before sending anything: a health probe.
+    pub(crate) fn closed_before_any_data(&self) -> bool {
+        use fast_socks5::server::SocksServerError;
+        match self {
+            InStreamSocksError::Handshake(SocksServerError::EOF) => true,
+            InStreamSocksError::Handshake(SocksServerError::Io { source, .. }) => matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The `host:port` this request's stream goes to, as a displayable string and its parts.
 pub(crate) fn destination(
     app: &Application,

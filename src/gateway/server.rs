@@ -3,6 +3,7 @@
 //! hosts and endpoints when it is configured ([`super::login`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -19,6 +20,7 @@ use super::config::{Application, Origin, ResolvedConfig};
 use super::login::{self, Deposits};
 use super::origin;
 use super::serve::{Lifecycle, PeerAddr};
+use crate::tunnel::counted::Counted;
 use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
 
 /// Copy buffer per direction. cloudflared uses 16 KiB; larger buffers cut syscalls on bulk
@@ -131,6 +133,16 @@ struct StreamLog<'a> {
 }
 
 impl StreamLog<'_> {
+    /// A stream that ended before it carried anything: a health probe.
+    fn probe(&self) {
+        tracing::debug!(
+            peer = %self.peer.map_or_else(|| String::from("-"), |p| p.to_string()),
+            host = self.host,
+            mode = self.mode,
+            "stream closed before any data (a health probe)"
+        );
+    }
+
     fn finish(&self, outcome: &str, up: u64, down: u64) {
         // Only names, addresses and counters: header values (tokens, secrets, cookies) never
         // reach this line.
@@ -286,7 +298,7 @@ async fn tunnel(
 
 async fn pipe(
     on_upgrade: hyper::upgrade::OnUpgrade,
-    mut upstream: tokio::net::TcpStream,
+    upstream: tokio::net::TcpStream,
     socks: bool,
     keepalive: crate::tunnel::keepalive::Keepalive,
     log: &StreamLog<'_>,
@@ -311,21 +323,52 @@ async fn pipe(
             .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         stream = match origin::socks_in_stream(stream, bound).await {
             Ok(stream) => stream,
+            // A client that opens a stream and closes it before a word is a health probe,
+            // not an attack: no "refused" line for it every few seconds.
+            Err(e) if e.closed_before_any_data() => {
+                log.probe();
+                return;
+            }
             Err(e) => {
                 log.finish(&format!("refused: {e}"), 0, 0);
                 return;
             }
         };
     }
-    match tokio::io::copy_bidirectional_with_sizes(
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let mut origin = Counted {
+        inner: upstream,
+        read: &down,
+        written: &up,
+    };
+    let piped = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
-        &mut upstream,
+        &mut origin,
         COPY_BUFFER,
         COPY_BUFFER,
     )
-    .await
-    {
-        Ok((up, down)) => log.finish("closed", up, down),
-        Err(e) => log.finish(&format!("closed with error: {e}"), 0, 0),
+    .await;
+    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+    match piped {
+        Ok(_) => log.finish("closed", up, down),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => log.finish(
+            &format!("closed: the client stopped answering ({e})"),
+            up,
+            down,
+        ),
+        // One side hung up without the closing handshake: how most streams end (a client
+        // killed, a laptop closed), not a fault of the gateway's.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            log.finish(&format!("disconnected ({e})"), up, down)
+        }
+        Err(e) => log.finish(&format!("closed with error: {e}"), up, down),
     }
 }

@@ -2,18 +2,14 @@
 //! secret, accepts a CONNECT to the cluster's API endpoint only, then hands the connection to
 //! the carrier.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +18,7 @@ use crate::access;
 use crate::inventory::Cluster;
 use crate::secret::Secret;
 use crate::tunnel::carrier::{CarrierError, Edge};
+use crate::tunnel::counted::Counted;
 use crate::tunnel::health::Health;
 use crate::tunnel::keepalive::{Keepalive, Liveness};
 
@@ -121,12 +118,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
     let edge_stream = match open_edge(ctx).await {
         Ok(s) => s,
         Err(err) => {
-            let reply = match &err {
-                CarrierError::LoginRequired { .. } => ReplyError::ConnectionNotAllowed,
-                CarrierError::Refused { .. } => ReplyError::ConnectionRefused,
-                CarrierError::Timeout(_) => ReplyError::ConnectionTimeout,
-                _ => ReplyError::HostUnreachable,
-            };
+            let reply = socks_reply(&err);
             tracing::warn!(cluster = %name, error = %crate::error_chain(&err), "tunnel connection failed");
             ctx.health.report_failure(&err);
             let _ = proto.reply_error(&reply).await;
@@ -147,7 +139,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
     let _open = OpenGuard(&ctx.stats.open);
     let mut local = Counted {
         inner: local,
-        stats: &ctx.stats,
+        read: &ctx.stats.bytes_up,
+        written: &ctx.stats.bytes_down,
     };
     let mut edge_stream = edge_stream.with_keepalive(ctx.keepalive, Some(ctx.liveness.clone()));
     // Either side ending ends the pipe. An error may be the edge going away (reset, or silent
@@ -177,6 +170,26 @@ async fn open_edge(
         |credential| async move { ctx.edge.open(&credential).await },
     )
     .await
+}
+
+/// The SOCKS reply that says what went wrong, which kubectl shows as it is ("host
+/// unreachable", "connection refused", ...). The full reason goes to the tunnel's status.
+fn socks_reply(err: &CarrierError) -> ReplyError {
+    match err {
+        // The edge answered but will not let this client through.
+        CarrierError::LoginRequired { .. }
+        | CarrierError::ServiceTokenRejected { .. }
+        | CarrierError::Credential(_) => ReplyError::ConnectionNotAllowed,
+        // The edge answered, but the cluster behind it did not (502, 503, ...).
+        CarrierError::Refused { .. } => ReplyError::ConnectionRefused,
+        // No answer from the edge at all: not "TTL expired", which is what the SOCKS
+        // timeout code reads as.
+        CarrierError::Unreachable { .. } | CarrierError::Timeout(_) => ReplyError::HostUnreachable,
+        CarrierError::Tls { .. }
+        | CarrierError::Handshake(_)
+        | CarrierError::OriginSocks(_)
+        | CarrierError::Config(_) => ReplyError::GeneralFailure,
+    }
 }
 
 /// Runs the SOCKS5 server side up to the command, refusing anything but an authenticated
@@ -238,46 +251,52 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// The local client's stream, counting bytes each way into the tunnel's stats.
-struct Counted<'a, S> {
-    inner: S,
-    stats: &'a TunnelStats,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        if read > 0 {
-            self.stats.bytes_up.fetch_add(read, Ordering::Relaxed);
+    fn io_error() -> std::io::Error {
+        std::io::Error::other("x")
+    }
+
+    #[test]
+    fn each_failure_gets_the_socks_reply_that_means_it() {
+        let cases = [
+            (
+                CarrierError::Timeout("connecting to the edge"),
+                ReplyError::HostUnreachable,
+            ),
+            (
+                CarrierError::Unreachable {
+                    edge: "e:443".into(),
+                    source: io_error(),
+                },
+                ReplyError::HostUnreachable,
+            ),
+            (
+                CarrierError::Refused { status: 502 },
+                ReplyError::ConnectionRefused,
+            ),
+            (
+                CarrierError::LoginRequired { status: 302 },
+                ReplyError::ConnectionNotAllowed,
+            ),
+            (
+                CarrierError::Tls {
+                    edge: "e:443".into(),
+                    source: io_error(),
+                },
+                ReplyError::GeneralFailure,
+            ),
+        ];
+        for (err, reply) in cases {
+            let got = socks_reply(&err);
+            assert_eq!(got.as_u8(), reply.as_u8(), "{err}");
         }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            self.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // Never "TTL expired", which is what the SOCKS timeout code reads as.
+        assert_ne!(
+            socks_reply(&CarrierError::Timeout("x")).as_u8(),
+            ReplyError::ConnectionTimeout.as_u8()
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! tunnel's [`health`].
 
 pub mod carrier;
+pub mod counted;
 pub mod health;
 pub mod keepalive;
 pub mod listener;
