@@ -4,13 +4,16 @@
 //! Linux, the Keychain on macOS, the Credential Manager on Windows — never the in-memory mock.
 //! `keyring`'s `v1` API keeps the platform store in a process-wide default that it sets up
 //! once, on first use; this module is the only place that touches it. Because a Secret Service
-//! that never answers would block forever, every call runs on a helper thread with a deadline
-//! (a timed-out call's thread is left to finish on its own; it holds no lock of ours).
+//! that never answers would block forever, every call runs on one worker thread per keychain
+//! and is waited for with a deadline. While a call is stuck past its deadline, the keychain
+//! counts as hung: further calls fail at once instead of queueing behind it (and no thread is
+//! started per call), until the stuck call returns.
 //!
 //! `K8S_TUNNELS_KEYCHAIN=off` disables the keychain (status [`KeychainStatus::Unavailable`]).
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
 
@@ -76,11 +79,84 @@ pub enum KeychainError {
     },
 }
 
-/// The OS keychain under one service name, probed when opened. Clones share the probe's result.
+/// The OS keychain under one service name, probed when opened. Clones share the probe's result
+/// and the worker thread.
 #[derive(Clone, Debug)]
 pub struct Keychain {
     service: String,
     status: KeychainStatus,
+    worker: Arc<Worker>,
+    timeout: Duration,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The one thread that talks to the platform store, started on the first call.
+#[derive(Default)]
+struct Worker {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// When the call now running began; `None` when idle.
+    running_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Runs `f` on the worker and waits at most `timeout` for it. `None` when it did not
+    /// finish in time, or when an earlier call is already stuck past `timeout` (then `f` is not
+    /// run at all).
+    fn run<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        if self.stuck(timeout) {
+            return None;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let running = self.running_since.clone();
+        let job: Job = Box::new(move || {
+            *lock(&running) = Some(Instant::now());
+            let out = f();
+            *lock(&running) = None;
+            // The caller may have given up; nothing to do then.
+            let _ = tx.send(out);
+        });
+        {
+            let mut jobs = lock(&self.jobs);
+            let sender = match jobs.as_ref() {
+                Some(sender) => sender.clone(),
+                None => {
+                    let (sender, receiver) = mpsc::channel::<Job>();
+                    std::thread::Builder::new()
+                        .name("keychain".into())
+                        .spawn(move || {
+                            for job in receiver {
+                                job();
+                            }
+                        })
+                        .ok()?;
+                    *jobs = Some(sender.clone());
+                    sender
+                }
+            };
+            sender.send(job).ok()?;
+        }
+        rx.recv_timeout(timeout).ok()
+    }
+
+    /// Whether the call now running has been running longer than `timeout`.
+    fn stuck(&self, timeout: Duration) -> bool {
+        lock(&self.running_since).is_some_and(|since| since.elapsed() > timeout)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Keychain {
@@ -90,7 +166,8 @@ impl Keychain {
         if std::env::var(KEYCHAIN_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
             return Self::disabled(service, &format!("disabled by {KEYCHAIN_ENV}=off"));
         }
-        let status = match probe(service) {
+        let worker = Arc::new(Worker::default());
+        let status = match probe(&worker, service) {
             Ok(()) => KeychainStatus::Durable,
             Err(reason) => KeychainStatus::Unavailable { reason },
         };
@@ -100,7 +177,15 @@ impl Keychain {
         Self {
             service: service.to_string(),
             status,
+            worker,
+            timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same keychain with another deadline per call (tests).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A keychain that is known to be unavailable, without probing (for `off` and for tests
@@ -111,6 +196,8 @@ impl Keychain {
             status: KeychainStatus::Unavailable {
                 reason: reason.to_string(),
             },
+            worker: Arc::default(),
+            timeout: CALL_TIMEOUT,
         }
     }
 
@@ -170,14 +257,14 @@ impl Keychain {
     ) -> Result<Result<T, KeychainError>, KeychainError> {
         let service = self.service.clone();
         let acct = account.to_string();
-        let outcome = bounded(CALL_TIMEOUT, move || {
+        let outcome = self.worker.run(self.timeout, move || {
             keyring::Entry::new(&service, &acct).and_then(|entry| op(&entry))
         });
         match outcome {
             None => Err(KeychainError::TimedOut {
                 account: account.to_string(),
                 operation,
-                after: CALL_TIMEOUT,
+                after: self.timeout,
             }),
             Some(result) => Ok(result.map_err(|e| store_error(account, operation, e))),
         }
@@ -201,26 +288,10 @@ fn store_error(account: &str, operation: &'static str, err: keyring::Error) -> K
     }
 }
 
-/// Runs `f` on its own thread and waits at most `timeout` for it.
-fn bounded<T: Send + 'static>(
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("keychain".into())
-        .spawn(move || {
-            // The receiver may have given up; nothing to do then.
-            let _ = tx.send(f());
-        });
-    spawned.ok()?;
-    rx.recv_timeout(timeout).ok()
-}
-
 /// Write, read back and delete a random entry; the reason on failure.
-fn probe(service: &str) -> Result<(), String> {
+fn probe(worker: &Worker, service: &str) -> Result<(), String> {
     let service = service.to_string();
-    let outcome = bounded(PROBE_TIMEOUT, move || -> Result<(), String> {
+    let outcome = worker.run(PROBE_TIMEOUT, move || -> Result<(), String> {
         let account = format!("probe-{}", Secret::random(12).expose());
         let value = Secret::random(24);
         let entry = keyring::Entry::new(&service, &account).map_err(|e| {
@@ -274,15 +345,37 @@ mod tests {
         assert!(keychain.delete("x").is_err());
     }
 
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+    }
+
     #[test]
-    fn bounded_gives_up_on_a_call_that_hangs() {
-        let start = std::time::Instant::now();
-        let out = bounded(Duration::from_millis(100), || {
-            std::thread::sleep(Duration::from_secs(5));
+    fn a_hung_call_is_given_up_on_and_later_calls_fail_at_once_on_one_thread() {
+        let worker = Worker::default();
+        assert_eq!(worker.run(Duration::from_secs(5), || 7), Some(7));
+        let before = threads();
+        let (release, hung) = mpsc::channel::<()>();
+        let start = Instant::now();
+        let out = worker.run(Duration::from_millis(200), move || {
+            let _ = hung.recv();
         });
         assert!(out.is_none());
         assert!(start.elapsed() < Duration::from_secs(2));
-        assert_eq!(bounded(Duration::from_secs(5), || 7), Some(7));
+        // Stuck past its deadline: the next hundred calls neither wait nor start threads.
+        let start = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(worker.run(Duration::from_millis(200), || 1), None);
+        }
+        assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+        if before > 0 {
+            assert_eq!(threads(), before, "no thread per call");
+        }
+        // The store answers again: so does the keychain.
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while worker.run(Duration::from_secs(1), || 2) != Some(2) {
+            assert!(Instant::now() < deadline, "the worker never recovered");
+        }
     }
 
     #[test]

@@ -63,6 +63,52 @@ fn secrets_survive_across_processes_in_a_real_secret_service() {
     }
 }
 
+/// A Secret Service that stops answering (SIGSTOP) after the app started: one call waits its
+/// deadline, the next ones fail at once, no thread is started per call, and when the daemon
+/// answers again the keychain works again.
+#[test]
+fn a_hung_secret_service_costs_one_deadline_and_no_threads() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("run")).unwrap();
+    let out = run_steps(home.path(), &step("hang"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "steps failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("step hang done"), "{stdout}");
+}
+
+/// The gnome-keyring daemon serving this process's session bus.
+fn keyring_daemon_of_this_session() -> u32 {
+    let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").expect("a session bus");
+    let wanted = format!("DBUS_SESSION_BUS_ADDRESS={bus}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            comm.starts_with("gnome-keyring")
+                && environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
+        })
+        .expect("the session's gnome-keyring-daemon")
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
 #[test]
 fn no_session_bus_is_unavailable_quickly() {
     let exe = std::env::current_exe().unwrap();
@@ -137,6 +183,40 @@ fn child_step() {
                 panic!("a missing session bus must not count as durable");
             };
             assert!(!reason.is_empty());
+        }
+        "hang" => {
+            use std::time::{Duration, Instant};
+            let keychain = Keychain::open(SERVICE).with_call_timeout(Duration::from_secs(2));
+            assert_eq!(keychain.status(), &KeychainStatus::Durable);
+            keychain.set("token", &Secret::new("before-the-hang")).unwrap();
+            let daemon = keyring_daemon_of_this_session();
+            signal(daemon, "-STOP");
+            let threads_before = threads();
+            let start = Instant::now();
+            let err = keychain.get("token").unwrap_err();
+            let first = start.elapsed();
+            assert!(err.to_string().contains("did not answer"), "{err}");
+            assert!(first < Duration::from_secs(4), "first call took {first:?}");
+            let start = Instant::now();
+            for _ in 0..50 {
+                assert!(keychain.get("token").is_err());
+            }
+            let rest = start.elapsed();
+            assert!(rest < Duration::from_millis(500), "50 calls took {rest:?}");
+            assert_eq!(threads(), threads_before, "no thread per call");
+            signal(daemon, "-CONT");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let value = loop {
+                match keychain.get("token") {
+                    Ok(Some(v)) => break v,
+                    other => {
+                        assert!(Instant::now() < deadline, "no recovery: {other:?}");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            };
+            assert_eq!(value.expose(), "before-the-hang");
+            keychain.delete("token").unwrap();
         }
         "off" => {
             let keychain = Keychain::open(SERVICE);
