@@ -366,7 +366,11 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(worker.run(Duration::from_millis(200), || 1), None);
         }
-        assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
         if before > 0 {
             assert_eq!(threads(), before, "no thread per call");
         }

@@ -480,3 +480,60 @@ async fn hostile_secrets_are_rejected_or_made_safe_and_kubectl_still_loads_the_r
     let view = fakes::kubectl_view(dir.path(), &found);
     assert_eq!(view["clusters"].as_array().unwrap().len(), found.len());
 }
+
+/// A Vault that accepts connections and never answers: the discovery run ends at its deadline
+/// with the source reported as failed (named), and the clusters it found before stay listed,
+/// marked stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_that_never_answers_ends_the_run_at_its_deadline_and_keeps_the_clusters() {
+    use k8s_tunnels::discovery::runner::refresh_within;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("discovery.json");
+    let noop: k8s_tunnels::discovery::ProgressSink = Arc::new(|_| {});
+    let store = secrets(&[(
+        "k8s-tunnels/dc1/kept",
+        json!({"server": "https://10.0.0.1:6443", "hostname": "kept.k8s.example.com"}),
+    )]);
+    let (served, _state) = fakes::vault::start(vault(None, store)).await;
+    let answering: Vec<Box<dyn ClusterSource>> = vec![Box::new(VaultSource::with_env(
+        config(),
+        env(&served.url(), None),
+    ))];
+    let (first, _) = refresh_within(&cache, &answering, noop.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(first.clusters.len(), 1);
+
+    // Accepts, reads, never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let silent: Vec<Box<dyn ClusterSource>> = vec![Box::new(VaultSource::with_env(
+        config(),
+        env(&format!("http://{hung_addr}"), None),
+    ))];
+    let start = Instant::now();
+    let (next, reports) = refresh_within(&cache, &silent, noop, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "the run took {took:?}");
+    assert_eq!(reports[0].source, "vault");
+    assert!(
+        reports[0].failed[0]
+            .message
+            .contains("did not answer within 2 s"),
+        "{:?}",
+        reports[0].failed
+    );
+    assert_eq!(next.clusters.len(), 1, "the cluster found before stays");
+    assert!(next.clusters[0].stale.is_some());
+}

@@ -188,7 +188,9 @@ fn child_step() {
             use std::time::{Duration, Instant};
             let keychain = Keychain::open(SERVICE).with_call_timeout(Duration::from_secs(2));
             assert_eq!(keychain.status(), &KeychainStatus::Durable);
-            keychain.set("token", &Secret::new("before-the-hang")).unwrap();
+            keychain
+                .set("token", &Secret::new("before-the-hang"))
+                .unwrap();
             let daemon = keyring_daemon_of_this_session();
             signal(daemon, "-STOP");
             let threads_before = threads();

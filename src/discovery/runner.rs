@@ -9,17 +9,44 @@ use tokio_util::sync::CancellationToken;
 use super::cache::{self, CacheError, DiscoveryCache};
 use super::{ClusterSource, ProgressSink, SourceReport};
 
-/// Runs every source concurrently; one slow or failing source never holds up the others'
-/// results (each reports its own failures).
+/// How long one source may take (every region and project of it, in parallel). The sources run
+/// at once, so this bounds the whole run too: a cloud or a Vault that accepts connections and
+/// never answers cannot leave discovery "running" until a restart.
+pub const SOURCE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs every source concurrently, each within `deadline`; one slow or failing source never
+/// holds up the others' results (each reports its own failures). A source past its deadline is
+/// reported as failed as a whole, so its clusters stay cached, marked stale.
 pub async fn run_all(
     sources: &[Box<dyn ClusterSource>],
     progress: ProgressSink,
+    deadline: Duration,
 ) -> Vec<SourceReport> {
     futures_util::future::join_all(sources.iter().map(|s| {
         let name = s.name();
         let progress = progress.clone();
         async move {
-            let mut report = s.discover(progress).await;
+            let mut report = match tokio::time::timeout(deadline, s.discover(progress)).await {
+                Ok(report) => report,
+                Err(_) => {
+                    tracing::warn!(
+                        source = name,
+                        ?deadline,
+                        "discovery source did not finish in time"
+                    );
+                    SourceReport {
+                        failed: vec![super::ScopeError {
+                            // The source's name covers every scope of it (see cache::merge).
+                            scope: name.to_string(),
+                            message: format!(
+                                "{name} did not answer within {} s",
+                                deadline.as_secs_f32()
+                            ),
+                        }],
+                        ..SourceReport::default()
+                    }
+                }
+            };
             if report.source.is_empty() {
                 report.source = name.to_string();
             }
@@ -29,14 +56,25 @@ pub async fn run_all(
     .await
 }
 
-/// Runs the sources and folds their reports into the cache at `path`, which is rewritten.
+/// Runs the sources (each within [`SOURCE_DEADLINE`]) and folds their reports into the cache at
+/// `path`, which is rewritten.
 pub async fn refresh(
     path: &Path,
     sources: &[Box<dyn ClusterSource>],
     progress: ProgressSink,
 ) -> Result<(DiscoveryCache, Vec<SourceReport>), CacheError> {
+    refresh_within(path, sources, progress, SOURCE_DEADLINE).await
+}
+
+/// [`refresh`] with another deadline per source.
+pub async fn refresh_within(
+    path: &Path,
+    sources: &[Box<dyn ClusterSource>],
+    progress: ProgressSink,
+    deadline: Duration,
+) -> Result<(DiscoveryCache, Vec<SourceReport>), CacheError> {
     let previous = cache::load(path)?;
-    let reports = run_all(sources, progress).await;
+    let reports = run_all(sources, progress, deadline).await;
     let next = cache::merge(&previous, &reports, SystemTime::now());
     cache::save(path, &next)?;
     Ok((next, reports))
@@ -212,6 +250,7 @@ mod tests {
             run_all(
                 &sources,
                 Arc::new(move |p| sink.lock().unwrap().push(p.source)),
+                SOURCE_DEADLINE,
             ),
         )
         .await
