@@ -390,19 +390,8 @@ fn file_secret(path: &Path) -> Result<Secret, StateError> {
     };
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => {
-            #[cfg(unix)]
-            {
-                // A copy restored from a backup may have lost its mode; the secret must stay private.
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(path)
-                    .map_err(read_err)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(read_err)?;
-                }
-            }
+            // A copy restored from a backup may have lost its mode; the secret must stay private.
+            crate::private_file::restrict(path).map_err(read_err)?;
             return Ok(Secret::new(text.trim()));
         }
         Ok(_) => {}
@@ -439,15 +428,7 @@ mod tests {
         state.settings.switch_context_on_connect = true;
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert!(crate::private_file::is_private(store.path()).unwrap());
     }
 
     #[test]
@@ -554,31 +535,29 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             one.password.expose()
         );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert!(crate::private_file::is_private(&path).unwrap());
         let debug = format!("{one:?}");
         assert!(!debug.contains(one.password.expose()), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
     }
 
-    #[cfg(unix)]
     #[test]
     fn a_loosened_secret_file_is_made_private_again() {
-        use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let dirs = AppDirs::at(root.path());
         std::fs::create_dir_all(&dirs.state).unwrap();
         let path = dirs.state.join("socks-secret");
+        // Written as a restore from a backup would: plain, not private.
         std::fs::write(&path, "restored-secret\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        assert!(!crate::private_file::is_private(&path).unwrap());
         let keychain = Keychain::disabled("test", "off");
         let creds = socks_credentials(&keychain, &dirs).unwrap();
         assert_eq!(creds.password.expose(), "restored-secret");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert!(crate::private_file::is_private(&path).unwrap());
     }
 }
