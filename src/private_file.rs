@@ -10,7 +10,7 @@
 //! - **Windows**: a protected DACL (nothing inherited from the parent folder) with one entry,
 //!   full access for the current user; a folder's entry is inherited by what is created in it.
 //!   Files are created with that descriptor, so they are never readable by anyone else, not
-//!   even for a moment.
+//!   even for a moment. (Under Wine, which keeps only Unix modes, that shows as mode 0600.)
 //!
 //! Replacing a file is atomic: a private temporary file in the same folder, flushed, renamed
 //! over the target. On Windows the rename is `MoveFileExW(MOVEFILE_REPLACE_EXISTING)`, which
@@ -95,7 +95,7 @@ pub fn temp_file_in(dir: &Path, prefix: &str, suffix: &str) -> io::Result<NamedT
     tempfile::Builder::new()
         .prefix(prefix)
         .suffix(suffix)
-        .make_in(dir, |path| create_new(path))
+        .make_in(dir, create_new)
 }
 
 /// Renames `temp` over `target`, atomically replacing an existing file. On Windows a target
@@ -176,8 +176,8 @@ pub fn restrict(path: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Whether only the user can access `path`: no group or other bit on Unix; on Windows a
-/// protected DACL whose every entry admits the current user and nobody else.
+/// Whether only the user can access `path`: no group or other bit on Unix; on Windows a DACL
+/// that admits the current user and nobody else but the system (see `dacl_admits_only`).
 pub fn is_private(path: &Path) -> io::Result<bool> {
     #[cfg(unix)]
     {
@@ -191,6 +191,28 @@ pub fn is_private(path: &Path) -> io::Result<bool> {
     #[cfg(not(any(unix, windows)))]
     {
         fs::metadata(path).map(|_| false)
+    }
+}
+
+/// Who may access `path`, for messages: the mode on Unix, the DACL (SDDL) and the current user
+/// on Windows.
+pub fn describe_access(path: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        match fs::metadata(path) {
+            Ok(meta) => format!("mode {:o}", meta.permissions().mode() & 0o7777),
+            Err(e) => e.to_string(),
+        }
+    }
+    #[cfg(windows)]
+    {
+        windows::describe_access(path).unwrap_or_else(|e| e.to_string())
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = path;
+        String::from("unknown")
     }
 }
 
@@ -208,16 +230,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Whether a DACL in SDDL form (`D:P(A;;FA;;;S-1-5-21-…)`) is protected from inheritance and
-/// allows access to `sid` alone. Deny entries take nothing from privacy; an allow entry for
-/// anyone else, a missing (`NO_ACCESS_CONTROL`) or inherited DACL does.
+/// Whether a DACL in SDDL form (`D:P(A;;FA;;;S-1-5-21-…)`) allows access to `sid` and to
+/// nobody else but SYSTEM (`SY`: the system itself, which reads every file anyway). Deny
+/// entries take nothing from privacy; an allow entry for any other user or group, or a missing
+/// DACL (`NO_ACCESS_CONTROL`), does. The DACLs this module writes are also protected (`P`), so
+/// that a change to the parent folder never reaches the file; the check does not insist on it,
+/// since what counts is who has access now — and Wine, which keeps no ACLs of its own but the
+/// Unix mode, shows a 0600 file as `D:(A;;FA;;;SY)(A;;FA;;;<owner>)`.
 #[cfg_attr(not(windows), allow(dead_code))]
 fn dacl_admits_only(sddl: &str, sid: &str) -> bool {
     let Some(dacl) = sddl.strip_prefix("D:") else {
         return false;
     };
     let (flags, aces) = dacl.split_at(dacl.find('(').unwrap_or(dacl.len()));
-    if !flags.contains('P') || flags.contains("NO_ACCESS_CONTROL") {
+    if flags.contains("NO_ACCESS_CONTROL") {
         return false;
     }
     let Some(aces) = aces.strip_prefix('(').and_then(|a| a.strip_suffix(')')) else {
@@ -227,7 +253,7 @@ fn dacl_admits_only(sddl: &str, sid: &str) -> bool {
         let fields: Vec<&str> = ace.split(';').collect();
         match fields.as_slice() {
             ["D" | "OD", ..] => true,
-            ["A", _, _, _, _, who] => who.eq_ignore_ascii_case(sid),
+            ["A", _, _, _, _, who] => who.eq_ignore_ascii_case(sid) || *who == "SY",
             _ => false,
         }
     })
@@ -247,17 +273,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_protected_dacl_for_the_user_alone_is_private() {
+    fn only_a_dacl_for_the_user_and_the_system_alone_is_private() {
         let me = "S-1-5-21-1-2-3-1001";
         for (sddl, private) in [
             ("D:P(A;;FA;;;S-1-5-21-1-2-3-1001)", true),
             ("D:PAI(A;OICI;FA;;;S-1-5-21-1-2-3-1001)", true),
             ("D:P(D;;FA;;;WD)(A;;FA;;;s-1-5-21-1-2-3-1001)", true),
             ("D:P", true),
-            // Inherited from the folder: whatever the folder grants, now or later.
-            ("D:AI(A;ID;FA;;;S-1-5-21-1-2-3-1001)", false),
+            // What Wine shows for a 0600 file, and an inherited DACL of the same two.
+            ("D:(A;;FA;;;SY)(A;;FA;;;S-1-5-21-1-2-3-1001)", true),
+            ("D:AI(A;ID;FA;;;SY)(A;ID;FA;;;S-1-5-21-1-2-3-1001)", true),
+            // A profile folder's usual inherited DACL: the administrators too.
+            (
+                "D:AI(A;ID;FA;;;SY)(A;ID;FA;;;BA)(A;ID;FA;;;S-1-5-21-1-2-3-1001)",
+                false,
+            ),
             ("D:P(A;;FA;;;S-1-5-21-1-2-3-1001)(A;;FR;;;BU)", false),
-            ("D:P(A;;FA;;;SY)", false),
+            // Wine's 0644: everyone may read.
+            (
+                "D:(A;;FA;;;SY)(A;;FA;;;S-1-5-21-1-2-3-1001)(A;;0x1200a9;;;WD)",
+                false,
+            ),
+            ("D:P(A;;FA;;;S-1-5-21-1-2-3-1002)", false),
             ("D:NO_ACCESS_CONTROL", false),
             ("O:BAD:P(A;;FA;;;S-1-5-21-1-2-3-1001)", false),
             ("", false),
@@ -273,7 +310,7 @@ mod tests {
         fs::write(&path, "old").unwrap();
         write_private(&path, b"new").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert!(is_private(&path).unwrap());
+        assert!(is_private(&path).unwrap(), "{}", describe_access(&path));
         let names: Vec<_> = fs::read_dir(root.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -290,7 +327,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("lock");
         let file = create_new(&path).unwrap();
-        assert!(is_private(&path).unwrap());
+        assert!(is_private(&path).unwrap(), "{}", describe_access(&path));
         drop(file);
         let again = create_new(&path).unwrap_err();
         assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
@@ -308,7 +345,7 @@ mod tests {
         }
         assert!(!is_private(&path).unwrap());
         assert!(restrict(&path).unwrap());
-        assert!(is_private(&path).unwrap());
+        assert!(is_private(&path).unwrap(), "{}", describe_access(&path));
         assert!(
             !restrict(&path).unwrap(),
             "a second restrict changes nothing"
@@ -321,10 +358,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a").join("b");
         create_private_dir(&dir).unwrap();
-        assert!(is_private(&dir).unwrap());
+        assert!(is_private(&dir).unwrap(), "{}", describe_access(&dir));
         // Again, on the folder that now exists.
         create_private_dir(&dir).unwrap();
-        assert!(is_private(&dir).unwrap());
+        assert!(is_private(&dir).unwrap(), "{}", describe_access(&dir));
     }
 
     #[cfg(unix)]
@@ -386,6 +423,6 @@ mod tests {
         write_private(&path, b"new").unwrap();
         releaser.join().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert!(is_private(&path).unwrap());
+        assert!(is_private(&path).unwrap(), "{}", describe_access(&path));
     }
 }

@@ -21,7 +21,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Security::Authorization::{
     ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
     ConvertStringSecurityDescriptorToSecurityDescriptorW, GetNamedSecurityInfoW, GetSecurityInfo,
-    SDDL_REVISION_1, SE_FILE_OBJECT, SetNamedSecurityInfoW,
+    SDDL_REVISION_1, SE_FILE_OBJECT, SetSecurityInfo,
 };
 use windows_sys::Win32::Security::{
     ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation,
@@ -223,23 +223,33 @@ pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// See [`super::restrict`].
+/// See [`super::restrict`]. A file is written anew (its content into a private temporary file
+/// replacing it): a descriptor given at creation is the one thing every file system and Wine
+/// honour, and the replace is atomic. A folder gets the user-only DACL set in place.
 pub(super) fn restrict(path: &Path) -> io::Result<()> {
-    let kind = if fs::metadata(path)?.is_dir() {
-        Kind::Folder
+    if fs::metadata(path)?.is_dir() {
+        set_dacl(path, &UserOnly::new(Kind::Folder)?)
     } else {
-        Kind::File
-    };
-    set_dacl(path, &UserOnly::new(kind)?)
+        super::write_private(path, &fs::read(path)?)
+    }
 }
 
 fn set_dacl(path: &Path, descriptor: &UserOnly) -> io::Result<()> {
+    use std::os::windows::fs::OpenOptionsExt as _;
+    const READ_CONTROL: u32 = 0x0002_0000;
+    const WRITE_DAC: u32 = 0x0004_0000;
+    // Folders open only with backup semantics.
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    let file = fs::OpenOptions::new()
+        .access_mode(READ_CONTROL | WRITE_DAC)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)?;
     let dacl = descriptor.dacl()?;
-    let name = wide(path.as_os_str());
-    // SAFETY: `name` is NUL-terminated; `dacl` points into `descriptor`, alive across the call.
+    // SAFETY: `file` is open with WRITE_DAC; `dacl` points into `descriptor`, alive across the
+    // call.
     check_status(unsafe {
-        SetNamedSecurityInfoW(
-            name.as_ptr(),
+        SetSecurityInfo(
+            file.as_raw_handle(),
             SE_FILE_OBJECT,
             DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
             null_mut(),
@@ -252,6 +262,23 @@ fn set_dacl(path: &Path, descriptor: &UserOnly) -> io::Result<()> {
 
 /// See [`super::is_private`].
 pub(super) fn is_private(path: &Path) -> io::Result<bool> {
+    Ok(super::dacl_admits_only(
+        &dacl_sddl(path)?,
+        &current_user_sid()?,
+    ))
+}
+
+/// See [`super::describe_access`].
+pub(super) fn describe_access(path: &Path) -> io::Result<String> {
+    Ok(format!(
+        "{} (the current user is {})",
+        dacl_sddl(path)?,
+        current_user_sid()?
+    ))
+}
+
+/// The DACL of the file or folder at `path`, in SDDL (`D:P(A;;FA;;;S-1-5-…)`).
+fn dacl_sddl(path: &Path) -> io::Result<String> {
     let name = wide(path.as_os_str());
     let mut sd: PSECURITY_DESCRIPTOR = null_mut();
     // SAFETY: `name` is NUL-terminated; `sd` receives a LocalAlloc'd descriptor owned by
@@ -281,8 +308,7 @@ pub(super) fn is_private(path: &Path) -> io::Result<bool> {
             null_mut(),
         )
     })?;
-    let sddl = Local(text.cast()).to_string_lossy();
-    Ok(super::dacl_admits_only(&sddl, &current_user_sid()?))
+    Ok(Local(text.cast()).to_string_lossy())
 }
 
 /// Whether the object behind `handle` (opened with read access, e.g. the client end of a named
