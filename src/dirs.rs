@@ -68,12 +68,19 @@ impl AppDirs {
             }
             return Ok(Self::at(&root));
         }
+        Self::platform()
+    }
+
+    /// The platform's folders for the app, whatever `K8S_TUNNELS_HOME` says.
+    fn platform() -> Result<Self, DirsError> {
         let project = directories::ProjectDirs::from("dev", "k8s-tunnels", "k8s-tunnels")
             .ok_or(DirsError::NoHome)?;
         let state = project
             .state_dir()
             .unwrap_or_else(|| project.data_local_dir())
             .to_path_buf();
+        // Windows and macOS have no per-session runtime dir; the desktop's control channel
+        // (a named pipe on Windows) then keeps its name in the state dir.
         let runtime = project
             .runtime_dir()
             .map_or_else(|| state.clone(), Path::to_path_buf);
@@ -143,6 +150,20 @@ mod tests {
             dirs.default_inventory(),
             Path::new("/tmp/kt/config/inventory.yaml")
         );
+    }
+
+    /// The folders the README's table names for Windows.
+    #[cfg(windows)]
+    #[test]
+    fn windows_folders_are_under_appdata_and_localappdata() {
+        let dirs = AppDirs::platform().unwrap();
+        let roaming = PathBuf::from(std::env::var_os("APPDATA").unwrap());
+        let local = PathBuf::from(std::env::var_os("LOCALAPPDATA").unwrap());
+        let app = Path::new("k8s-tunnels").join("k8s-tunnels");
+        assert_eq!(dirs.config, roaming.join(&app).join("config"));
+        assert_eq!(dirs.state, local.join(&app).join("data"));
+        assert_eq!(dirs.cache, local.join(&app).join("cache"));
+        assert_eq!(dirs.runtime, dirs.state);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The kubeconfig writer against real files and the real kubectl: one test (at least) per rule
 //! of the design's "Kubeconfig rules".
+// Against Unix file modes, inodes and the Linux kubectl: the Windows side of these rules is
+// covered by the library's unit tests, run under Wine (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
 mod kubeconfig_support;
