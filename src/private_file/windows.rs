@@ -20,8 +20,8 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
-    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetNamedSecurityInfoW, GetSecurityInfo,
-    SDDL_REVISION_1, SE_FILE_OBJECT, SetSecurityInfo,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
+    SE_FILE_OBJECT, SetSecurityInfo,
 };
 use windows_sys::Win32::Security::{
     ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation,
@@ -279,24 +279,15 @@ pub(super) fn describe_access(path: &Path) -> io::Result<String> {
 
 /// The DACL of the file or folder at `path`, in SDDL (`D:P(A;;FA;;;S-1-5-…)`).
 fn dacl_sddl(path: &Path) -> io::Result<String> {
-    let name = wide(path.as_os_str());
-    let mut sd: PSECURITY_DESCRIPTOR = null_mut();
-    // SAFETY: `name` is NUL-terminated; `sd` receives a LocalAlloc'd descriptor owned by
-    // `Local`; the other out pointers may be null.
-    let status = unsafe {
-        GetNamedSecurityInfoW(
-            name.as_ptr(),
-            SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION,
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            &mut sd,
-        )
-    };
-    check_status(status)?;
-    let sd = Local(sd);
+    use std::os::windows::fs::OpenOptionsExt as _;
+    const READ_CONTROL: u32 = 0x0002_0000;
+    // Folders open only with backup semantics.
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    let file = fs::OpenOptions::new()
+        .access_mode(READ_CONTROL)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)?;
+    let (sd, _) = security_info(&file, DACL_SECURITY_INFORMATION)?;
     let mut text = null_mut();
     // SAFETY: `sd` is a valid descriptor; `text` receives a LocalAlloc'd string.
     check(unsafe {
@@ -314,15 +305,24 @@ fn dacl_sddl(path: &Path) -> io::Result<String> {
 /// Whether the object behind `handle` (opened with read access, e.g. the client end of a named
 /// pipe) is owned by the current user: a pipe some other user created under our name is not.
 pub fn owned_by_current_user(handle: &impl AsRawHandle) -> io::Result<bool> {
+    let (sd, owner) = security_info(handle, OWNER_SECURITY_INFORMATION)?;
+    let owner = sid_text(owner)?;
+    drop(sd);
+    Ok(owner.eq_ignore_ascii_case(&current_user_sid()?))
+}
+
+/// The security descriptor of the object behind `handle` (open with READ_CONTROL), with the
+/// parts `info` asks for, and its owner (null unless asked for; it points into the descriptor).
+fn security_info(handle: &impl AsRawHandle, info: u32) -> io::Result<(Local, PSID)> {
     let mut owner: PSID = null_mut();
     let mut sd: PSECURITY_DESCRIPTOR = null_mut();
-    // SAFETY: `handle` is open; `owner` points into `sd`, which `Local` owns and frees after
-    // the owner is read.
+    // SAFETY: `handle` is open; `sd` receives a LocalAlloc'd descriptor that `Local` owns, and
+    // `owner` points into it; the other out pointers may be null.
     let status = unsafe {
         GetSecurityInfo(
             handle.as_raw_handle(),
             SE_FILE_OBJECT,
-            OWNER_SECURITY_INFORMATION,
+            info,
             &mut owner,
             null_mut(),
             null_mut(),
@@ -331,10 +331,7 @@ pub fn owned_by_current_user(handle: &impl AsRawHandle) -> io::Result<bool> {
         )
     };
     check_status(status)?;
-    let sd = Local(sd);
-    let owner = sid_text(owner)?;
-    drop(sd);
-    Ok(owner.eq_ignore_ascii_case(&current_user_sid()?))
+    Ok((Local(sd), owner))
 }
 
 /// Creates an instance of the named pipe `name` that only the current user can open (or add
