@@ -141,7 +141,9 @@ impl UserOnly {
             Kind::File => "",
             Kind::Folder => "OICI",
         };
-        let sddl = wide(OsStr::new(&format!("D:P(A;{inherit};FA;;;{sid})")));
+        // O: the owner is the user too, not a default (an elevated process's would be the
+        // Administrators group), so that a client can tell our pipe from another user's.
+        let sddl = wide(OsStr::new(&format!("O:{sid}D:P(A;{inherit};FA;;;{sid})")));
         let mut sd: PSECURITY_DESCRIPTOR = null_mut();
         // SAFETY: `sddl` is NUL-terminated; `sd` receives a LocalAlloc'd descriptor that `Local`
         // owns from here on.

@@ -8,10 +8,10 @@
 //! - **Windows**: a named pipe whose name is derived from that path
 //!   (`\\.\pipe\k8s-tunnels-desktop-<hash>`), with a security descriptor that admits the
 //!   current user only (`private_file::create_private_pipe`) and remote clients rejected. The
-//!   first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, which fails while another
-//!   tray process has the pipe: that is the single-instance guard. A client checks that the
-//!   pipe it opened is owned by the current user, so a pipe another user created under our
-//!   name first is never spoken to.
+//!   same file lock makes the single instance; the first instance of the pipe is created with
+//!   `FILE_FLAG_FIRST_PIPE_INSTANCE`, so this process never adds an instance to a pipe someone
+//!   else created under the name, and a client checks that the pipe it opened is owned by the
+//!   current user, so such a pipe is never spoken to.
 
 use std::path::Path;
 
@@ -26,7 +26,7 @@ pub(super) use windows::*;
 mod unix {
     use std::fs::File;
     use std::io;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::BindError;
 
@@ -34,10 +34,6 @@ mod unix {
     pub(in crate::control) type ServerStream = tokio::net::UnixStream;
     /// A peer's end.
     pub(in crate::control) type ClientStream = tokio::net::UnixStream;
-
-    fn lock_path(socket: &Path) -> PathBuf {
-        socket.with_extension("lock")
-    }
 
     /// The bound socket, holding the instance lock.
     pub(in crate::control) struct Bound {
@@ -52,20 +48,7 @@ mod unix {
             let path = path.to_path_buf();
             move |source| BindError::Io { path, source }
         };
-        let lock_file = lock_path(path);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_file)
-            .map_err(io_err(&lock_file))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BindError::AlreadyRunning { lock: lock_file });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_file)(e)),
-        }
+        let lock = super::instance_lock(path)?;
         // Holding the lock, any socket file here is a leftover of a process that died.
         match std::fs::remove_file(path) {
             Ok(()) => {}
@@ -161,18 +144,24 @@ mod windows {
         options
     }
 
-    /// The first instance of the pipe for `path`.
+    /// The first instance of the pipe for `path`, and the instance lock.
     pub(in crate::control) struct Bound {
         first: NamedPipeServer,
         name: OsString,
+        lock: std::fs::File,
     }
 
-    /// Creates the pipe's first instance: fails with [`BindError::AlreadyRunning`] while
-    /// another tray process has it. Must be called inside a tokio runtime.
+    /// Takes the instance lock next to `path` and creates the pipe's first instance: fails with
+    /// [`BindError::AlreadyRunning`] while another tray process has either. Must be called
+    /// inside a tokio runtime.
     pub(in crate::control) fn bind(path: &Path) -> Result<Bound, BindError> {
+        // The lock file is what keeps a second tray process out everywhere (Wine ignores
+        // FILE_FLAG_FIRST_PIPE_INSTANCE); the first-instance flag keeps this process from
+        // adding an instance to a pipe someone else created under the name.
+        let lock = super::instance_lock(path)?;
         let name = super::pipe_name(path);
         match create_private_pipe(&options(true), &name) {
-            Ok(first) => Ok(Bound { first, name }),
+            Ok(first) => Ok(Bound { first, name, lock }),
             Err(e) if e.raw_os_error() == Some(ERROR_ACCESS_DENIED) => {
                 Err(BindError::AlreadyRunning { lock: name.into() })
             }
@@ -183,10 +172,12 @@ mod windows {
         }
     }
 
-    /// Accepts the peers of the pipe: one instance always waits for the next peer.
+    /// Accepts the peers of the pipe: one instance always waits for the next peer. The
+    /// instance lock lives as long as this.
     pub(in crate::control) struct Acceptor {
         waiting: NamedPipeServer,
         name: OsString,
+        _lock: std::fs::File,
     }
 
     impl Acceptor {
@@ -195,6 +186,7 @@ mod windows {
             Ok(Self {
                 waiting: bound.first,
                 name: bound.name,
+                _lock: bound.lock,
             })
         }
 
@@ -238,6 +230,30 @@ mod windows {
 
     /// A pipe disappears with its last handle: nothing is left behind.
     pub(in crate::control) fn remove_leftovers(_path: &Path) {}
+}
+
+/// Takes the single-instance lock `<path without extension>.lock` (`desktop.lock` next to
+/// `desktop.sock`): held by the open file for as long as the tray process lives, released by
+/// the system when it ends, however it ends.
+fn instance_lock(path: &Path) -> Result<std::fs::File, BindError> {
+    let lock_file = path.with_extension("lock");
+    let io_err = |source| BindError::Io {
+        path: lock_file.clone(),
+        source,
+    };
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_file)
+        .map_err(io_err)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BindError::AlreadyRunning { lock: lock_file })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+    }
 }
 
 /// The named pipe standing for the socket path `path`: a folder per user and per
