@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Draws the app and tray icons (RGBA PNGs, standard library only): a rounded square with a
 tunnel arch. Tray variants differ in colour: grey (nothing up), green (tunnels up), red (a
-tunnel failing). Run from anywhere: writes next to this file."""
+tunnel failing). Also icon.ico, the app icon a Windows build embeds, with the app PNGs as its
+images (PNG entries, which Windows reads since Vista). Run from anywhere: writes next to this
+file."""
 import math
 import os
 import struct
@@ -67,5 +69,23 @@ TRAY = {
 
 for size, name in [(32, "32x32.png"), (128, "128x128.png"), (256, "icon.png")]:
     png(os.path.join(HERE, name), size, icon(APP))
+def ico(path, images):
+    """An ICO file whose entries are the given PNG files (each square, at most 256 pixels)."""
+    blobs = []
+    for name in images:
+        with open(os.path.join(HERE, name), "rb") as f:
+            blobs.append(f.read())
+    offset = 6 + 16 * len(blobs)
+    entries = b""
+    for blob in blobs:
+        size = struct.unpack(">I", blob[16:20])[0]
+        # Width and height 0 stand for 256; 32 bits per pixel.
+        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(blob), offset)
+        offset += len(blob)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<HHH", 0, 1, len(blobs)) + entries + b"".join(blobs))
+
+
+ico(os.path.join(HERE, "icon.ico"), ["32x32.png", "128x128.png", "icon.png"])
 for name, colour in TRAY.items():
     png(os.path.join(HERE, name), 64, icon(colour))

@@ -1,7 +1,6 @@
 //! Where the app keeps its files (config, state, cache), per platform, and the one way it
-//! writes a private file (atomically, mode 0600).
+//! writes a private file (atomically, user-only: see [`crate::private_file`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The environment variable that puts every app folder under one root (tests, portable installs).
@@ -69,12 +68,19 @@ impl AppDirs {
             }
             return Ok(Self::at(&root));
         }
+        Self::platform()
+    }
+
+    /// The platform's folders for the app, whatever `K8S_TUNNELS_HOME` says.
+    fn platform() -> Result<Self, DirsError> {
         let project = directories::ProjectDirs::from("dev", "k8s-tunnels", "k8s-tunnels")
             .ok_or(DirsError::NoHome)?;
         let state = project
             .state_dir()
             .unwrap_or_else(|| project.data_local_dir())
             .to_path_buf();
+        // Windows and macOS have no per-session runtime dir; the desktop's control channel
+        // (a named pipe on Windows) then keeps its name in the state dir.
         let runtime = project
             .runtime_dir()
             .map_or_else(|| state.clone(), Path::to_path_buf);
@@ -101,8 +107,9 @@ impl AppDirs {
         self.config.join("inventory.yaml")
     }
 
-    /// Creates the folders (and missing parents), each restricted to the user (0700) since
-    /// state may hold the SOCKS secret and the runtime dir the desktop app's control socket.
+    /// Creates the folders (and missing parents), each restricted to the user (0700, or a
+    /// user-only ACL on Windows) since state may hold the SOCKS secret and the runtime dir the
+    /// desktop app's control socket.
     pub fn ensure(&self) -> Result<(), DirsError> {
         for dir in [&self.config, &self.state, &self.cache, &self.runtime] {
             create_private_dir(dir)?;
@@ -112,60 +119,20 @@ impl AppDirs {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DirsError> {
-    let err = |source| DirsError::Create {
+    crate::private_file::create_private_dir(dir).map_err(|source| DirsError::Create {
         path: dir.to_path_buf(),
         source,
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
-        // A folder that already existed keeps its mode under `create`; ours must be private.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir).map_err(err)?;
-    Ok(())
+    })
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part:
-/// a temp file in the same folder (created 0600), fsync, rename over `path`, fsync the folder.
-/// The result is readable by the user only. The parent folder must exist.
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part, and
+/// only the user can read it ([`crate::private_file::write_private`]). The parent folder must
+/// exist.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DirsError> {
-    let err = |source| DirsError::Write {
+    crate::private_file::write_private(path, bytes).map_err(|source| DirsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    // tempfile creates the file with mode 0600 on Unix, so the secret is never briefly readable.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".k8s-tunnels-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    temp.write_all(bytes).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
-    }
-    temp.as_file().sync_all().map_err(err)?;
-    temp.persist(path).map_err(|e| err(e.error))?;
-    // The rename is durable only once the folder entry is on disk.
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -185,39 +152,35 @@ mod tests {
         );
     }
 
-    #[cfg(unix)]
+    /// The folders the README's table names for Windows.
+    #[cfg(windows)]
+    #[test]
+    fn windows_folders_are_under_appdata_and_localappdata() {
+        let dirs = AppDirs::platform().unwrap();
+        let roaming = PathBuf::from(std::env::var_os("APPDATA").unwrap());
+        let local = PathBuf::from(std::env::var_os("LOCALAPPDATA").unwrap());
+        let app = Path::new("k8s-tunnels").join("k8s-tunnels");
+        assert_eq!(dirs.config, roaming.join(&app).join("config"));
+        assert_eq!(dirs.state, local.join(&app).join("data"));
+        assert_eq!(dirs.cache, local.join(&app).join("cache"));
+        assert_eq!(dirs.runtime, dirs.state);
+    }
+
     #[test]
     fn ensure_creates_private_folders_even_if_they_existed() {
-        use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let dirs = AppDirs::at(root.path());
         std::fs::create_dir_all(&dirs.state).unwrap();
-        std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o755)).unwrap();
-        dirs.ensure().unwrap();
-        for dir in [&dirs.config, &dirs.state, &dirs.cache] {
-            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o700, "{}", dir.display());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn write_private_replaces_atomically_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let path = root.path().join("secret");
-        std::fs::write(&path, "old").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&path, b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        // No temp file is left behind.
-        let names: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("secret")]);
+        dirs.ensure().unwrap();
+        for dir in [&dirs.config, &dirs.state, &dirs.cache, &dirs.runtime] {
+            let private = crate::private_file::is_private(dir).unwrap();
+            assert!(private, "{}", dir.display());
+        }
     }
 
     #[test]
@@ -225,6 +188,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("nope").join("state.json");
         let err = write_private(&path, b"x").unwrap_err();
-        assert!(err.to_string().contains("nope/state.json"), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 }

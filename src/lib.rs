@@ -3,7 +3,7 @@
 //! The library holds everything but the front ends: cluster discovery and the shared model
 //! ([`inventory`], [`discovery`]), the tunnel ([`tunnel`]) and the [`engine`] that owns open
 //! tunnels, Access credentials ([`access`]), the safe [`kubeconfig`] writer, persisted app
-//! [`state`], and the server side of the protocol ([`gateway`]) with the demo [`lab`] built on
+//! [`state`], files only the user can read ([`private_file`]), and the server side of the protocol ([`gateway`]) with the demo [`lab`] built on
 //! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`] and the
 //! [`app::App`] facade.
 
@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod keychain;
 pub mod kubeconfig;
 pub mod lab;
+pub mod private_file;
 pub mod secret;
 pub mod signals;
 pub mod state;

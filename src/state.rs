@@ -324,15 +324,7 @@ mod tests {
         state.settings.switch_context_on_connect = true;
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert!(crate::private_file::is_private(store.path()).unwrap());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The kubeconfig writer against real files and the real kubectl: one test (at least) per rule
 //! of the design's "Kubeconfig rules".
+// Against Unix file modes, inodes and the Linux kubectl: the Windows side of these rules is
+// covered by the library's unit tests, run under Wine (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
 mod kubeconfig_support;
@@ -318,8 +321,8 @@ fn a_new_stanza_goes_where_kubectl_puts_one() {
         assert_eq!(
             fs::metadata(&ws).unwrap().mode() & 0o777,
             if second_exists {
-                // Its mode is kept, less other users' access (it now holds the SOCKS secret).
-                0o644 & !umask_bits() & !0o007
+                // Its owner's mode is kept, nobody else's (it now holds the SOCKS secret).
+                0o644 & !umask_bits() & !0o077
             } else {
                 0o600
             },
@@ -388,22 +391,27 @@ fn a_symlinked_kubeconfig_stays_a_link() {
 }
 
 #[test]
-fn the_file_mode_is_kept_and_a_new_file_is_0600() {
+fn the_owner_mode_is_kept_group_and_other_access_removed_and_a_new_file_is_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");
     fs::write(&path, USER_CONFIG).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    Kubeconfig::with_paths(vec![path.clone()])
-        .upsert(&entry("k8s-tunnels/m", 1))
-        .unwrap();
-    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
-
-    // World-readable: other users lose access, since the file now holds the SOCKS secret.
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    Kubeconfig::with_paths(vec![path.clone()])
-        .upsert(&entry("k8s-tunnels/m", 2))
-        .unwrap();
-    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
+    // Once the file holds the SOCKS secret it is the user's alone: a group-readable 0660 file
+    // (on macOS every user shares the group `staff`) loses its group bits, a world-readable
+    // one its group and other bits; the owner's own bits stay as they were.
+    for (before, after) in [
+        (0o660, 0o600),
+        (0o640, 0o600),
+        (0o644, 0o600),
+        (0o700, 0o700),
+        (0o600, 0o600),
+    ] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(before)).unwrap();
+        Kubeconfig::with_paths(vec![path.clone()])
+            .upsert(&entry("k8s-tunnels/m", 20_000 + before as u16))
+            .unwrap();
+        let mode = fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, after, "a {before:o} kubeconfig became {mode:o}");
+    }
 
     let new = dir.path().join("deep/new/dir/config");
     Kubeconfig::with_paths(vec![new.clone()])

@@ -3,17 +3,20 @@
 //!
 //! The tray process keeps the tunnels and never loads GTK or WebKit; the window is a separate
 //! process started on demand, so closing it gives all of the webview's memory back. Between the
-//! two runs this protocol: newline-delimited JSON over a Unix socket in the user's runtime dir
-//! (the folder is 0700, the socket 0600, and a peer of another user is refused). The window sends
-//! the UI's commands as they are ([`Request`], the same names and arguments as `ui/src/ipc.ts`)
-//! and gets back the same JSON the commands return; after [`Request::Subscribe`] it also hears
-//! every UI event and "come to the front".
+//! two runs this protocol: newline-delimited JSON over a channel only the same user can open —
+//! a Unix socket in the user's runtime dir (the folder is 0700, the socket 0600, and a peer of
+//! another user is refused), or on Windows a named pipe whose ACL admits the current user only
+//! (see [`transport`]). The window sends the UI's commands as they are ([`Request`], the same
+//! names and arguments as `ui/src/ipc.ts`) and gets back the same JSON the commands return;
+//! after [`Request::Subscribe`] it also hears every UI event and "come to the front".
 //!
-//! One file lock next to the socket makes the tray process a single instance: a second launch
-//! finds it held and asks the running one to open its window instead.
+//! The tray process is a single instance (a file lock next to the socket; on Windows the pipe's
+//! first instance): a second launch finds it taken and asks the running one to open its window
+//! instead.
+
+mod transport;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +27,7 @@ use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::state::Settings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::net::UnixStream;
+use tokio::io::AsyncWrite;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 use tokio_util::sync::CancellationToken;
@@ -37,13 +40,10 @@ const MAX_LINE: usize = 16 * 1024 * 1024;
 /// Messages queued for one slow peer before its events are dropped.
 const QUEUE: usize = 1024;
 
-/// The control socket's path: `<runtime dir>/desktop.sock`.
+/// The control socket's path: `<runtime dir>/desktop.sock` (on Windows the name the pipe's
+/// name is derived from).
 pub fn socket_path(dirs: &AppDirs) -> PathBuf {
     dirs.runtime.join("desktop.sock")
-}
-
-fn lock_path(socket: &Path) -> PathBuf {
-    socket.with_extension("lock")
 }
 
 /// What a peer asks of the tray process: the UI's commands, named and shaped as in
@@ -168,52 +168,20 @@ pub enum BindError {
     },
 }
 
-/// The bound control socket, holding the instance lock for as long as it lives.
+/// The bound control socket, holding the single-instance guard for as long as it lives.
 pub struct Listener {
-    socket: std::os::unix::net::UnixListener,
+    bound: transport::Bound,
     path: PathBuf,
-    _lock: File,
 }
 
 impl Listener {
-    /// Takes the instance lock next to `path`, then binds the socket (replacing one a dead
-    /// process left behind). The folder must exist and be the user's own (0700).
+    /// Takes the single-instance guard for `path` and listens there (replacing a socket a dead
+    /// process left behind). On Unix the folder must exist and be the user's own (0700). Call
+    /// it inside a tokio runtime (a Windows pipe is registered with it at once).
     pub fn bind(path: &Path) -> Result<Self, BindError> {
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BindError::Io { path, source }
-        };
-        let lock_file = lock_path(path);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_file)
-            .map_err(io_err(&lock_file))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BindError::AlreadyRunning { lock: lock_file });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_file)(e)),
-        }
-        // Holding the lock, any socket file here is a leftover of a process that died.
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(path)(e)),
-        }
-        let socket = std::os::unix::net::UnixListener::bind(path).map_err(io_err(path))?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(path))?;
-        }
-        socket.set_nonblocking(true).map_err(io_err(path))?;
         Ok(Self {
-            socket,
+            bound: transport::bind(path)?,
             path: path.to_path_buf(),
-            _lock: lock,
         })
     }
 
@@ -280,8 +248,8 @@ pub struct ControlHandle {
 impl Drop for ControlHandle {
     fn drop(&mut self) {
         self.stop.cancel();
-        // The lock goes with the listener; the socket file would only mislead.
-        let _ = std::fs::remove_file(&self.path);
+        // The instance guard goes with the accept loop.
+        transport::remove_leftovers(&self.path);
     }
 }
 
@@ -294,27 +262,17 @@ pub fn serve(
     windows: Arc<Windows>,
     open_window: OpenWindow,
 ) -> io::Result<ControlHandle> {
-    let Listener {
-        socket,
-        path,
-        _lock: lock,
-    } = listener;
-    // We created the socket file, so its owner is this process's user.
-    let me = {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(&path)?.uid()
-    };
-    let socket = tokio::net::UnixListener::from_std(socket)?;
+    let Listener { bound, path } = listener;
+    let mut acceptor = transport::Acceptor::new(bound, &path)?;
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
-        // The lock lives as long as the accept loop.
-        let _lock = lock;
         loop {
             let stream = tokio::select! {
                 _ = cancel.cancelled() => return,
-                accepted = socket.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                accepted = acceptor.accept() => match accepted {
+                    Ok(Some(stream)) => stream,
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket: accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -322,10 +280,6 @@ pub fn serve(
                     }
                 },
             };
-            if !same_user(&stream, me) {
-                tracing::warn!("control socket: refused a peer of another user");
-                continue;
-            }
             let peer = Peer {
                 shell: Arc::clone(&shell),
                 windows: Arc::clone(&windows),
@@ -337,10 +291,6 @@ pub fn serve(
     Ok(ControlHandle { stop, path })
 }
 
-fn same_user(stream: &UnixStream, me: u32) -> bool {
-    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
-}
-
 struct Peer {
     shell: Arc<Shell>,
     windows: Arc<Windows>,
@@ -348,8 +298,8 @@ struct Peer {
 }
 
 impl Peer {
-    async fn run(self, stream: UnixStream, stop: CancellationToken) {
-        let (read, write) = stream.into_split();
+    async fn run(self, stream: transport::ServerStream, stop: CancellationToken) {
+        let (read, write) = tokio::io::split(stream);
         let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
         let (tx, rx) = mpsc::channel::<Down>(QUEUE);
         let writer = tokio::spawn(write_lines(write, rx, stop.clone(), |down: Down| {
@@ -440,7 +390,7 @@ impl Peer {
 /// Writes what `rx` carries as lines to `write` until `rx` closes, `stop` fires or the peer
 /// goes; `encode` makes the line (`None`: skip the message). Both ends of the socket use it.
 async fn write_lines<T>(
-    write: tokio::net::unix::OwnedWriteHalf,
+    write: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<T>,
     stop: CancellationToken,
     encode: impl Fn(T) -> Option<String>,
@@ -527,8 +477,8 @@ impl Drop for Client {
 impl Client {
     /// Connects to the tray process listening on `path`. Must be called inside a tokio runtime.
     pub async fn connect(path: &Path) -> io::Result<Self> {
-        let stream = UnixStream::connect(path).await?;
-        let (read, write) = stream.into_split();
+        let stream = transport::connect(path).await?;
+        let (read, write) = tokio::io::split(stream);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (pushed, _) = broadcast::channel(QUEUE);
         let (calls, outgoing) = mpsc::channel::<String>(QUEUE);
@@ -683,8 +633,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_second_instance_cannot_take_the_socket() {
+    // A runtime, since a Windows pipe is registered with one when it is created.
+    #[tokio::test]
+    async fn a_second_instance_cannot_take_the_socket() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("desktop.sock");
         let first = Listener::bind(&path).expect("first");
@@ -693,8 +644,9 @@ mod tests {
             other => panic!("second bind: {:?}", other.map(|l| l.path().to_path_buf())),
         }
         drop(first);
-        // The lock goes with the process (here: the listener); a new one takes over, replacing
-        // the socket file left behind.
+        // The guard goes with the process (here: the listener); a new one takes over, replacing
+        // the socket file left behind on Unix.
+        #[cfg(unix)]
         assert!(path.exists());
         Listener::bind(&path).expect("after the first is gone");
     }

@@ -44,10 +44,10 @@ pub const TRAY_BIN: &str = "k8s-tunnels-desktop";
 /// The window process's binary, installed next to the tray's.
 pub const WINDOW_BIN: &str = "k8s-tunnels-window";
 
-/// The path of a sibling binary of this program (`TRAY_BIN`, `WINDOW_BIN`): both are built and
-/// installed into the same folder.
+/// The path of a sibling binary of this program (`TRAY_BIN`, `WINDOW_BIN`; `.exe` added on
+/// Windows): both are built and installed into the same folder.
 pub fn sibling_binary(name: &str) -> std::io::Result<PathBuf> {
-    Ok(std::env::current_exe()?.with_file_name(name))
+    Ok(std::env::current_exe()?.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Loads the configuration and builds the shell, the SOCKS secret in `keychain`. With no cloud

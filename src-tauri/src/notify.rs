@@ -19,6 +19,26 @@ use crate::shell::Shell;
 /// The app name notifications carry.
 pub const APP_NAME: &str = "k8s-tunnels";
 
+/// The app's AppUserModelID on Windows: the bundle identifier (`tauri.conf.json`), which the
+/// installer's shortcut carries too. Toasts name it so that Windows shows them as the app's;
+/// without one, notify-rust sends them as PowerShell's.
+pub const APP_USER_MODEL_ID: &str = "dev.k8s-tunnels.desktop";
+
+/// Registers [`APP_USER_MODEL_ID`] for the current user (`HKCU\Software\Classes\AppUserModelId`,
+/// display name [`APP_NAME`]), so that its toasts show even when the app runs without an
+/// installer's shortcut (a portable copy, a development build). Idempotent.
+#[cfg(windows)]
+pub fn register_app_user_model_id() -> Result<(), String> {
+    let key = windows_registry::CURRENT_USER
+        .create(format!(
+            r"Software\Classes\AppUserModelId\{APP_USER_MODEL_ID}"
+        ))
+        .map_err(|e| e.to_string())?;
+    key.set_string("DisplayName", APP_NAME)
+        .and_then(|()| key.set_u32("ShowInSettings", 1))
+        .map_err(|e| e.to_string())
+}
+
 /// What the coalescer is told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -322,6 +342,8 @@ pub async fn show(notice: &Notice) -> Result<(), String> {
             .summary(&notice.summary)
             .body(&notice.body)
             .icon("network-vpn");
+        #[cfg(windows)]
+        n.app_id(APP_USER_MODEL_ID);
         #[cfg(all(unix, not(target_os = "macos")))]
         n.urgency(if notice.critical {
             notify_rust::Urgency::Critical
@@ -353,6 +375,10 @@ impl Notifier {
 
     /// With explicit burst timing.
     pub fn with_timing(shell: &Arc<Shell>, quiet: Duration, max: Duration) -> Self {
+        #[cfg(windows)]
+        if let Err(e) = register_app_user_model_id() {
+            tracing::warn!(error = %e, "cannot register the app's AppUserModelID: toasts may not show");
+        }
         let stop = CancellationToken::new();
         let events = shell.subscribe();
         tokio::spawn(run(
@@ -411,6 +437,29 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(windows)]
+    #[test]
+    fn the_app_user_model_id_is_registered_for_the_user() {
+        register_app_user_model_id().expect("register");
+        register_app_user_model_id().expect("again: idempotent");
+        let key = windows_registry::CURRENT_USER
+            .open(format!(
+                r"Software\Classes\AppUserModelId\{APP_USER_MODEL_ID}"
+            ))
+            .expect("the AppUserModelId key");
+        assert_eq!(
+            key.get_string("DisplayName").expect("DisplayName"),
+            APP_NAME
+        );
+    }
+
+    #[test]
+    fn toasts_carry_the_bundle_identifier_as_app_user_model_id() {
+        let conf: serde_json::Value =
+            serde_json::from_str(include_str!("../tauri.conf.json")).expect("tauri.conf.json");
+        assert_eq!(conf["identifier"], APP_USER_MODEL_ID);
+    }
 
     const QUIET: Duration = Duration::from_millis(1500);
     const MAX: Duration = Duration::from_secs(5);

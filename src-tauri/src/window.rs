@@ -31,9 +31,19 @@ pub async fn connect_or_start_tray(socket: &Path) -> anyhow::Result<Client> {
         .arg(HIDDEN_ARG)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
+    #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
         command.process_group(0);
+    }
+    #[cfg(windows)]
+    {
+        // No console and a process group of its own: a Ctrl-C or a closed terminal that
+        // started this window does not reach the tray process.
+        use std::os::windows::process::CommandExt as _;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
     }
     let mut child = command
         .spawn()

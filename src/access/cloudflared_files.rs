@@ -1,11 +1,11 @@
 //! cloudflared's token files, for interop: `~/.cloudflared/<app_host>-<AUD>-token` (an app
 //! token) and `~/.cloudflared/<auth_domain>-org-token` (the org token), plaintext JWTs
-//! (`token/path.go`). Read always; written only when the user opts in, as 0600 files in a
-//! 0700 directory.
+//! (`token/path.go`). Read always; written only when the user opts in, as private files (0600,
+//! or user-only on Windows: [`crate::private_file`]) in a private directory.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::private_file;
 use crate::secret::Secret;
 
 /// Errors reading or writing a token file. Never holds a token.
@@ -76,7 +76,7 @@ impl CloudflaredFiles {
         read(&self.org_token_path(auth_domain))
     }
 
-    /// Writes an app token (0600 in a 0700 directory).
+    /// Writes an app token (a private file in a private directory).
     pub fn write_app_token(
         &self,
         app_host: &str,
@@ -86,7 +86,7 @@ impl CloudflaredFiles {
         self.write(&self.app_token_path(app_host, aud), token)
     }
 
-    /// Writes the org token (0600 in a 0700 directory).
+    /// Writes the org token (a private file in a private directory).
     pub fn write_org_token(&self, auth_domain: &str, token: &Secret) -> Result<(), FilesError> {
         self.write(&self.org_token_path(auth_domain), token)
     }
@@ -110,22 +110,10 @@ impl CloudflaredFiles {
                 source,
             }
         };
-        create_private_dir(&self.dir).map_err(io("create", &self.dir))?;
-        // Write a private temp file and rename it over the old one, so a reader never sees
-        // half a token and the mode is never wider than 0600, even for a moment.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".k8s-tunnels-")
-            .tempfile_in(&self.dir)
-            .map_err(io("write", path))?;
-        tmp.write_all(token.expose().as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(io("write", path))?;
-        tmp.persist(path).map_err(|e| FilesError::Io {
-            operation: "write",
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
-        Ok(())
+        private_file::create_private_dir(&self.dir).map_err(io("create", &self.dir))?;
+        // A private temp file renamed over the old one: a reader never sees half a token, and
+        // the file is never readable by others, even for a moment.
+        private_file::write_private(path, token.expose().as_bytes()).map_err(io("write", path))
     }
 }
 
@@ -154,31 +142,6 @@ fn remove(path: &Path) -> Result<(), FilesError> {
     }
 }
 
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    // An existing directory keeps its owner's choice unless it is open to others.
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -205,10 +168,8 @@ mod tests {
         );
     }
 
-    #[cfg(unix)]
     #[test]
     fn written_files_are_private_and_read_back() {
-        use std::os::unix::fs::PermissionsExt as _;
         let root = tempfile::tempdir().unwrap();
         let files = CloudflaredFiles::new(root.path().join(".cloudflared"));
         assert!(files.read_app_token("h", "a").unwrap().is_none());
@@ -230,9 +191,11 @@ mod tests {
                 .expose(),
             "org-1"
         );
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(files.dir()), 0o700);
-        assert_eq!(mode(&files.app_token_path("h", "a")), 0o600);
+        assert!(private_file::is_private(files.dir()).unwrap());
+        assert!(private_file::is_private(&files.app_token_path("h", "a")).unwrap());
+        assert!(
+            private_file::is_private(&files.org_token_path("team.cloudflareaccess.com")).unwrap()
+        );
         // Only our two tokens: no temp file left behind.
         assert_eq!(std::fs::read_dir(files.dir()).unwrap().count(), 2);
         files.remove_app_token("h", "a").unwrap();

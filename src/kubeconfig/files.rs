@@ -1,25 +1,23 @@
 //! Reading and atomically replacing one kubeconfig file.
 //!
 //! A write never touches the file in place: the new content is serialized, read back and
-//! compared, written to a temporary file in the target's directory, flushed to disk, given the
-//! target's mode, renamed over the target, and the directory is flushed. A reader (or a crash)
+//! compared, written to a private temporary file in the target's directory, flushed to disk,
+//! given the target's owner mode (nobody else's: the file holds the tunnel secret; see
+//! [`crate::private_file`]), renamed over the target, and the directory is flushed. A reader (or a crash)
 //! sees the old file or the new one, never a mix. A symlink is followed to its final target,
 //! which is what gets replaced, so the link stays a link.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::{KubeconfigError, YamlError};
 use super::model::Document;
+use crate::private_file;
 
 /// Temporary files are named `.<file>.k8s-tunnels-tmp-<random>` so leftovers of a killed writer
 /// are recognisable and cleaned by the next write.
 const TEMP_MARKER: &str = ".k8s-tunnels-tmp-";
-
-/// Mode of a kubeconfig the writer creates: it holds credentials.
-#[cfg(unix)]
-const NEW_FILE_MODE: u32 = 0o600;
 
 /// Symlink hops followed before giving up, as Linux does (`MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -109,9 +107,9 @@ pub(crate) fn resolve_symlinks(path: &Path) -> Result<PathBuf, KubeconfigError> 
     })
 }
 
-/// Atomically replaces the file `path` names (after symlinks) with `text`, keeping its mode
-/// (less any access for other users; 0600 for a new file) and creating missing parent
-/// directories.
+/// Atomically replaces the file `path` names (after symlinks) with `text`, keeping its owner's
+/// mode but no access for anyone else (0600 for a new file; user-only on Windows) and creating
+/// missing parent directories.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), KubeconfigError> {
     let target = resolve_symlinks(path)?;
     let io_error = |action: &'static str, path: &Path| {
@@ -151,73 +149,30 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), KubeconfigErro
     remove_stale_temp_files(&dir, &file_name);
 
     let prefix = format!(".{file_name}{TEMP_MARKER}");
-    // tempfile creates the file 0600 and removes it if anything below fails.
-    let mut temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempfile_in(&dir)
+    // Created private (0600 / user-only) and removed if anything below fails.
+    let mut temp = private_file::temp_file_in(&dir, &prefix, "")
         .map_err(io_error("create a temporary file in", &dir))?;
     temp.write_all(text.as_bytes())
         .map_err(io_error("write a temporary file in", &dir))?;
     if let Some(permissions) = existing_mode {
-        temp.as_file()
-            .set_permissions(without_world_access(permissions, &target))
+        let loosened = private_file::restrict_like(temp.as_file(), &permissions)
             .map_err(io_error("set the mode of a temporary file in", &dir))?;
-    } else {
-        set_new_file_mode(temp.as_file())
-            .map_err(io_error("set the mode of a temporary file in", &dir))?;
+        if loosened {
+            tracing::warn!(
+                file = %target.display(),
+                "kubeconfig was readable by other users or its group; removing their access since it holds the tunnel secret"
+            );
+        }
     }
     temp.as_file()
         .sync_all()
         .map_err(io_error("flush a temporary file in", &dir))?;
-    temp.persist(&target).map_err(|error| KubeconfigError::Io {
+    private_file::replace(temp, &target).map_err(|source| KubeconfigError::Io {
         action: "rename a temporary file over",
         path: target.clone(),
-        source: error.error,
+        source,
     })?;
-    sync_dir(&dir).map_err(io_error("flush the directory", &dir))?;
-    Ok(())
-}
-
-/// The file's mode, kept — except access for "other" users: the file now holds the per-install
-/// SOCKS secret, which any local user could otherwise read and spend.
-#[cfg(unix)]
-fn without_world_access(permissions: fs::Permissions, target: &Path) -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = permissions.mode();
-    if mode & 0o007 != 0 {
-        tracing::warn!(
-            file = %target.display(),
-            mode = format!("{:o}", mode & 0o7777),
-            "kubeconfig was readable by other users; removing their access since it holds the tunnel secret"
-        );
-    }
-    fs::Permissions::from_mode(mode & !0o007)
-}
-
-#[cfg(not(unix))]
-fn without_world_access(permissions: fs::Permissions, _target: &Path) -> fs::Permissions {
-    permissions
-}
-
-#[cfg(unix)]
-fn set_new_file_mode(file: &File) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(NEW_FILE_MODE))
-}
-
-#[cfg(not(unix))]
-fn set_new_file_mode(_file: &File) -> io::Result<()> {
-    Ok(())
-}
-
-/// Makes the rename durable: on Unix a rename lives in the directory, which has its own flush.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+    private_file::sync_dir(&dir).map_err(io_error("flush the directory", &dir))?;
     Ok(())
 }
 
@@ -276,6 +231,7 @@ mod tests {
         assert!(err.to_string().contains("line 3"), "{err}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_symlink_loop_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -285,6 +241,27 @@ mod tests {
         std::os::unix::fs::symlink(&a, &b).unwrap();
         let err = resolve_symlinks(&a).err().unwrap();
         assert!(matches!(err, KubeconfigError::SymlinkLoop { .. }));
+    }
+
+    #[test]
+    fn a_kubeconfig_that_was_open_to_its_group_is_private_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        fs::write(&path, "apiVersion: v1\n").unwrap();
+        #[cfg(unix)]
+        {
+            // kubectl's own default for a new file is 0600, but many setups leave 0660 or
+            // 0644; on macOS every user shares the group `staff`.
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
+        }
+        assert!(!private_file::is_private(&path).unwrap());
+        write_atomic(&path, "apiVersion: v1\nkind: Config\n").unwrap();
+        assert!(private_file::is_private(&path).unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "apiVersion: v1\nkind: Config\n"
+        );
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! The kubeconfig lock, compatible with client-go: `<file>.lock`, created only if absent (client-go
-//! uses `O_CREAT|O_EXCL`; this writer hard-links a complete file into place, which fails the same
-//! way and never leaves a half-written lock), next to the file as it is named in `KUBECONFIG`
-//! (not its symlink target — that is the name kubectl locks).
+//! uses `O_CREAT|O_EXCL`), next to the file as it is named in `KUBECONFIG` (not its symlink
+//! target — that is the name kubectl locks).
 //!
 //! Unlike client-go, which fails at once when the lock exists and never recovers one left by a
 //! crash, this lock waits and retries up to a timeout, and breaks a stale lock. A lock is stale
-//! when its content names a process that no longer exists (this writer puts its pid in it; the
-//! check needs `/proc`, so it is Linux-only), or when it is older than `stale_after` (kubectl's
-//! locks are empty, and no writer holds the lock for more than milliseconds). The pid check
-//! assumes both processes share a pid namespace; the age check covers everything else.
+//! when its holder is known to be gone, or when it is older than `stale_after` (kubectl's locks
+//! are empty, and no writer holds the lock for more than milliseconds). How a holder is known
+//! to be gone differs per system:
+//!
+//! - **Unix**: the lock holds this writer's pid and a nonce, hard-linked into place complete
+//!   (so a writer killed at any moment never leaves an empty lock); on Linux a pid missing from
+//!   `/proc` is a dead holder (assuming a shared pid namespace). Elsewhere only the age counts.
+//! - **Windows**: there is no `kill(0)`, and pids are reused at once. Instead the holder keeps
+//!   the lock open for as long as it holds it, sharing read access only and marked delete on
+//!   close: while it lives nobody can rename or delete the lock, and when its process ends,
+//!   however it ends, the system closes the handle and the lock disappears. A lock in this
+//!   writer's format that nobody holds open is a dead holder's (a file system that does not
+//!   honour delete on close); kubectl's empty locks age out as on Unix.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -41,9 +49,15 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// A held lock; dropping it removes the lock file.
 #[derive(Debug)]
 pub(crate) struct FileLock {
+    // Read on release, except on Windows, where closing `_held` releases it (kept for Debug).
+    #[cfg_attr(windows, allow(dead_code))]
     path: PathBuf,
     /// What this holder wrote into the lock: its pid and a random nonce.
+    #[cfg_attr(windows, allow(dead_code))]
     content: String,
+    /// Windows: the open lock, which keeps others from removing it and removes it on close.
+    #[cfg(windows)]
+    _held: File,
 }
 
 /// The lock file's name for a kubeconfig path, as client-go builds it.
@@ -63,8 +77,28 @@ impl FileLock {
         let started = Instant::now();
         loop {
             match create_exclusive(&path, &content) {
+                #[cfg(not(windows))]
                 Ok(()) => return Ok(Self { path, content }),
+                #[cfg(windows)]
+                Ok(held) => {
+                    return Ok(Self {
+                        path,
+                        content,
+                        _held: held,
+                    });
+                }
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                // A lock its holder just closed is gone once nobody has it open; a waiter
+                // reading it at that moment keeps it "delete pending", and creating it then
+                // fails with access denied. A denial that persists is reported at the timeout.
+                #[cfg(windows)]
+                Err(error)
+                    if error.kind() == io::ErrorKind::PermissionDenied
+                        && started.elapsed() < policy.timeout =>
+                {
+                    std::thread::sleep(RETRY_INTERVAL);
+                    continue;
+                }
                 Err(source) => {
                     return Err(KubeconfigError::Io {
                         action: "create the lock file",
@@ -75,8 +109,11 @@ impl FileLock {
             }
             if let Some(stamp) = stale_lock(&path, policy.stale_after) {
                 tracing::warn!(lock = %path.display(), "breaking a stale kubeconfig lock");
-                break_lock(&path, &stamp);
-                continue;
+                if break_lock(&path, &stamp) {
+                    continue;
+                }
+                // Not broken: released meanwhile, or (Windows) still held open by a live
+                // holder, however old. Wait like for any lock, within the timeout.
             }
             if started.elapsed() >= policy.timeout {
                 return Err(KubeconfigError::LockTimeout {
@@ -92,13 +129,39 @@ impl FileLock {
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Only remove the lock if it is still ours: had it been broken as stale, the file now
-        // belongs to someone else.
+        // belongs to someone else. (On Windows closing `_held` removes it: nobody else could
+        // have removed or replaced it while it was open.)
+        #[cfg(not(windows))]
         if read_stamp(&self.path).is_some_and(|stamp| stamp.content == self.content) {
             let _ = fs::remove_file(&self.path);
         }
     }
 }
 
+/// Windows: creates the lock with `CREATE_NEW` (O_EXCL) and returns it open, shared for reading
+/// only (no delete sharing: it cannot be renamed or removed while open) and deleted on close.
+#[cfg(windows)]
+fn create_exclusive(path: &Path, content: &str) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt as _;
+    // DELETE access is what FILE_FLAG_DELETE_ON_CLOSE needs.
+    const DELETE: u32 = 0x0001_0000;
+    const GENERIC_WRITE: u32 = 0x4000_0000;
+    const FILE_SHARE_READ: u32 = 0x1;
+    const FILE_FLAG_DELETE_ON_CLOSE: u32 = 0x0400_0000;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .access_mode(GENERIC_WRITE | DELETE)
+        .share_mode(FILE_SHARE_READ)
+        .custom_flags(FILE_FLAG_DELETE_ON_CLOSE)
+        .open(path)?;
+    // A waiter that reads the lock before this lands sees an empty lock held open: alive.
+    file.write_all(content.as_bytes())?;
+    file.flush()?;
+    Ok(file)
+}
+
+#[cfg(not(windows))]
 fn create_exclusive(path: &Path, content: &str) -> io::Result<()> {
     // The content goes into a private temporary file that is then hard-linked to the lock's
     // name: the link fails if the lock exists (like O_EXCL), and the lock appears complete in
@@ -139,12 +202,7 @@ fn read_stamp(path: &Path) -> Option<LockStamp> {
 /// Returns the stamp of the lock file at `path` if it is stale.
 fn stale_lock(path: &Path, stale_after: Duration) -> Option<LockStamp> {
     let stamp = read_stamp(path)?;
-    let holder_dead = stamp
-        .content
-        .split_whitespace()
-        .next()
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| process_is_gone(pid) == Some(true));
+    let holder_dead = holder_is_gone(path, &stamp.content) == Some(true);
     let too_old = stamp
         .modified
         .and_then(|m| SystemTime::now().duration_since(m).ok())
@@ -152,8 +210,17 @@ fn stale_lock(path: &Path, stale_after: Duration) -> Option<LockStamp> {
     (holder_dead || too_old).then_some(stamp)
 }
 
-/// Whether process `pid` is gone: `Some(true)` only when we can tell for sure.
-fn process_is_gone(pid: u32) -> Option<bool> {
+/// The pid a lock of this writer names (`<pid> <nonce>`); `None` for kubectl's empty locks and
+/// anything else.
+fn holder_pid(content: &str) -> Option<u32> {
+    content.split_whitespace().next()?.parse().ok()
+}
+
+/// Whether the holder of the lock at `path` with `content` is gone: `Some(true)` only when we
+/// can tell for sure.
+#[cfg(not(windows))]
+fn holder_is_gone(_path: &Path, content: &str) -> Option<bool> {
+    let pid = holder_pid(content)?;
     if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
         Some(!Path::new("/proc").join(pid.to_string()).exists())
     } else {
@@ -161,10 +228,30 @@ fn process_is_gone(pid: u32) -> Option<bool> {
     }
 }
 
+/// Windows: a live holder keeps its lock open without delete sharing, so a lock of this
+/// writer's format that can be opened for deletion has no holder.
+#[cfg(windows)]
+fn holder_is_gone(path: &Path, content: &str) -> Option<bool> {
+    use std::os::windows::fs::OpenOptionsExt as _;
+    const DELETE: u32 = 0x0001_0000;
+    const SHARE_ALL: u32 = 0x1 | 0x2 | 0x4;
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    holder_pid(content)?;
+    match fs::OpenOptions::new()
+        .access_mode(DELETE)
+        .share_mode(SHARE_ALL)
+        .open(path)
+    {
+        Ok(_) => Some(true),
+        Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Removes a stale lock without removing a fresh one another waiter created in the meantime:
 /// the lock is first renamed to a private name, and put back if it turns out not to be the one
-/// judged stale.
-fn break_lock(path: &Path, judged: &LockStamp) {
+/// judged stale. Returns whether the lock was moved aside.
+fn break_lock(path: &Path, judged: &LockStamp) -> bool {
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(
         ".stale-{}-{:08x}",
@@ -173,8 +260,8 @@ fn break_lock(path: &Path, judged: &LockStamp) {
     ));
     let aside = PathBuf::from(aside);
     if fs::rename(path, &aside).is_err() {
-        // Someone else broke or released it first; just retry the create.
-        return;
+        // Someone else broke or released it first, or its holder has it open (Windows).
+        return false;
     }
     let same = read_stamp(&aside).is_some_and(|moved| {
         moved.content == judged.content
@@ -187,6 +274,7 @@ fn break_lock(path: &Path, judged: &LockStamp) {
         let _ = fs::hard_link(&aside, path);
     }
     let _ = fs::remove_file(&aside);
+    true
 }
 
 #[cfg(unix)]
@@ -254,6 +342,8 @@ mod tests {
         assert!(matches!(err, KubeconfigError::LockTimeout { .. }));
     }
 
+    // On Windows a held lock cannot be removed at all: see `a_held_lock_is_never_broken`.
+    #[cfg(not(windows))]
     #[test]
     fn a_broken_lock_does_not_remove_its_successor_on_drop() {
         let dir = tempfile::tempdir().unwrap();
@@ -269,5 +359,42 @@ mod tests {
         );
         drop(second);
         assert!(!lock_path(&config).exists());
+    }
+
+    #[cfg(any(target_os = "linux", windows))]
+    #[test]
+    fn a_lock_whose_holder_is_gone_is_broken_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        // Fresh, in this writer's format, naming a pid that cannot exist and held by nobody.
+        fs::write(lock_path(&config), "4294967294 0123456789abcdef\n").unwrap();
+        let lock = FileLock::acquire(&config, policy(200)).unwrap();
+        let content = fs::read_to_string(lock_path(&config)).unwrap();
+        assert!(
+            content.starts_with(&format!("{} ", std::process::id())),
+            "{content}"
+        );
+        drop(lock);
+        assert!(!lock_path(&config).exists());
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_held_lock_is_never_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let first = FileLock::acquire(&config, policy(100)).unwrap();
+        // Every lock counts as old here, yet the holder keeps it open: it cannot be broken.
+        let eager = LockPolicy {
+            timeout: Duration::from_millis(100),
+            stale_after: Duration::ZERO,
+        };
+        let err = FileLock::acquire(&config, eager).unwrap_err();
+        assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
+        assert!(fs::remove_file(lock_path(&config)).is_err());
+        drop(first);
+        // Closed by its holder, the lock is gone (delete on close).
+        assert!(!lock_path(&config).exists());
+        FileLock::acquire(&config, eager).unwrap();
     }
 }

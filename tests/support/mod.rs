@@ -152,32 +152,7 @@ impl CliWorld {
         all.extend_from_slice(args);
         let mut command = self.command(&all);
         command.envs(env.iter().copied());
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn k8s-tunnels connect");
-        // Drain stderr as it comes so a chatty child never blocks on a full pipe.
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let log = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("log lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        ConnectProcess {
-            child: Some(child),
-            log,
-        }
+        ConnectProcess::spawn(command)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
@@ -246,6 +221,43 @@ pub struct ConnectProcess {
 }
 
 impl ConnectProcess {
+    /// Starts `command` (a `connect`, of whichever build) with stderr collected as it comes.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn k8s-tunnels connect");
+        // Drain stderr as it comes so a chatty child never blocks on a full pipe.
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Whether the process has exited, with its status.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// What the process wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
