@@ -13,7 +13,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def png(path, size, pixel):
+def png_bytes(size, pixel):
     rows = []
     for y in range(size):
         row = bytearray([0])
@@ -26,11 +26,31 @@ def png(path, size, pixel):
         c = struct.pack(">I", len(data)) + kind + data
         return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
+
+
+def png(path, size, pixel):
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)))
-        f.write(chunk(b"IDAT", raw))
-        f.write(chunk(b"IEND", b""))
+        f.write(png_bytes(size, pixel))
+
+
+def ico(path, sizes, pixel):
+    """A Windows icon file holding one PNG per size (the Windows resource of the binaries)."""
+    images = [png_bytes(size, pixel) for size in sizes]
+    offset = 6 + 16 * len(images)
+    header = struct.pack("<HHH", 0, 1, len(images))
+    entries = b""
+    for size, data in zip(sizes, images):
+        # A width or height of 256 is written as 0.
+        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(data), offset)
+        offset += len(data)
+    with open(path, "wb") as f:
+        f.write(header + entries + b"".join(images))
 
 
 def coverage(d):
@@ -98,6 +118,7 @@ def template(look):
 
 for size, name in [(32, "32x32.png"), (128, "128x128.png"), (256, "icon.png")]:
     png(os.path.join(HERE, name), size, icon(APP))
+ico(os.path.join(HERE, "icon.ico"), [16, 32, 48, 256], icon(APP))
 for name, colour in TRAY.items():
     png(os.path.join(HERE, name), 64, icon(colour))
 # 18 pt, the menu bar's icon height, at 2x.

@@ -5,6 +5,9 @@
 mod kubeconfig_support;
 
 use std::fs;
+// Windows: file identity, ACLs and the lock are tested under Wine, see wt-win; the tests that
+// read Unix modes, inodes or symlinks are Unix only.
+#[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -315,6 +318,7 @@ fn a_new_stanza_goes_where_kubectl_puts_one() {
         );
         assert!(ks.exists() && ws.exists());
         assert!(stanza(&yaml(&ws), "clusters", "k8s-tunnels/x").is_some());
+        #[cfg(unix)]
         assert_eq!(
             fs::metadata(&ws).unwrap().mode() & 0o777,
             if second_exists {
@@ -328,6 +332,7 @@ fn a_new_stanza_goes_where_kubectl_puts_one() {
 }
 
 /// The bits the process umask clears (files written by `fs::write` get 0666 minus these).
+#[cfg(unix)]
 fn umask_bits() -> u32 {
     let dir = tempfile::tempdir().unwrap();
     let probe = dir.path().join("probe");
@@ -357,6 +362,7 @@ fn kubeconfig_env_with_empty_entries_matches_kubectl() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_symlinked_kubeconfig_stays_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let real_dir = dir.path().join("dotfiles");
@@ -388,6 +394,7 @@ fn a_symlinked_kubeconfig_stays_a_link() {
 }
 
 #[test]
+#[cfg(unix)]
 fn the_file_mode_is_kept_and_a_new_file_is_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");
@@ -481,6 +488,7 @@ fn a_file_that_does_not_parse_is_reported_and_left_untouched() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_no_op_upsert_does_not_rewrite_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");
@@ -502,6 +510,7 @@ fn a_no_op_upsert_does_not_rewrite_the_file() {
 }
 
 #[test]
+#[cfg(unix)]
 fn the_stamp_tells_a_keeper_whether_anyone_wrote_and_upsert_all_writes_once() {
     let dir = tempfile::tempdir().unwrap();
     let home = home();

@@ -24,7 +24,7 @@ use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::state::Settings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::net::UnixStream;
+use tokio::io::AsyncWrite;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 use tokio_util::sync::CancellationToken;
@@ -170,7 +170,7 @@ pub enum BindError {
 
 /// The bound control socket, holding the instance lock for as long as it lives.
 pub struct Listener {
-    socket: std::os::unix::net::UnixListener,
+    socket: transport::Socket,
     path: PathBuf,
     _lock: File,
 }
@@ -203,13 +203,7 @@ impl Listener {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(path)(e)),
         }
-        let socket = std::os::unix::net::UnixListener::bind(path).map_err(io_err(path))?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(path))?;
-        }
-        socket.set_nonblocking(true).map_err(io_err(path))?;
+        let socket = transport::bind(path).map_err(io_err(path))?;
         Ok(Self {
             socket,
             path: path.to_path_buf(),
@@ -299,12 +293,7 @@ pub fn serve(
         path,
         _lock: lock,
     } = listener;
-    // We created the socket file, so its owner is this process's user.
-    let me = {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(&path)?.uid()
-    };
-    let socket = tokio::net::UnixListener::from_std(socket)?;
+    let socket = transport::Accept::new(socket, &path)?;
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
@@ -314,7 +303,7 @@ pub fn serve(
             let stream = tokio::select! {
                 _ = cancel.cancelled() => return,
                 accepted = socket.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(stream) => stream,
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket: accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -322,7 +311,7 @@ pub fn serve(
                     }
                 },
             };
-            if !same_user(&stream, me) {
+            if !socket.same_user(&stream) {
                 tracing::warn!("control socket: refused a peer of another user");
                 continue;
             }
@@ -337,8 +326,98 @@ pub fn serve(
     Ok(ControlHandle { stop, path })
 }
 
-fn same_user(stream: &UnixStream, me: u32) -> bool {
-    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
+/// The channel itself, the one part that differs by system. Linux and macOS: a Unix socket in
+/// the user's runtime dir (0600), each peer's uid checked against the socket's owner.
+#[cfg(unix)]
+mod transport {
+    use std::io;
+    use std::path::Path;
+
+    pub(super) type Socket = std::os::unix::net::UnixListener;
+    pub(super) type Stream = tokio::net::UnixStream;
+
+    /// Binds the socket at `path`, for this user only.
+    pub(super) fn bind(path: &Path) -> io::Result<Socket> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let socket = Socket::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+
+    /// Accepts peers of the socket's user.
+    pub(super) struct Accept {
+        socket: tokio::net::UnixListener,
+        me: u32,
+    }
+
+    impl Accept {
+        /// Must be called inside a tokio runtime.
+        pub(super) fn new(socket: Socket, path: &Path) -> io::Result<Self> {
+            use std::os::unix::fs::MetadataExt as _;
+            // We created the socket file, so its owner is this process's user.
+            let me = std::fs::metadata(path)?.uid();
+            Ok(Self {
+                socket: tokio::net::UnixListener::from_std(socket)?,
+                me,
+            })
+        }
+
+        pub(super) async fn accept(&self) -> io::Result<Stream> {
+            Ok(self.socket.accept().await?.0)
+        }
+
+        pub(super) fn same_user(&self, stream: &Stream) -> bool {
+            stream.peer_cred().is_ok_and(|cred| cred.uid() == self.me)
+        }
+    }
+
+    pub(super) async fn connect(path: &Path) -> io::Result<Stream> {
+        Stream::connect(path).await
+    }
+}
+
+/// Windows: named pipe, see wt-win. Until it lands every call fails with
+/// [`io::ErrorKind::Unsupported`], so the tray process reports that it cannot listen.
+#[cfg(windows)]
+mod transport {
+    use std::io;
+    use std::path::Path;
+
+    /// Never made: [`bind`] fails.
+    pub(super) struct Socket(());
+    pub(super) type Stream = tokio::io::DuplexStream;
+
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the control channel (a named pipe) is not built for Windows yet",
+        )
+    }
+
+    pub(super) fn bind(_path: &Path) -> io::Result<Socket> {
+        Err(unsupported())
+    }
+
+    pub(super) struct Accept(());
+
+    impl Accept {
+        pub(super) fn new(_socket: Socket, _path: &Path) -> io::Result<Self> {
+            Err(unsupported())
+        }
+
+        pub(super) async fn accept(&self) -> io::Result<Stream> {
+            Err(unsupported())
+        }
+
+        pub(super) fn same_user(&self, _stream: &Stream) -> bool {
+            false
+        }
+    }
+
+    pub(super) async fn connect(_path: &Path) -> io::Result<Stream> {
+        Err(unsupported())
+    }
 }
 
 struct Peer {
@@ -348,8 +427,8 @@ struct Peer {
 }
 
 impl Peer {
-    async fn run(self, stream: UnixStream, stop: CancellationToken) {
-        let (read, write) = stream.into_split();
+    async fn run(self, stream: transport::Stream, stop: CancellationToken) {
+        let (read, write) = tokio::io::split(stream);
         let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
         let (tx, rx) = mpsc::channel::<Down>(QUEUE);
         let writer = tokio::spawn(write_lines(write, rx, stop.clone(), |down: Down| {
@@ -440,7 +519,7 @@ impl Peer {
 /// Writes what `rx` carries as lines to `write` until `rx` closes, `stop` fires or the peer
 /// goes; `encode` makes the line (`None`: skip the message). Both ends of the socket use it.
 async fn write_lines<T>(
-    write: tokio::net::unix::OwnedWriteHalf,
+    write: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<T>,
     stop: CancellationToken,
     encode: impl Fn(T) -> Option<String>,
@@ -527,8 +606,8 @@ impl Drop for Client {
 impl Client {
     /// Connects to the tray process listening on `path`. Must be called inside a tokio runtime.
     pub async fn connect(path: &Path) -> io::Result<Self> {
-        let stream = UnixStream::connect(path).await?;
-        let (read, write) = stream.into_split();
+        let stream = transport::connect(path).await?;
+        let (read, write) = tokio::io::split(stream);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (pushed, _) = broadcast::channel(QUEUE);
         let (calls, outgoing) = mpsc::channel::<String>(QUEUE);

@@ -31,6 +31,8 @@ pub async fn connect_or_start_tray(socket: &Path) -> anyhow::Result<Client> {
         .arg(HIDDEN_ARG)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
+    // Windows: its own process group and no console (DETACHED_PROCESS), see wt-win.
+    #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
         command.process_group(0);
