@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Draws the app and tray icons (RGBA PNGs, standard library only): a rounded square with a
 tunnel arch. Tray variants differ in colour: grey (nothing up), green (tunnels up), red (a
-tunnel failing). Also icon.ico, the app icon a Windows build embeds, with the app PNGs as its
-images (PNG entries, which Windows reads since Vista). Run from anywhere: writes next to this
-file."""
+tunnel failing). The macOS menu bar takes template images instead (black + alpha: the system
+tints them for light and dark menu bars), so there the three differ in shape: the bare arch
+(nothing up), the square with the arch cut out (tunnels up), and that with a badge cut into its
+corner (a tunnel failing). Run from anywhere: writes next to this file."""
 import math
 import os
 import struct
@@ -12,7 +13,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def png(path, size, pixel):
+def png_bytes(size, pixel):
     rows = []
     for y in range(size):
         row = bytearray([0])
@@ -25,11 +26,31 @@ def png(path, size, pixel):
         c = struct.pack(">I", len(data)) + kind + data
         return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
+
+
+def png(path, size, pixel):
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)))
-        f.write(chunk(b"IDAT", raw))
-        f.write(chunk(b"IEND", b""))
+        f.write(png_bytes(size, pixel))
+
+
+def ico(path, sizes, pixel):
+    """A Windows icon file holding one PNG per size (the Windows resource of the binaries)."""
+    images = [png_bytes(size, pixel) for size in sizes]
+    offset = 6 + 16 * len(images)
+    header = struct.pack("<HHH", 0, 1, len(images))
+    entries = b""
+    for size, data in zip(sizes, images):
+        # A width or height of 256 is written as 0.
+        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(data), offset)
+        offset += len(data)
+    with open(path, "wb") as f:
+        f.write(header + entries + b"".join(images))
 
 
 def coverage(d):
@@ -37,23 +58,30 @@ def coverage(d):
     return max(0.0, min(1.0, 0.5 - d))
 
 
+def square(u, v):
+    """Signed distance (in icon widths) to the rounded square."""
+    r = 0.2
+    qx, qy = abs(u - 0.5) - (0.5 - r) + 0.02, abs(v - 0.5) - (0.5 - r) + 0.02
+    return math.hypot(max(qx, 0), max(qy, 0)) + min(max(qx, qy), 0) - r
+
+
+def arch(u, v):
+    """Signed distance to the tunnel arch: a thick half ring on a base line."""
+    cx, cy = 0.5, 0.62
+    dist = math.hypot(u - cx, v - cy)
+    ring = abs(dist - 0.24) - 0.07
+    if v > cy:
+        ring = max(abs(u - cx) - 0.31, abs(v - cy - 0.06) - 0.06)
+        ring = min(ring, max(abs(abs(u - cx) - 0.24) - 0.07, v - cy - 0.12))
+    return ring
+
+
 def icon(fill, mark=(255, 255, 255)):
     def pixel(x, y, size):
         s = size
         u, v = x / s, y / s
-        # Rounded square.
-        r = 0.2
-        qx, qy = abs(u - 0.5) - (0.5 - r) + 0.02, abs(v - 0.5) - (0.5 - r) + 0.02
-        outside = math.hypot(max(qx, 0), max(qy, 0)) + min(max(qx, qy), 0) - r
-        a_bg = coverage(outside * s)
-        # Tunnel arch: a thick half ring on a base line.
-        cx, cy = 0.5, 0.62
-        dist = math.hypot(u - cx, v - cy)
-        ring = abs(dist - 0.24) - 0.07
-        if v > cy:
-            ring = max(abs(u - cx) - 0.31, abs(v - cy - 0.06) - 0.06)
-            ring = min(ring, max(abs(abs(u - cx) - 0.24) - 0.07, v - cy - 0.12))
-        a_mark = coverage(ring * s) * a_bg
+        a_bg = coverage(square(u, v) * s)
+        a_mark = coverage(arch(u, v) * s) * a_bg
         cr = [fill[i] * (1 - a_mark) + mark[i] * a_mark for i in range(3)]
         return bytes([int(cr[0]), int(cr[1]), int(cr[2]), int(255 * a_bg)])
 
@@ -67,25 +95,32 @@ TRAY = {
     "tray-failing.png": (220, 38, 38),
 }
 
+def template(look):
+    """A macOS template image: black, the shape in the alpha channel."""
+
+    def pixel(x, y, size):
+        s = size
+        u, v = x / s, y / s
+        a_arch = coverage(arch(u, v) * s)
+        if look == "idle":
+            alpha = a_arch
+        else:
+            alpha = coverage(square(u, v) * s) * (1 - a_arch)
+            if look == "failing":
+                # A dot in a transparent ring at the top right corner.
+                d = math.hypot(u - 0.8, v - 0.2)
+                alpha *= 1 - coverage((d - 0.22) * s)
+                alpha = max(alpha, coverage((d - 0.13) * s))
+        return bytes([0, 0, 0, int(round(255 * alpha))])
+
+    return pixel
+
+
 for size, name in [(32, "32x32.png"), (128, "128x128.png"), (256, "icon.png")]:
     png(os.path.join(HERE, name), size, icon(APP))
-def ico(path, images):
-    """An ICO file whose entries are the given PNG files (each square, at most 256 pixels)."""
-    blobs = []
-    for name in images:
-        with open(os.path.join(HERE, name), "rb") as f:
-            blobs.append(f.read())
-    offset = 6 + 16 * len(blobs)
-    entries = b""
-    for blob in blobs:
-        size = struct.unpack(">I", blob[16:20])[0]
-        # Width and height 0 stand for 256; 32 bits per pixel.
-        entries += struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(blob), offset)
-        offset += len(blob)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<HHH", 0, 1, len(blobs)) + entries + b"".join(blobs))
-
-
-ico(os.path.join(HERE, "icon.ico"), ["32x32.png", "128x128.png", "icon.png"])
+ico(os.path.join(HERE, "icon.ico"), [16, 32, 48, 256], icon(APP))
 for name, colour in TRAY.items():
     png(os.path.join(HERE, name), 64, icon(colour))
+# 18 pt, the menu bar's icon height, at 2x.
+for look in ["idle", "up", "failing"]:
+    png(os.path.join(HERE, f"tray-template-{look}.png"), 36, template(look))

@@ -11,7 +11,9 @@
 //!    it, and CPU (utime + stime) over `BENCH_IDLE_SECS` (60) s.
 //!
 //! The clusters are a lab (gateway + fake API servers) run by this harness, outside the app, so
-//! that the figures are the app's alone. Usage: `bench_idle <path of k8s-tunnels-desktop>`.
+//! that the figures are the app's alone. Usage: `bench_idle <k8s-tunnels-desktop>...`: with
+//! several binaries (a build before a change and after it), each is measured in turn against
+//! the same lab in the same run.
 
 #[path = "../tests/support/desktop.rs"]
 mod desktop;
@@ -304,12 +306,14 @@ async fn idle(binary: &Path, inventory: &Path, tunnels: usize, secs: u64) {
 }
 
 fn main() {
-    let binary = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: bench_idle <path of k8s-tunnels-desktop>"),
+    let binaries: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    assert!(
+        !binaries.is_empty(),
+        "usage: bench_idle <path of k8s-tunnels-desktop>..."
     );
-    assert!(binary.is_file(), "no app binary at {}", binary.display());
+    for binary in &binaries {
+        assert!(binary.is_file(), "no app binary at {}", binary.display());
+    }
     let runs = env_num("BENCH_RUNS", 5);
     let tunnels = env_num("BENCH_TUNNELS", 20) as usize;
     let secs = env_num("BENCH_IDLE_SECS", 60);
@@ -328,8 +332,11 @@ fn main() {
         lab.gateway_addr()
     );
     rt.block_on(async {
-        start_to_tray(&binary, &inventory, runs).await;
-        idle(&binary, &inventory, tunnels, secs).await;
+        for binary in &binaries {
+            println!("== {}", binary.display());
+            start_to_tray(binary, &inventory, runs).await;
+            idle(binary, &inventory, tunnels, secs).await;
+        }
     });
     drop(lab);
 }

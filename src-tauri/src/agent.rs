@@ -12,6 +12,7 @@ use k8s_tunnels::tunnel::health::ProbeSchedule;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, BindError, Client, Listener, Request, Windows};
+use crate::main_thread::MainThread;
 use crate::menu::MenuAction;
 use crate::shell::Shell;
 use crate::{HIDDEN_ARG, WINDOW_BIN, init_logging, open_shell, options_from_env, sibling_binary};
@@ -84,21 +85,27 @@ fn start_window() {
     }
 }
 
-/// Runs the app until Quit or a termination signal.
+/// Runs the app until Quit or a termination signal: the engine on a tokio runtime, the tray
+/// with the main thread's loop where the system needs one ([`crate::main_thread`]).
 pub fn run() {
     init_logging();
     let hidden = std::env::args().any(|a| a == HIDDEN_ARG);
-    let runtime = crate::runtime_or_exit("k8s-tunnels");
-    match runtime.block_on(serve(hidden)) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+    let code = crate::main_thread::run(move |main| {
+        let runtime = crate::runtime_or_exit("k8s-tunnels");
+        match runtime.block_on(serve(hidden, &main)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
         }
+    });
+    if code != 0 {
+        std::process::exit(code);
     }
 }
 
-async fn serve(hidden: bool) -> anyhow::Result<()> {
+async fn serve(hidden: bool, main: &MainThread) -> anyhow::Result<()> {
     let dirs = AppDirs::from_env().context("cannot find the app's folders")?;
     dirs.ensure().context("cannot create the app's folders")?;
     let socket = control::socket_path(&dirs);
@@ -148,7 +155,7 @@ async fn serve(hidden: bool) -> anyhow::Result<()> {
     let _notifier = crate::notify::Notifier::start(&shell);
     // The tray is on the bus before the window opens (a tray host shows the item first).
     let clicks = Arc::clone(&agent);
-    let _tray = crate::tray::start(&shell, Arc::new(move |action| clicks.on_menu(action)))
+    let _tray = crate::tray::start(&shell, main, Arc::new(move |action| clicks.on_menu(action)))
         .await
         .context("cannot show the tray icon")?;
     if !hidden {

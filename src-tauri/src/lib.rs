@@ -4,7 +4,9 @@
 //!   the tunnels, the tray menu and the notifications, and never loads GTK or WebKit, so it
 //!   stays small while it runs all day. [`shell::Shell`] holds its state (the engine, the
 //!   catalog, the activity log) and one stream of typed UI events ([`events`]); [`menu`] is the
-//!   tray menu as a pure model that [`tray`] serves over D-Bus; [`notify`] the notifications.
+//!   tray menu as a pure model that [`tray`] shows (over D-Bus on Linux, through `tray-icon`
+//!   on macOS and Windows, there on the event loop of [`main_thread`]); [`notify`] the
+//!   notifications.
 //! - **The window process** (`k8s-tunnels-window`, [`window`]) is Tauri and the webview, started
 //!   when the window is opened and gone when it is closed, so the webview's memory goes with it.
 //!   Its [`commands`] are one-line adapters that relay the UI's commands to the tray process
@@ -19,6 +21,7 @@ pub mod commands;
 pub mod control;
 pub mod events;
 pub mod ipc;
+pub mod main_thread;
 pub mod menu;
 pub mod notify;
 pub mod shell;

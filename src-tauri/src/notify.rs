@@ -334,6 +334,7 @@ pub fn input_of(event: &UiEvent) -> Option<Input> {
 }
 
 /// Shows a notification on the desktop's notification server (D-Bus on Linux).
+#[cfg(not(all(target_os = "macos", not(feature = "macos-notifications"))))]
 pub async fn show(notice: &Notice) -> Result<(), String> {
     let notice = notice.clone();
     tokio::task::spawn_blocking(move || {
@@ -354,6 +355,13 @@ pub async fn show(notice: &Notice) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// A macOS build without notify-rust (the `macos-notifications` feature off, as
+/// `scripts/check-targets` lints it where Apple's SDK is missing) shows none, and says why.
+#[cfg(all(target_os = "macos", not(feature = "macos-notifications")))]
+pub async fn show(_notice: &Notice) -> Result<(), String> {
+    Err("built without macOS notifications (the macos-notifications feature)".into())
 }
 
 /// Follows the shell's events and shows one notification per burst. Dropping it stops it.

@@ -233,6 +233,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
+    #[cfg(unix)]
     fn a_symlink_loop_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");

@@ -1,0 +1,184 @@
+//! The tray icon: it renders the menu model ([`crate::menu`]), shows the state in the icon and
+//! tooltip, rebuilds when the shell's state changes, and hands clicks to the app as
+//! [`MenuAction`]s. This module follows the shell; a backend per system draws:
+//!
+//! - **macOS and Windows** (`native`): `tray-icon` — an NSStatusItem in the menu bar (a
+//!   template icon, the menu on a click) or a Shell_NotifyIcon in the notification area
+//!   (colour icon, tooltip, left click opens the window, right click the menu) — with the
+//!   menu built by [`muda_menu`]. Both systems want it on the main thread's event loop, which
+//!   [`crate::main_thread`] runs.
+//! - **Linux** (`sni`): a StatusNotifierItem and its dbusmenu over D-Bus (`ksni`, pure Rust).
+//!   Not `tray-icon`'s own ksni backend: that one takes its menu as a `muda` menu, and in this
+//!   workspace `muda` is built with GTK (Tauri, for the window process, enables `muda/gtk3`,
+//!   and Cargo builds one `muda` for both binaries), so using it would link `libgtk-3` into
+//!   the tray process, which must never load GTK (`tests/tray_dbus.rs`).
+
+pub mod icons;
+pub mod muda_menu;
+
+#[cfg(any(target_os = "macos", windows))]
+pub(crate) mod native;
+#[cfg(any(target_os = "macos", windows))]
+use native::Backend;
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod sni;
+#[cfg(all(unix, not(target_os = "macos")))]
+use sni::Backend;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use self::icons::IconError;
+use crate::events::UiEvent;
+use crate::main_thread::MainThread;
+use crate::menu::{MenuAction, MenuState};
+use crate::shell::Shell;
+
+/// The item's id, stable across starts (a tray host may remember its place by it).
+pub const TRAY_ID: &str = "k8s-tunnels";
+
+/// Bursts of events (a whole edge going away) land within this; the menu is rebuilt once.
+const COALESCE: Duration = Duration::from_millis(100);
+
+/// What a click does: the app's handler of menu actions. Called on the tokio runtime.
+pub type OnAction = Arc<dyn Fn(MenuAction) + Send + Sync>;
+
+/// The tray while it runs; dropping it stops following the shell and takes the icon away.
+pub struct Tray {
+    stop: CancellationToken,
+}
+
+impl Drop for Tray {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Shows the tray icon and keeps it following `shell`; clicks go to `on_action`. Returns once
+/// the icon is up (on Linux: served, and registered when a tray host is there). Where no tray
+/// can be shown (no session bus, no notification area) the app runs on without one, logged;
+/// a decoding error of the built-in icons is a bug and returned. Must run inside the runtime.
+pub async fn start(
+    shell: &Arc<Shell>,
+    main: &MainThread,
+    on_action: OnAction,
+) -> Result<Tray, IconError> {
+    // Subscribed before the state is read, so that no change between the two is missed.
+    let events = shell.subscribe();
+    let state = shell.menu_state();
+    let (clicks, clicked) = mpsc::unbounded_channel();
+    let backend = Backend::start(main, &state, clicks).await?;
+    let stop = CancellationToken::new();
+    // Backends report clicks from their own threads; the app acts on them here, in the runtime.
+    tokio::spawn(deliver(clicked, on_action, stop.clone()));
+    if let Some(backend) = backend {
+        tokio::spawn(follow(
+            backend,
+            events,
+            Arc::downgrade(shell),
+            state,
+            stop.clone(),
+        ));
+    }
+    Ok(Tray { stop })
+}
+
+/// `tooltip` cut to at most `units` UTF-16 code units (how Windows counts a tooltip's length),
+/// ending in "…" when cut.
+pub fn fit_tooltip(tooltip: &str, units: usize) -> String {
+    if tooltip.encode_utf16().count() <= units {
+        return tooltip.to_string();
+    }
+    let mut fitted = String::new();
+    let mut used = '…'.len_utf16();
+    for c in tooltip.chars() {
+        used += c.len_utf16();
+        if used > units {
+            break;
+        }
+        fitted.push(c);
+    }
+    fitted.push('…');
+    fitted
+}
+
+async fn deliver(
+    mut clicked: mpsc::UnboundedReceiver<MenuAction>,
+    on_action: OnAction,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            action = clicked.recv() => match action {
+                Some(action) => on_action(action),
+                None => return,
+            },
+        }
+    }
+}
+
+async fn follow(
+    backend: Backend,
+    mut events: broadcast::Receiver<UiEvent>,
+    shell: Weak<Shell>,
+    mut shown: MenuState,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            event = events.recv() => {
+                // A lagged receiver missed events: the state is re-read below all the same.
+                if let Err(broadcast::error::RecvError::Closed) = event {
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(COALESCE) => {}
+        }
+        while events.try_recv().is_ok() {}
+        let Some(shell) = shell.upgrade() else { break };
+        let state = shell.menu_state();
+        drop(shell);
+        if state == shown {
+            continue;
+        }
+        shown = state.clone();
+        if !backend.show(state).await {
+            // The tray is gone (its bus connection or its event loop): nothing left to update.
+            return;
+        }
+    }
+    backend.stop().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tooltips_fit_in_utf16_units_and_say_when_cut() {
+        assert_eq!(
+            fit_tooltip("k8s-tunnels: 3 tunnels up", 127),
+            "k8s-tunnels: 3 tunnels up"
+        );
+        let long = format!(
+            "k8s-tunnels: 1 tunnel up, 9 failing ({})",
+            "prod-eu, ".repeat(20)
+        );
+        let fitted = fit_tooltip(&long, 127);
+        assert_eq!(fitted.encode_utf16().count(), 127);
+        assert!(fitted.ends_with('…') && long.starts_with(fitted.trim_end_matches('…')));
+        // A character outside the BMP takes two units and is never split.
+        let fitted = fit_tooltip("ab\u{1F600}cd", 4);
+        assert_eq!(fitted, "ab…");
+        assert_eq!(fit_tooltip("ab\u{1F600}", 4), "ab\u{1F600}");
+    }
+}
