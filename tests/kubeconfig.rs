@@ -578,7 +578,15 @@ fn a_stale_lock_of_a_dead_process_is_recovered() {
     let mut child = Command::new("true").spawn().unwrap();
     let dead_pid = child.id();
     child.wait().unwrap();
-    fs::write(dir.path().join("config.lock"), format!("{dead_pid} 0000\n")).unwrap();
+    // As this writer leaves it: pid, nonce, and the boot and pid namespace the pid is of.
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let namespace = fs::read_link("/proc/self/ns/pid").unwrap();
+    let scope = format!("{}/{}", boot.trim(), namespace.display());
+    fs::write(
+        dir.path().join("config.lock"),
+        format!("{dead_pid} 0000 {scope}\n"),
+    )
+    .unwrap();
 
     let started = Instant::now();
     Kubeconfig::with_paths(vec![path.clone()])
@@ -594,6 +602,60 @@ fn a_stale_lock_of_a_dead_process_is_recovered() {
         "released after the write"
     );
     assert!(stanza(&yaml(&path), "clusters", "k8s-tunnels/after-crash").is_some());
+}
+
+#[test]
+fn a_kubeconfig_on_a_file_system_without_hard_links_is_written_and_locked() {
+    let disk = ExfatMount::new();
+    let path = disk.path().join("config");
+    fs::write(&path, USER_CONFIG).unwrap();
+    let link = fs::hard_link(&path, disk.path().join("link")).unwrap_err();
+    // EPERM, what FAT and exFAT answer to link(2).
+    assert_eq!(
+        link.raw_os_error(),
+        Some(1),
+        "exFAT has no hard links: {link}"
+    );
+
+    let k = Kubeconfig::with_paths(vec![path.clone()]).with_lock_timeout(Duration::from_secs(2));
+    k.upsert(&entry("k8s-tunnels/usb", 1111)).unwrap();
+    k.upsert(&entry("k8s-tunnels/usb", 2222)).unwrap();
+    k.use_context("k8s-tunnels/usb").unwrap();
+    assert!(!disk.path().join("config.lock").exists(), "released");
+    assert!(temp_files(disk.path(), "config").is_empty());
+
+    // A lock held by someone else there is still waited for.
+    fs::write(disk.path().join("config.lock"), "").unwrap();
+    let err = k
+        .clone()
+        .with_lock_timeout(Duration::from_millis(200))
+        .upsert(&entry("k8s-tunnels/usb", 3333))
+        .unwrap_err();
+    assert!(matches!(err, KubeconfigError::LockTimeout { .. }), "{err}");
+    fs::remove_file(disk.path().join("config.lock")).unwrap();
+
+    let home = home();
+    let env = kubeconfig_env(&[&path]);
+    assert_eq!(
+        kubectl(&env, home.path(), &["config", "current-context"]).trim(),
+        "k8s-tunnels/usb"
+    );
+    let view = kubectl_view(&env, home.path());
+    let names: Vec<_> = view["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.contains(&"corp".to_owned()),
+        "the user's entries stay: {names:?}"
+    );
+    assert!(
+        fs::read_to_string(&path)
+            .unwrap()
+            .contains("127.0.0.1:2222")
+    );
 }
 
 #[test]

@@ -8,9 +8,15 @@
 //! are empty, and no writer holds the lock for more than milliseconds). How a holder is known
 //! to be gone differs per system:
 //!
-//! - **Unix**: the lock holds this writer's pid and a nonce, hard-linked into place complete
-//!   (so a writer killed at any moment never leaves an empty lock); on Linux a pid missing from
-//!   `/proc` is a dead holder (assuming a shared pid namespace). Elsewhere only the age counts.
+//! - **Unix**: the lock holds this writer's pid, a nonce and where that pid means something
+//!   (on Linux: the boot and the pid namespace), hard-linked into place complete so a writer
+//!   killed at any moment never leaves an empty lock (on a file system without hard links, such
+//!   as exFAT, it is created with `O_EXCL` and then written). On Linux a pid missing from
+//!   `/proc` is a dead holder only when the lock was taken in this boot and pid namespace: a
+//!   holder in another container sharing the folder, or on another NFS client, names a pid this
+//!   `/proc` cannot see. Elsewhere only the age counts. Breaking a stale lock and releasing
+//!   one are serialised by an advisory lock (`flock`) on the folder, so three writers racing to
+//!   break one dead holder's lock never move each other's fresh lock.
 //! - **Windows**: there is no `kill(0)`, and pids are reused at once. Instead the holder keeps
 //!   the lock open for as long as it holds it, sharing read access only and marked delete on
 //!   close: while it lives nobody can rename or delete the lock, and when its process ends,
@@ -73,7 +79,7 @@ impl FileLock {
         let path = lock_path(kubeconfig);
         // The pid lets a waiter see that the holder died; the nonce lets this holder tell its
         // own lock from a successor's (inode numbers are reused at once on some file systems).
-        let content = format!("{} {:016x}\n", std::process::id(), rand::random::<u64>());
+        let content = lock_content(std::process::id(), rand::random::<u64>());
         let started = Instant::now();
         loop {
             match create_exclusive(&path, &content) {
@@ -131,9 +137,71 @@ impl Drop for FileLock {
         // Only remove the lock if it is still ours: had it been broken as stale, the file now
         // belongs to someone else. (On Windows closing `_held` removes it: nobody else could
         // have removed or replaced it while it was open.)
+        // Under the breakers' lock: a breaker that judged this lock stale must not see it
+        // vanish and a successor's appear between its check and its move.
         #[cfg(not(windows))]
-        if read_stamp(&self.path).is_some_and(|stamp| stamp.content == self.content) {
-            let _ = fs::remove_file(&self.path);
+        {
+            let _breakers = BreakersLock::take(&self.path);
+            if read_stamp(&self.path).is_some_and(|stamp| stamp.content == self.content) {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// What a lock of this writer holds: `<pid> <nonce>`, and on Linux ` <scope>` (see
+/// [`pid_scope`]).
+fn lock_content(pid: u32, nonce: u64) -> String {
+    match pid_scope() {
+        Some(scope) => format!("{pid} {nonce:016x} {scope}\n"),
+        None => format!("{pid} {nonce:016x}\n"),
+    }
+}
+
+/// Where a pid names the same process as here: this boot of this machine and this pid
+/// namespace (`<boot id>/pid:[<inode>]`). `None` when this process's `/proc` is not of its own
+/// pid namespace (say, entered with `unshare --pid` without a new `/proc`), where the pids in
+/// `/proc` are not the ones processes here know themselves by.
+#[cfg(target_os = "linux")]
+fn pid_scope() -> Option<String> {
+    let own_pid: u32 = fs::read_link("/proc/self").ok()?.to_str()?.parse().ok()?;
+    if own_pid != std::process::id() {
+        return None;
+    }
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = fs::read_link("/proc/self/ns/pid").ok()?;
+    let scope = format!("{}/{}", boot.trim(), namespace.to_str()?);
+    // One word in the lock's text.
+    (!scope.contains(char::is_whitespace)).then_some(scope)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pid_scope() -> Option<String> {
+    None
+}
+
+/// Unix: an exclusive advisory lock on the lock's folder, held while a stale lock is broken or
+/// a lock is released, so that those steps of different writers never interleave. Released
+/// when dropped (or when the process dies: `flock` locks never go stale). Where the folder
+/// cannot be locked (some network and FUSE file systems), breaking goes on unserialised: the
+/// move-aside-and-check in [`break_lock`] still keeps a fresh lock, only with a short gap.
+#[cfg(not(windows))]
+struct BreakersLock(#[allow(dead_code)] Option<File>);
+
+#[cfg(not(windows))]
+impl BreakersLock {
+    fn take(lock: &Path) -> Self {
+        let dir = match lock.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let held = File::open(dir).and_then(|folder| folder.lock().map(|()| folder));
+        match held {
+            Ok(folder) => Self(Some(folder)),
+            Err(error) => {
+                tracing::debug!(folder = %dir.display(), %error, "cannot lock the kubeconfig folder; breaking stale locks unserialised");
+                Self(None)
+            }
         }
     }
 }
@@ -175,8 +243,23 @@ fn create_exclusive(path: &Path, content: &str) -> io::Result<()> {
     prefix.push(".k8s-tunnels-tmp-");
     let mut staged = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
     staged.write_all(content.as_bytes())?;
-    fs::hard_link(staged.path(), path)
-    // `staged` is removed on drop; the lock keeps the content through its own name.
+    match fs::hard_link(staged.path(), path) {
+        // `staged` is removed on drop; the lock keeps the content through its own name.
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(error),
+        // No hard links here (exFAT and FAT give EPERM, some FUSE and SMB mounts ENOSYS or
+        // EOPNOTSUPP): create the lock the way client-go does, then write it. A writer killed
+        // between the two leaves an empty lock, which ages out like kubectl's.
+        Err(link_error) => {
+            drop(staged);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            tracing::debug!(lock = %path.display(), error = %link_error, "no hard links here; lock created in place");
+            file.write_all(content.as_bytes())
+        }
+    }
 }
 
 /// What identifies one lock file: its content, inode and age.
@@ -184,6 +267,14 @@ struct LockStamp {
     content: String,
     identity: Option<(u64, u64)>,
     modified: Option<SystemTime>,
+}
+
+impl LockStamp {
+    fn same_as(&self, other: &Self) -> bool {
+        self.content == other.content
+            && self.identity == other.identity
+            && self.modified == other.modified
+    }
 }
 
 fn read_stamp(path: &Path) -> Option<LockStamp> {
@@ -210,22 +301,24 @@ fn stale_lock(path: &Path, stale_after: Duration) -> Option<LockStamp> {
     (holder_dead || too_old).then_some(stamp)
 }
 
-/// The pid a lock of this writer names (`<pid> <nonce>`); `None` for kubectl's empty locks and
-/// anything else.
+/// The pid a lock of this writer names (`<pid> <nonce> [<scope>]`); `None` for kubectl's empty
+/// locks and anything else.
 fn holder_pid(content: &str) -> Option<u32> {
     content.split_whitespace().next()?.parse().ok()
 }
 
 /// Whether the holder of the lock at `path` with `content` is gone: `Some(true)` only when we
-/// can tell for sure.
+/// can tell for sure, that is, on Linux, for a lock taken in this boot and pid namespace whose
+/// pid is not in `/proc`. Locks without a scope (older versions of this writer) or from
+/// elsewhere are left to the age rule.
 #[cfg(not(windows))]
 fn holder_is_gone(_path: &Path, content: &str) -> Option<bool> {
     let pid = holder_pid(content)?;
-    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
-        Some(!Path::new("/proc").join(pid.to_string()).exists())
-    } else {
-        None
+    let scope = content.split_whitespace().nth(2)?;
+    if pid_scope()? != scope {
+        return None;
     }
+    Some(!Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// Windows: a live holder keeps its lock open without delete sharing, so a lock of this
@@ -252,6 +345,14 @@ fn holder_is_gone(path: &Path, content: &str) -> Option<bool> {
 /// the lock is first renamed to a private name, and put back if it turns out not to be the one
 /// judged stale. Returns whether the lock was moved aside.
 fn break_lock(path: &Path, judged: &LockStamp) -> bool {
+    // Serialised with other breakers and with releases, and judged again under that lock:
+    // another writer may have broken this lock and taken its own since we looked.
+    #[cfg(not(windows))]
+    let _breakers = BreakersLock::take(path);
+    #[cfg(not(windows))]
+    if !read_stamp(path).is_some_and(|now| now.same_as(judged)) {
+        return false;
+    }
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(
         ".stale-{}-{:08x}",
@@ -263,14 +364,14 @@ fn break_lock(path: &Path, judged: &LockStamp) -> bool {
         // Someone else broke or released it first, or its holder has it open (Windows).
         return false;
     }
-    let same = read_stamp(&aside).is_some_and(|moved| {
-        moved.content == judged.content
-            && moved.identity == judged.identity
-            && moved.modified == judged.modified
-    });
-    if !same {
-        // Not the stale lock: restore it without clobbering (hard_link fails if a new lock
-        // exists already).
+    let moved = read_stamp(&aside);
+    if let Some(moved) = moved.filter(|moved| !moved.same_as(judged)) {
+        // Not the stale lock: restore it without clobbering (this fails if a new lock exists
+        // already). Its holder knows it by its content.
+        #[cfg(not(windows))]
+        let _ = create_exclusive(path, &moved.content);
+        // (A held lock cannot be moved on Windows: this is one nobody has open.)
+        #[cfg(windows)]
         let _ = fs::hard_link(&aside, path);
     }
     let _ = fs::remove_file(&aside);
@@ -367,7 +468,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         // Fresh, in this writer's format, naming a pid that cannot exist and held by nobody.
-        fs::write(lock_path(&config), "4294967294 0123456789abcdef\n").unwrap();
+        fs::write(
+            lock_path(&config),
+            lock_content(4294967294, 0x0123_4567_89ab_cdef),
+        )
+        .unwrap();
         let lock = FileLock::acquire(&config, policy(200)).unwrap();
         let content = fs::read_to_string(lock_path(&config)).unwrap();
         assert!(
@@ -376,6 +481,98 @@ mod tests {
         );
         drop(lock);
         assert!(!lock_path(&config).exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_holder_whose_pid_this_proc_cannot_see_is_waited_for_not_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let here = pid_scope().expect("this test runs with its own /proc");
+        let boot = here.split('/').next().unwrap();
+        for (whose, content) in [
+            // Another container sharing the folder: same boot, another pid namespace.
+            (
+                "another pid namespace",
+                format!("4294967294 00 {boot}/pid:[1]\n"),
+            ),
+            // An NFS client elsewhere, or this machine before a reboot.
+            (
+                "another boot",
+                "4294967294 00 00000000-0000-0000-0000-000000000000/pid:[1]\n".to_owned(),
+            ),
+            // An older version of this writer, which did not say.
+            (
+                "an unscoped lock",
+                "4294967294 0123456789abcdef\n".to_owned(),
+            ),
+        ] {
+            fs::write(lock_path(&config), &content).unwrap();
+            let err = FileLock::acquire(&config, policy(100)).unwrap_err();
+            assert!(
+                matches!(err, KubeconfigError::LockTimeout { .. }),
+                "{whose}: {err}"
+            );
+            assert_eq!(
+                fs::read_to_string(lock_path(&config)).unwrap(),
+                content,
+                "{whose}"
+            );
+        }
+        // Only its age frees it.
+        let file = File::options()
+            .write(true)
+            .open(lock_path(&config))
+            .unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        drop(file);
+        drop(FileLock::acquire(&config, policy(100)).unwrap());
+    }
+
+    /// Three writers and a dead holder: the first breaks the stale lock and takes its own; the
+    /// second, which judged the dead holder's lock stale a moment earlier, must not move the
+    /// first one's lock aside even for an instant, or the third takes it in that gap and two
+    /// writers hold the lock.
+    #[cfg(not(windows))]
+    #[test]
+    fn a_writer_acting_on_an_outdated_judgment_never_opens_a_gap_in_a_fresh_lock() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        let path = lock_path(&config);
+        fs::write(&path, lock_content(4294967294, 1)).unwrap();
+        let judged = stale_lock(&path, Duration::from_secs(60)).expect("a dead holder's lock");
+
+        // The first writer breaks it and holds its own.
+        let first = FileLock::acquire(&config, policy(500)).unwrap();
+        // The third writer tries to create the lock as fast as it can.
+        let stop = Arc::new(AtomicBool::new(false));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let third = {
+            let (path, stop, taken) = (path.clone(), stop.clone(), taken.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if create_exclusive(&path, "third\n").is_ok() {
+                        taken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        // The second writer acts on what it judged before the first took the lock.
+        for _ in 0..2000 {
+            break_lock(&path, &judged);
+        }
+        stop.store(true, Ordering::Relaxed);
+        third.join().unwrap();
+        assert_eq!(
+            taken.load(Ordering::Relaxed),
+            0,
+            "the third writer got in while the first held the lock"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), first.content);
     }
 
     #[cfg(windows)]

@@ -117,3 +117,68 @@ pub fn temp_files(dir: &Path, file: &str) -> Vec<PathBuf> {
         .map(|e| e.path())
         .collect()
 }
+
+/// A real exFAT file system, mounted for one test: no hard links, no Unix modes, as on the USB
+/// disks and some network shares people keep files on. An image file on a loop device, mounted
+/// with Debian's FUSE exFAT driver (scripts/install-test-deps); needs root, a loop device and
+/// /dev/fuse, and fails loudly without them. Unmounted and detached on drop.
+pub struct ExfatMount {
+    dir: tempfile::TempDir,
+    device: String,
+    _image: tempfile::NamedTempFile,
+}
+
+impl ExfatMount {
+    pub fn new() -> Self {
+        let image = tempfile::NamedTempFile::new().expect("an image file");
+        image.as_file().set_len(16 << 20).expect("16 MiB image");
+        run("mkfs.exfat", &[image.path().as_os_str()]);
+        let device = run(
+            "losetup",
+            &["-f".as_ref(), "--show".as_ref(), image.path().as_os_str()],
+        );
+        let dir = tempfile::tempdir().expect("a mount point");
+        let mounted = Command::new("mount.exfat-fuse")
+            .arg(&device)
+            .arg(dir.path())
+            .output()
+            .expect("mount.exfat-fuse runs (Debian exfat-fuse)");
+        if !mounted.status.success() {
+            let _ = Command::new("losetup").args(["-d", &device]).status();
+            panic!(
+                "mounting exFAT failed: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+        }
+        Self {
+            dir,
+            device,
+            _image: image,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ExfatMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// Runs a set-up tool, panicking with its output when it fails; returns its stdout, trimmed.
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (scripts/install-test-deps): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
