@@ -2,6 +2,8 @@
 //! the tunnel reports login and edge failures, and that it recovers and shuts down cleanly.
 #![allow(clippy::unwrap_used)]
 
+#[path = "log_support/mod.rs"]
+mod log_support;
 mod support;
 
 use std::io::{Read, Write};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_tunnels::dirs::AppDirs;
 use k8s_tunnels::discovery::file::load;
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineConfig, Event, TunnelStatus};
-use k8s_tunnels::inventory::{Cluster, OriginMode::Tcp};
+use k8s_tunnels::inventory::{Cluster, OriginMode, OriginMode::Tcp};
 use k8s_tunnels::kubeconfig::Kubeconfig;
 use k8s_tunnels::state::StateStore;
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
@@ -510,4 +512,40 @@ fn a_cluster_that_cannot_work_leaves_no_kubeconfig_entry_behind() {
         "nothing written for a tunnel that never started"
     );
     assert!(engine.status().is_empty());
+}
+
+/// The health probe of a `socks` app makes its SOCKS request for the API server, as every stream
+/// does: at a `proxyType: socks` origin a stream closed before its SOCKS request reads as a failed
+/// handshake (a scan), every period, for every user.
+#[test]
+fn a_socks_origins_probe_makes_its_request_like_any_stream() {
+    let log = log_support::CapturedLog::start_global();
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(
+        &tmp.path().join("lab"),
+        &[("behind-socks", OriginMode::Socks)],
+    );
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let Setup { engine } = engine_in(tmp.path(), quick_schedule());
+    connect(&world, &engine, cluster);
+    wait_state(&engine, cluster, TunnelState::Up);
+    // A few periods of probes (1 s each here).
+    let probed = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("(a health probe)") && l.contains("mode=\"socks\""))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probed(&log.text()) < 3 {
+        assert!(Instant::now() < deadline, "no probes seen:\n{}", log.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = log.text();
+    assert!(
+        !text.contains("before its SOCKS request"),
+        "a probe that stopped short of its SOCKS request:\n{text}"
+    );
+    assert!(!text.contains("refused"), "{text}");
+    world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
 }

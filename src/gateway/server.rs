@@ -133,13 +133,14 @@ struct StreamLog<'a> {
 }
 
 impl StreamLog<'_> {
-    /// A stream that ended before it carried anything: a health probe.
-    fn probe(&self) {
+    /// A stream closed cleanly before it carried anything: a health probe, said at debug.
+    fn probe(&self, what: &'static str) {
         tracing::debug!(
             peer = %self.peer.map_or_else(|| String::from("-"), |p| p.to_string()),
             host = self.host,
             mode = self.mode,
-            "stream closed before any data (a health probe)"
+            destination = self.destination.unwrap_or("-"),
+            "{what}"
         );
     }
 
@@ -323,10 +324,11 @@ async fn pipe(
             .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         stream = match origin::socks_in_stream(stream, bound).await {
             Ok(stream) => stream,
-            // A client that opens a stream and closes it before a word is a health probe,
-            // not an attack: no "refused" line for it every few seconds.
+            // A client that opens a stream and closes it before a word is a health probe
+            // (of a client older than this one, which now makes its SOCKS request), not an
+            // attack: no "refused" line for it every few seconds.
             Err(e) if e.closed_before_any_data() => {
-                log.probe();
+                log.probe("stream closed before its SOCKS request (a health probe)");
                 return;
             }
             Err(e) => {
@@ -350,6 +352,10 @@ async fn pipe(
     .await;
     let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     match piped {
+        // Opened, answered and closed without a byte either way: a client's health probe.
+        Ok(_) if up == 0 && down == 0 => {
+            log.probe("stream closed before any data (a health probe)")
+        }
         Ok(_) => log.finish("closed", up, down),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => log.finish(
             &format!("closed: the client stopped answering ({e})"),

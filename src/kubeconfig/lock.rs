@@ -364,18 +364,26 @@ fn break_lock(path: &Path, judged: &LockStamp) -> bool {
         // Someone else broke or released it first, or its holder has it open (Windows).
         return false;
     }
-    let moved = read_stamp(&aside);
-    if let Some(moved) = moved.filter(|moved| !moved.same_as(judged)) {
+    if let Some(moved) = read_stamp(&aside).filter(|moved| !moved.same_as(judged)) {
         // Not the stale lock: restore it without clobbering (this fails if a new lock exists
-        // already). Its holder knows it by its content.
-        #[cfg(not(windows))]
-        let _ = create_exclusive(path, &moved.content);
-        // (A held lock cannot be moved on Windows: this is one nobody has open.)
-        #[cfg(windows)]
-        let _ = fs::hard_link(&aside, path);
+        // already).
+        restore(&aside, path, &moved);
     }
     let _ = fs::remove_file(&aside);
     true
+}
+
+/// Puts a lock moved aside by mistake back under its name. Unix: its holder knows it by its
+/// content, so a copy will do where there are no hard links.
+#[cfg(not(windows))]
+fn restore(_aside: &Path, path: &Path, moved: &LockStamp) {
+    let _ = create_exclusive(path, &moved.content);
+}
+
+/// Windows: a held lock cannot be moved, so this is one nobody has open.
+#[cfg(windows)]
+fn restore(aside: &Path, path: &Path, _moved: &LockStamp) {
+    let _ = fs::hard_link(aside, path);
 }
 
 #[cfg(unix)]

@@ -203,12 +203,16 @@ impl Edge {
         }
     }
 
-    /// Opens a WebSocket to the edge and closes it again: the health probe. It proves the edge
-    /// is reachable, its certificate valid and the credential accepted.
+    /// Opens a stream as [`open`](Self::open) does and closes it again: the health probe. It
+    /// proves the edge is reachable, its certificate valid and the credential accepted, and for
+    /// a `socks` origin that the origin's SOCKS server takes the request for the API server.
+    /// That exchange is also what keeps the probe from reading, at such an origin (cloudflared's
+    /// `proxyType: socks`), as a client that opened a stream and failed its SOCKS handshake,
+    /// every period.
     pub async fn probe(&self, credential: &Credential) -> Result<(), CarrierError> {
         use tokio::io::AsyncWriteExt;
-        let mut ws = self.upgrade(credential).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.shutdown()).await;
+        let mut stream = self.open(credential).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
         Ok(())
     }
 

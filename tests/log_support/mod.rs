@@ -21,6 +21,20 @@ impl CapturedLog {
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
+    /// Starts capturing in every thread of this process, for tests whose servers run on a
+    /// multi-threaded runtime (nextest runs each test in a process of its own).
+    pub fn start_global() -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the first global subscriber");
+        captured
+    }
+
     /// The text logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
