@@ -625,6 +625,18 @@ impl Engine {
         }
     }
 
+    /// Checks one open tunnel now (the tray's and window's "Retry now"): its probe runs at once
+    /// instead of after the back-off. Returns whether that tunnel is open here.
+    pub fn retry(&self, id: &ClusterId) -> bool {
+        match lock(&self.inner.tunnels).get(id) {
+            Some(open) => {
+                open.handle.check_now();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts (once) the wake-up and network watch. It holds only a weak reference, so it never
     /// keeps the engine alive.
     fn start_wake_watch(&self) {

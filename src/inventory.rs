@@ -193,8 +193,52 @@ pub enum Provenance {
     Discovered,
 }
 
-/// Clusters grouped cloud → environment → clusters, each level sorted.
-pub type Grouped<'a> = BTreeMap<Cloud, BTreeMap<&'a str, Vec<&'a Cluster>>>;
+/// Where an environment goes in every list of the app (CLI, tray, window): production first,
+/// then the usual stages; any other name after them.
+pub fn environment_rank(environment: &str) -> u8 {
+    match environment.to_ascii_lowercase().as_str() {
+        "prod" | "production" | "prd" => 0,
+        "staging" | "stage" | "stg" | "preprod" | "pre-prod" => 1,
+        "test" | "qa" | "uat" => 2,
+        "dev" | "development" => 3,
+        _ => 4,
+    }
+}
+
+/// Orders environment names the way every list of the app does: by [`environment_rank`], then
+/// by name without regard to case, then exactly (so that the order is total).
+pub fn compare_environments(a: &str, b: &str) -> std::cmp::Ordering {
+    environment_rank(a)
+        .cmp(&environment_rank(b))
+        .then_with(|| a.to_lowercase().cmp(&b.to_lowercase()))
+        .then_with(|| a.cmp(b))
+}
+
+/// An environment name as a map key, ordered by [`compare_environments`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EnvironmentKey<'a>(pub &'a str);
+
+impl Ord for EnvironmentKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        compare_environments(self.0, other.0)
+    }
+}
+
+impl PartialOrd for EnvironmentKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for EnvironmentKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Clusters grouped cloud → environment → clusters: clouds in [`Cloud`]'s order, environments
+/// by [`compare_environments`], clusters by name.
+pub type Grouped<'a> = BTreeMap<Cloud, BTreeMap<EnvironmentKey<'a>, Vec<&'a Cluster>>>;
 
 /// Groups clusters by cloud, then environment; clusters sorted by name within a group.
 pub fn group(clusters: &[Cluster]) -> Grouped<'_> {
@@ -203,7 +247,7 @@ pub fn group(clusters: &[Cluster]) -> Grouped<'_> {
         groups
             .entry(cluster.cloud)
             .or_default()
-            .entry(cluster.environment.as_str())
+            .entry(EnvironmentKey(cluster.environment.as_str()))
             .or_default()
             .push(cluster);
     }
@@ -256,4 +300,46 @@ pub enum SecretRefError {
     /// The value is empty.
     #[error("{0} is empty")]
     Empty(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_go_production_first_then_the_stages_then_the_rest_by_name() {
+        let mut names = vec![
+            "dev",
+            "sandbox",
+            "Staging",
+            "prod",
+            "qa",
+            "Analytics",
+            "production",
+            "stage",
+        ];
+        names.sort_by(|a, b| compare_environments(a, b));
+        assert_eq!(
+            names,
+            [
+                "prod",
+                "production",
+                "stage",
+                "Staging",
+                "qa",
+                "dev",
+                "Analytics",
+                "sandbox"
+            ]
+        );
+        // Total: names equal but for case keep one fixed order.
+        assert_eq!(
+            compare_environments("Prod", "prod"),
+            std::cmp::Ordering::Less
+        );
+        assert_eq!(
+            compare_environments("prod", "prod"),
+            std::cmp::Ordering::Equal
+        );
+    }
 }

@@ -95,7 +95,9 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Default)]
 struct Worker {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    /// When the call now running began; `None` when idle.
+    /// When the call now running (or waiting for the worker) was asked for; `None` when idle.
+    /// The time asked, not the time started: on a loaded machine a call can wait for the worker
+    /// thread to run it, and its caller's deadline runs from the asking.
     running_since: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -119,8 +121,10 @@ impl Worker {
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let running = self.running_since.clone();
+        let asked = Instant::now();
+        lock(&running).get_or_insert(asked);
         let job: Job = Box::new(move || {
-            *lock(&running) = Some(Instant::now());
+            *lock(&running) = Some(asked);
             let out = f();
             *lock(&running) = None;
             // The caller may have given up; nothing to do then.

@@ -270,14 +270,14 @@ async fn clusters_in_three_regions_and_two_profiles_are_found_grouped_with_exec_
     assert_eq!(groups.keys().collect::<Vec<_>>(), [&Cloud::Aws]);
     let envs: Vec<(&str, Vec<&str>)> = groups[&Cloud::Aws]
         .iter()
-        .map(|(env, list)| (*env, list.iter().map(|c| c.name.as_str()).collect()))
+        .map(|(env, list)| (env.0, list.iter().map(|c| c.name.as_str()).collect()))
         .collect();
     assert_eq!(
         envs,
         [
-            ("dev", vec!["dev-ap"]),
             ("prod", vec!["prod-eu", "prod-eu"]),
             ("staging", vec!["staging-us"]),
+            ("dev", vec!["dev-ap"]),
         ]
     );
 

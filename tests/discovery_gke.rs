@@ -151,11 +151,11 @@ async fn lists_each_project_once_and_maps_labels_ids_users_groups() {
     let groups = inventory::group(&all);
     let gcp: Vec<(&str, Vec<&str>)> = groups[&Cloud::Gcp]
         .iter()
-        .map(|(env, cs)| (*env, cs.iter().map(|c| c.name.as_str()).collect()))
+        .map(|(env, cs)| (env.0, cs.iter().map(|c| c.name.as_str()).collect()))
         .collect();
     assert_eq!(
         gcp,
-        vec![("dev", vec!["dev"]), ("prod", vec!["batch", "web"])]
+        vec![("prod", vec!["batch", "web"]), ("dev", vec!["dev"])]
     );
 
     // One call per project, every location at once.

@@ -163,13 +163,16 @@ async fn walks_the_prefix_and_maps_fields_ids_groups() {
     let groups = inventory::group(&all);
     let onprem: Vec<(&str, Vec<&str>)> = groups[&Cloud::Onprem]
         .iter()
-        .map(|(env, cs)| (*env, cs.iter().map(|c| c.name.as_str()).collect()))
+        .map(|(env, cs)| (env.0, cs.iter().map(|c| c.name.as_str()).collect()))
         .collect();
     assert_eq!(
         onprem,
         vec![("prod", vec!["prod-a"]), ("staging", vec!["stage"])]
     );
-    assert_eq!(groups[&Cloud::Aws]["prod"][0].name, "edge-01");
+    assert_eq!(
+        groups[&Cloud::Aws][&inventory::EnvironmentKey("prod")][0].name,
+        "edge-01"
+    );
 
     // Every request carried the token and stayed under the prefix; LISTs then GETs.
     let requests = state.requests.lock().unwrap().clone();

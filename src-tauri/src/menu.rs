@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_tunnels::inventory::{Cloud, ClusterId};
+use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
 use k8s_tunnels::tunnel::health::TunnelState;
 
 /// One cluster as the menu sees it.
@@ -39,6 +39,10 @@ pub enum MenuAction {
     Favourite(ClusterId),
     /// Toggle a cluster's tunnel from its cloud/environment submenu.
     Cluster(ClusterId),
+    /// Toggle (close) an open tunnel from the open tunnels' section.
+    Open(ClusterId),
+    /// Check a tunnel that is down now instead of after its back-off.
+    Retry(ClusterId),
     /// Close every tunnel.
     DisconnectAll,
     /// Run discovery now.
@@ -55,6 +59,8 @@ impl MenuAction {
         match self {
             MenuAction::Favourite(id) => format!("fav:{id}"),
             MenuAction::Cluster(id) => format!("cluster:{id}"),
+            MenuAction::Open(id) => format!("open:{id}"),
+            MenuAction::Retry(id) => format!("retry:{id}"),
             MenuAction::DisconnectAll => "disconnect_all".into(),
             MenuAction::RefreshDiscovery => "refresh_discovery".into(),
             MenuAction::OpenWindow => "open_window".into(),
@@ -71,6 +77,12 @@ impl MenuAction {
         if let Some(cluster) = id.strip_prefix("cluster:") {
             return Some(MenuAction::Cluster(ClusterId(cluster.to_string())));
         }
+        if let Some(cluster) = id.strip_prefix("open:") {
+            return Some(MenuAction::Open(ClusterId(cluster.to_string())));
+        }
+        if let Some(cluster) = id.strip_prefix("retry:") {
+            return Some(MenuAction::Retry(ClusterId(cluster.to_string())));
+        }
         match id {
             "disconnect_all" => Some(MenuAction::DisconnectAll),
             "refresh_discovery" => Some(MenuAction::RefreshDiscovery),
@@ -80,10 +92,13 @@ impl MenuAction {
         }
     }
 
-    /// The cluster a toggle is about.
+    /// The cluster a toggle or a retry is about.
     pub fn cluster(&self) -> Option<&ClusterId> {
         match self {
-            MenuAction::Favourite(id) | MenuAction::Cluster(id) => Some(id),
+            MenuAction::Favourite(id)
+            | MenuAction::Cluster(id)
+            | MenuAction::Open(id)
+            | MenuAction::Retry(id) => Some(id),
             _ => None,
         }
     }
@@ -92,7 +107,7 @@ impl MenuAction {
 /// One node of the menu tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MenuNode {
-    /// A checkbox: a cluster's tunnel, checked when up.
+    /// A checkbox: a cluster's tunnel, checked while it is open (whatever its health).
     Check {
         /// What a click does.
         action: MenuAction,
@@ -132,8 +147,8 @@ pub fn cloud_label(cloud: Cloud) -> &'static str {
     }
 }
 
-/// A cluster's label: its name, with the state when that is neither up nor closed (the
-/// checkmark says those).
+/// A cluster's label: its name, with the state when its tunnel is open but not up (the
+/// checkmark says open or closed).
 fn cluster_label(c: &MenuCluster) -> String {
     match c.tunnel {
         Some(TunnelState::Connecting) => format!("{} (connecting…)", c.name),
@@ -165,52 +180,81 @@ pub fn status_line(state: &MenuState) -> String {
     line
 }
 
-/// Builds the menu: favourites first (checkboxes, checked = up), then a submenu per cloud
-/// holding one per environment with a checkbox per cluster, the status line, and the actions.
+/// Builds the menu. At the top what users reach for: the favourites, then every other open
+/// tunnel (up, connecting or failing), each a checkbox that is checked while its tunnel is
+/// open, whatever its health (the label says how it is), with "Retry now" under a tunnel that
+/// is down. Then a submenu per cloud, holding one per environment with a checkbox per cluster,
+/// both labelled with their counts ("AWS (2 up)"); then the status line and the actions.
 pub fn model(state: &MenuState) -> Vec<MenuNode> {
     let mut nodes = Vec::new();
+    let by_name =
+        |a: &&MenuCluster, b: &&MenuCluster| a.name.cmp(&b.name).then(a.id.0.cmp(&b.id.0));
     let mut favourites: Vec<&MenuCluster> = state.clusters.iter().filter(|c| c.favourite).collect();
-    favourites.sort_by(|a, b| a.name.cmp(&b.name));
-    for c in &favourites {
-        nodes.push(MenuNode::Check {
-            action: MenuAction::Favourite(c.id.clone()),
-            label: cluster_label(c),
-            checked: c.tunnel == Some(TunnelState::Up),
-        });
-    }
-    if !favourites.is_empty() {
-        nodes.push(MenuNode::Separator);
+    favourites.sort_by(by_name);
+    let mut open: Vec<&MenuCluster> = state
+        .clusters
+        .iter()
+        .filter(|c| !c.favourite && c.tunnel.is_some())
+        .collect();
+    open.sort_by(by_name);
+    for (section, action) in [
+        (
+            &favourites,
+            MenuAction::Favourite as fn(ClusterId) -> MenuAction,
+        ),
+        (&open, MenuAction::Open),
+    ] {
+        for c in section.iter() {
+            nodes.push(MenuNode::Check {
+                action: action(c.id.clone()),
+                label: cluster_label(c),
+                checked: c.tunnel.is_some(),
+            });
+            if c.tunnel == Some(TunnelState::Down) {
+                nodes.push(MenuNode::Item {
+                    action: Some(MenuAction::Retry(c.id.clone())),
+                    label: format!("    Retry {} now", c.name),
+                    enabled: true,
+                });
+            }
+        }
+        if !section.is_empty() {
+            nodes.push(MenuNode::Separator);
+        }
     }
 
-    let mut groups: BTreeMap<Cloud, BTreeMap<&str, Vec<&MenuCluster>>> = BTreeMap::new();
+    let mut groups: BTreeMap<Cloud, BTreeMap<EnvironmentKey<'_>, Vec<&MenuCluster>>> =
+        BTreeMap::new();
     for c in &state.clusters {
         groups
             .entry(c.cloud)
             .or_default()
-            .entry(c.environment.as_str())
+            .entry(EnvironmentKey(c.environment.as_str()))
             .or_default()
             .push(c);
     }
     for (cloud, environments) in groups {
+        let mut in_cloud = Vec::new();
         let children = environments
             .into_iter()
             .map(|(environment, mut clusters)| {
-                clusters.sort_by(|a, b| a.name.cmp(&b.name));
+                clusters.sort_by(by_name);
+                in_cloud.extend(clusters.iter().copied());
                 MenuNode::Submenu {
-                    label: environment.to_string(),
+                    label: with_counts(environment.0, &clusters),
                     children: clusters
                         .into_iter()
                         .map(|c| MenuNode::Check {
                             action: MenuAction::Cluster(c.id.clone()),
                             label: cluster_label(c),
-                            checked: c.tunnel == Some(TunnelState::Up),
+                            checked: c.tunnel.is_some(),
                         })
                         .collect(),
                 }
             })
             .collect();
         nodes.push(MenuNode::Submenu {
-            label: cloud_label(cloud).to_string(),
+            label: with_counts(cloud_label(cloud), &in_cloud),
             children,
         });
     }
@@ -255,6 +299,30 @@ pub fn model(state: &MenuState) -> Vec<MenuNode> {
         enabled: true,
     });
     nodes
+}
+
+/// A submenu's label with how many of its tunnels are up and failing: "AWS (2 up, 1 failing)",
+/// or the bare name when none is open.
+fn with_counts(name: &str, clusters: &[&MenuCluster]) -> String {
+    let up = clusters
+        .iter()
+        .filter(|c| c.tunnel == Some(TunnelState::Up))
+        .count();
+    let failing = clusters
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.tunnel,
+                Some(TunnelState::Down | TunnelState::LoginRequired)
+            )
+        })
+        .count();
+    match (up, failing) {
+        (0, 0) => name.to_string(),
+        (up, 0) => format!("{name} ({up} up)"),
+        (0, failing) => format!("{name} ({failing} failing)"),
+        (up, failing) => format!("{name} ({up} up, {failing} failing)"),
+    }
 }
 
 /// How the tray icon looks.
@@ -363,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn favourites_first_then_clouds_then_status_and_actions() {
+    fn favourites_then_the_other_open_tunnels_then_clouds_with_counts() {
         let nodes = model(&demo());
         assert_eq!(
             labels(&nodes),
@@ -371,8 +439,13 @@ mod tests {
                 "[ ] analytics-prod",
                 "[x] prod-eu",
                 "---",
-                "AWS >",
-                "Google Cloud >",
+                "[x] factory-dc1 (connecting…)",
+                "[x] prod-us",
+                "[x] sandbox (down)",
+                "    Retry sandbox now",
+                "---",
+                "AWS (2 up) >",
+                "Google Cloud (1 failing) >",
                 "On-premises >",
                 "---",
                 "2 tunnels up, 1 failing",
@@ -383,26 +456,61 @@ mod tests {
                 "Quit",
             ]
         );
+        let retry = nodes
+            .iter()
+            .find_map(|n| match n {
+                MenuNode::Item {
+                    action: Some(a @ MenuAction::Retry(_)),
+                    ..
+                } => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(retry, MenuAction::Retry(ClusterId("file:sandbox".into())));
     }
 
     #[test]
-    fn groups_hold_environments_holding_every_cluster_checked_when_up() {
+    fn a_failing_tunnel_stays_checked_with_its_state_in_the_label() {
+        let mut state = demo();
+        state.clusters[0].tunnel = Some(TunnelState::Down);
+        state.clusters[3].tunnel = Some(TunnelState::LoginRequired);
+        let nodes = model(&state);
+        let top = labels(&nodes);
+        assert_eq!(top[0], "[x] analytics-prod (login required)");
+        assert_eq!(top[1], "[x] prod-eu (down)");
+        assert_eq!(top[2], "    Retry prod-eu now");
+        let aws = submenu(&nodes, "AWS (1 up, 1 failing)");
+        assert_eq!(
+            labels(submenu(aws, "prod (1 up, 1 failing)")),
+            ["[x] prod-eu (down)", "[x] prod-us"]
+        );
+    }
+
+    #[test]
+    fn groups_hold_environments_in_the_librarys_order_with_every_cluster() {
         let nodes = model(&demo());
-        let aws = submenu(&nodes, "AWS");
-        assert_eq!(labels(aws), ["prod >", "staging >"]);
+        let aws = submenu(&nodes, "AWS (2 up)");
+        assert_eq!(labels(aws), ["prod (2 up) >", "staging >"]);
         // A favourite is also listed in its group.
-        assert_eq!(labels(submenu(aws, "prod")), ["[x] prod-eu", "[x] prod-us"]);
+        assert_eq!(
+            labels(submenu(aws, "prod (2 up)")),
+            ["[x] prod-eu", "[x] prod-us"]
+        );
         assert_eq!(labels(submenu(aws, "staging")), ["[ ] staging-eu"]);
-        let gcp = submenu(&nodes, "Google Cloud");
-        assert_eq!(labels(gcp), ["dev >", "prod >"]);
-        assert_eq!(labels(submenu(gcp, "dev")), ["[ ] sandbox (down)"]);
+        // Production before development, as in the window and the CLI.
+        let gcp = submenu(&nodes, "Google Cloud (1 failing)");
+        assert_eq!(labels(gcp), ["prod >", "dev (1 failing) >"]);
+        assert_eq!(
+            labels(submenu(gcp, "dev (1 failing)")),
+            ["[x] sandbox (down)"]
+        );
         let onprem = submenu(&nodes, "On-premises");
         assert_eq!(
             labels(submenu(onprem, "prod")),
-            ["[ ] factory-dc1 (connecting…)"]
+            ["[x] factory-dc1 (connecting…)"]
         );
-        // The two entries of a favourite have distinct ids that both toggle it.
-        let MenuNode::Check { action, .. } = &submenu(aws, "prod")[0] else {
+        // The entries of one cluster have distinct ids that all toggle it.
+        let MenuNode::Check { action, .. } = &submenu(aws, "prod (2 up)")[0] else {
             panic!("not a check")
         };
         assert_eq!(
@@ -457,6 +565,8 @@ mod tests {
         for action in [
             MenuAction::Favourite(ClusterId("eks:1:eu-west-1:a".into())),
             MenuAction::Cluster(ClusterId("file:b".into())),
+            MenuAction::Open(ClusterId("file:c".into())),
+            MenuAction::Retry(ClusterId("file:d".into())),
             MenuAction::DisconnectAll,
             MenuAction::RefreshDiscovery,
             MenuAction::OpenWindow,

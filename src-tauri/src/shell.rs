@@ -11,7 +11,7 @@ use k8s_tunnels::app::{App, AppError, SourceInfo};
 use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::discovery::{Progress, ProgressSink};
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineError, TunnelStatus};
-use k8s_tunnels::inventory::{Cloud, ClusterId};
+use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
 use k8s_tunnels::lab::Lab;
 use k8s_tunnels::state::Settings;
 use serde::Serialize;
@@ -40,6 +40,10 @@ pub struct ClusterRow {
     pub cloud: Cloud,
     /// Environment.
     pub environment: String,
+    /// Where its environment goes in every list: its place among the catalog's environments in
+    /// the library's order ([`k8s_tunnels::inventory::compare_environments`]), which the window
+    /// follows rather than sorting names itself.
+    pub environment_order: u32,
     /// Region or project.
     pub region: Option<String>,
     /// Source that found it.
@@ -176,14 +180,25 @@ impl Shell {
     /// Every cluster with its tunnel, favourites first, then by cloud, environment and name.
     pub fn clusters(&self) -> Result<Vec<ClusterRow>, IpcError> {
         let favourites = self.app.favourites().map_err(IpcError::from_app)?;
-        let mut rows: Vec<ClusterRow> = self
-            .catalog()
+        let catalog = self.catalog();
+        let environments: std::collections::BTreeSet<EnvironmentKey<'_>> = catalog
+            .iter()
+            .map(|e| EnvironmentKey(e.cluster.environment.as_str()))
+            .collect();
+        let place = |environment: &str| {
+            environments
+                .iter()
+                .position(|e| e.0 == environment)
+                .map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX))
+        };
+        let mut rows: Vec<ClusterRow> = catalog
             .iter()
             .map(|e| ClusterRow {
                 id: e.cluster.id.clone(),
                 name: e.cluster.name.clone(),
                 cloud: e.cluster.cloud,
                 environment: e.cluster.environment.clone(),
+                environment_order: place(&e.cluster.environment),
                 region: e.cluster.region.clone(),
                 source: e.source.clone(),
                 stale: e.stale.clone(),
@@ -192,13 +207,22 @@ impl Shell {
                 tunnel: self.engine.status_of(&e.cluster.id),
             })
             .collect();
+        // The library's order, which the window keeps (one order for tray, window and CLI).
         rows.sort_by(|a, b| {
-            (!a.favourite, a.cloud, &a.environment, &a.name).cmp(&(
-                !b.favourite,
-                b.cloud,
-                &b.environment,
-                &b.name,
-            ))
+            (
+                !a.favourite,
+                a.cloud,
+                EnvironmentKey(&a.environment),
+                &a.name,
+                &a.id.0,
+            )
+                .cmp(&(
+                    !b.favourite,
+                    b.cloud,
+                    EnvironmentKey(&b.environment),
+                    &b.name,
+                    &b.id.0,
+                ))
         });
         Ok(rows)
     }

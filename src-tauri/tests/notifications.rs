@@ -1,12 +1,15 @@
 //! Desktop notifications reach a real notification server: dunst on a private D-Bus session
 //! (under Xvfb, which dunst needs). Killing the lab gateway with three tunnels up yields exactly
 //! one "tunnels dropped" notification, read back from dunst's history; restarting it exactly one
-//! "tunnels back".
+//! "tunnels back". The same when the edge stalls instead (a relay process in front of it
+//! stopped with SIGSTOP, as after a sleep or on a frozen network) and then resumes.
 //!
 //! notify-rust finds the bus through `DBUS_SESSION_BUS_ADDRESS`, which a test must not change
 //! in its own process; so the test starts the peers, then runs the scenario in a child process
 //! (this test binary, the ignored test below) with the private bus in its environment.
 
+#[path = "../../tests/support/fault_proxy.rs"]
+mod fault_proxy;
 mod support;
 
 use std::process::{Command, Stdio};
@@ -19,8 +22,30 @@ use support::{World, wait_for};
 
 const CHILD_ENV: &str = "K8S_TUNNELS_NOTIFY_TEST_CHILD";
 
+/// How the edge goes away in a scenario (the value of [`CHILD_ENV`]).
+const KILLED: &str = "killed";
+const STALLED: &str = "stalled";
+
 #[test]
 fn a_dropped_edge_is_one_notification_and_its_return_another() {
+    run_with_dunst(KILLED);
+}
+
+#[test]
+fn a_stalled_edge_is_one_notification_and_its_resumption_another() {
+    run_with_dunst(STALLED);
+}
+
+/// Not a test of its own: the relay process of the stalled scenario (see `fault_proxy.rs`).
+#[test]
+#[ignore = "run by the stalled scenario as its relay process"]
+fn fault_proxy_child() {
+    fault_proxy::child_main();
+}
+
+/// Starts Xvfb, a private bus and dunst, runs the scenario in a child process on that bus and
+/// checks it passed.
+fn run_with_dunst(fault: &str) {
     for (program, package) in [
         ("dbus-daemon", "dbus-daemon"),
         ("dunst", "dunst"),
@@ -64,7 +89,7 @@ fn a_dropped_edge_is_one_notification_and_its_return_another() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, "1")
+        .env(CHILD_ENV, fault)
         .env("DBUS_SESSION_BUS_ADDRESS", bus)
         .env_remove("DISPLAY")
         .output()
@@ -146,13 +171,14 @@ fn wait_all(world: &World, state: TunnelState) {
 #[test]
 #[ignore = "run in a child process by a_dropped_edge_is_one_notification_and_its_return_another"]
 fn scenario_in_child_process() {
-    assert!(
-        std::env::var_os(CHILD_ENV).is_some(),
-        "run by a_dropped_edge_is_one_notification_and_its_return_another, not alone"
-    );
+    let fault = std::env::var(CHILD_ENV)
+        .expect("run by a_dropped_edge_is_one_notification_and_its_return_another, not alone");
     let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").expect("private bus");
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut world = World::start(tmp.path());
+    let mut relay = None;
+    let mut world = World::start_via(tmp.path(), |gateway| {
+        (fault == STALLED).then(|| relay.insert(fault_proxy::FaultProxy::start(gateway)).addr())
+    });
     let _notifier = {
         let _guard = world.rt.enter();
         Notifier::with_timing(&world.shell, Duration::from_secs(1), Duration::from_secs(5))
@@ -168,7 +194,10 @@ fn scenario_in_child_process() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(history(&bus), [], "connecting is not news");
 
-    world.rt.block_on(world.lab.stop_gateway());
+    match &relay {
+        Some(relay) => relay.stall(),
+        None => world.rt.block_on(world.lab.stop_gateway()),
+    }
     wait_all(&world, TunnelState::Down);
     let shown = settled_history(&bus, 1);
     assert_eq!(shown.len(), 1, "one notification per burst: {shown:?}");
@@ -177,10 +206,13 @@ fn scenario_in_child_process() {
         assert!(shown[0].1.contains(&format!("{name}: ")), "{shown:?}");
     }
 
-    world
-        .rt
-        .block_on(world.lab.start_gateway())
-        .expect("restart the gateway");
+    match &relay {
+        Some(relay) => relay.resume(),
+        None => world
+            .rt
+            .block_on(world.lab.start_gateway())
+            .expect("restart the gateway"),
+    }
     wait_all(&world, TunnelState::Up);
     let shown = settled_history(&bus, 2);
     assert_eq!(shown.len(), 2, "one more notification: {shown:?}");

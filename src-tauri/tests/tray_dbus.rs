@@ -94,6 +94,11 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         describe(&aws.children[0].children),
         ["[ ] prod-eu", "[ ] prod-us"]
     );
+    // Environments in the library's one order, production first, as in the window.
+    assert_eq!(
+        describe(&layout.children[4].children),
+        ["prod >", "staging >", "dev >"]
+    );
 
     // A click on a favourite connects it; the menu follows: checked, and the status line.
     rt.block_on(tray.click(layout.children[0].id));
@@ -102,7 +107,10 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         Duration::from_secs(30),
         || async {
             let top = describe(&tray.layout().await.children);
-            (top[0] == "[x] prod-us" && top.contains(&"1 tunnel up".to_string())).then_some(())
+            (top[0] == "[x] prod-us"
+                && top.contains(&"AWS (1 up) >".to_string())
+                && top.contains(&"1 tunnel up".to_string()))
+            .then_some(())
         },
     ));
 

@@ -73,6 +73,8 @@ function cluster(
     name,
     cloud,
     environment,
+    // As the library places them (k8s_tunnels::inventory::environment_rank).
+    environment_order: ["prod", "staging", "test", "dev"].indexOf(environment) >>> 0,
     region,
     source,
     stale: null,

@@ -15,6 +15,7 @@ const ROWS: ClusterRow[] = [
     name: "payments",
     cloud: "aws",
     environment: "prod",
+    environment_order: 0,
     region: "eu-west-1",
     source: "eks",
     stale: null,

@@ -36,6 +36,8 @@ export interface ClusterRow {
   name: string;
   cloud: Cloud;
   environment: string;
+  /** Where its environment goes in every list (the library's one order; lower first). */
+  environment_order: number;
   region: string | null;
   /** `file`, `eks`, `gke`, `vault`, `demo`. */
   source: string;

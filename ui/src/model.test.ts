@@ -19,12 +19,16 @@ import {
   type UiState,
 } from "./model";
 
+/** The places the library would give these environments (k8s_tunnels::inventory). */
+const ENVIRONMENT_ORDER: Record<string, number> = { prod: 0, staging: 1, dev: 2, canary: 3, "qa-2": 4 };
+
 function row(cloud: Cloud, environment: string, name: string, extra: Partial<ClusterRow> = {}): ClusterRow {
   return {
     id: `${cloud}/${environment}/${name}`,
     name,
     cloud,
     environment,
+    environment_order: ENVIRONMENT_ORDER[environment] ?? 99,
     region: null,
     source: "file",
     stale: null,
@@ -114,6 +118,16 @@ describe("grouping and sorting", () => {
     expect(names(aws.environments[0].rows)).toEqual(["payments"]);
     expect(aws.count).toBe(5);
     expect(l.groups.flatMap((g) => g.environments.flatMap((e) => names(e.rows)))).not.toContain("checkout");
+  });
+
+  test("environments go where the library puts them, not by their names", () => {
+    const rows = [
+      row("aws", "prod", "a", { environment_order: 2 }),
+      row("aws", "zeta", "b", { environment_order: 0 }),
+      row("aws", "alpha", "c", { environment_order: 1 }),
+    ];
+    expect(listing(rows).groups[0].environments.map((e) => e.environment)).toEqual(["zeta", "alpha", "prod"]);
+    expect(filterOptions(rows).environments).toEqual(["zeta", "alpha", "prod"]);
   });
 
   test("favourites sort by name; a starred row leaves its group and an emptied group disappears", () => {

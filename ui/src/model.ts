@@ -62,22 +62,15 @@ export const CLOUD_LABELS: Record<Cloud, string> = {
   other: "Other",
 };
 
-/** Production first, then the usual stages; any other environment after them, by name. */
-const ENV_RANK: Record<string, number> = {
-  prod: 0,
-  production: 0,
-  staging: 1,
-  stage: 1,
-  test: 2,
-  qa: 2,
-  dev: 3,
-  development: 3,
-};
-
-export function compareEnvironments(a: string, b: string): number {
-  const ra = ENV_RANK[a.toLowerCase()] ?? 100;
-  const rb = ENV_RANK[b.toLowerCase()] ?? 100;
-  return ra !== rb ? ra - rb : a.localeCompare(b);
+/**
+ * Orders environments by the place the library gives each (`environment_order`, the same order
+ * the tray and the CLI use: production first, then the usual stages, then the rest), read from
+ * the rows that carry them.
+ */
+export function environmentOrder(rows: readonly ClusterRow[]): (a: string, b: string) => number {
+  const place = new Map<string, number>();
+  for (const r of rows) place.set(r.environment, r.environment_order);
+  return (a, b) => (place.get(a) ?? Infinity) - (place.get(b) ?? Infinity) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 /** By name, then id so equal names keep a stable order. */
@@ -117,11 +110,12 @@ export function listing(rows: readonly ClusterRow[]): Listing {
     if (!list) envs.set(r.environment, (list = []));
     list.push(r);
   }
+  const byEnvironment = environmentOrder(rows);
   const groups: CloudGroup[] = [];
   for (const cloud of CLOUD_ORDER) {
     const envs = byCloud.get(cloud);
     if (!envs) continue;
-    const environments = [...envs.keys()].sort(compareEnvironments).map((environment) => ({
+    const environments = [...envs.keys()].sort(byEnvironment).map((environment) => ({
       environment,
       rows: envs.get(environment)!.sort(compareRows),
     }));
@@ -139,7 +133,7 @@ export function filterOptions(rows: readonly ClusterRow[]): {
   const clouds = new Set(rows.map((r) => r.cloud));
   return {
     clouds: CLOUD_ORDER.filter((c) => clouds.has(c)),
-    environments: [...new Set(rows.map((r) => r.environment))].sort(compareEnvironments),
+    environments: [...new Set(rows.map((r) => r.environment))].sort(environmentOrder(rows)),
     regions: [...new Set(rows.flatMap((r) => (r.region ? [r.region] : [])))].sort(),
   };
 }

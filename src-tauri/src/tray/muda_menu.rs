@@ -133,8 +133,11 @@ mod tests {
             [
                 "[x] R&&D #fav:file:R&D",
                 "---",
-                "AWS >",
-                "Google Cloud >",
+                "[x] analytics (down) #open:file:analytics",
+                "    Retry analytics now #retry:file:analytics",
+                "---",
+                "AWS (1 up) >",
+                "Google Cloud (1 failing) >",
                 "---",
                 "1 tunnel up, 1 failing (text)",
                 "Disconnect all #disconnect_all",
@@ -144,11 +147,11 @@ mod tests {
                 "Quit #quit",
             ]
         );
-        let MenuItemKind::Submenu(aws) = &items[2] else {
+        let MenuItemKind::Submenu(aws) = &items[5] else {
             panic!("not a submenu")
         };
         let prod = aws.items();
-        assert_eq!(describe(&prod), ["prod >"]);
+        assert_eq!(describe(&prod), ["prod (1 up) >"]);
         let MenuItemKind::Submenu(prod) = &prod[0] else {
             panic!("not a submenu")
         };
@@ -159,7 +162,7 @@ mod tests {
                 "[ ] prod-us #cluster:file:prod-us"
             ]
         );
-        let MenuItemKind::Submenu(gcp) = &items[3] else {
+        let MenuItemKind::Submenu(gcp) = &items[6] else {
             panic!("not a submenu")
         };
         let MenuItemKind::Submenu(gcp_prod) = &gcp.items()[0] else {
@@ -167,7 +170,7 @@ mod tests {
         };
         assert_eq!(
             describe(&gcp_prod.items()),
-            ["[ ] analytics (down) #cluster:file:analytics"]
+            ["[x] analytics (down) #cluster:file:analytics"]
         );
     }
 
@@ -182,9 +185,13 @@ mod tests {
             action_of(&event(&items[0])),
             Some(MenuAction::Favourite(ClusterId("file:R&D".into())))
         );
-        assert_eq!(action_of(&event(&items[10])), Some(MenuAction::Quit));
+        assert_eq!(
+            action_of(&event(&items[3])),
+            Some(MenuAction::Retry(ClusterId("file:analytics".into())))
+        );
+        assert_eq!(action_of(&event(&items[13])), Some(MenuAction::Quit));
         // The status line and the submenus are no actions.
+        assert_eq!(action_of(&event(&items[8])), None);
         assert_eq!(action_of(&event(&items[5])), None);
-        assert_eq!(action_of(&event(&items[2])), None);
     }
 }

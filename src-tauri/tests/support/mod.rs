@@ -38,6 +38,16 @@ pub struct World {
 impl World {
     /// Three clusters across two clouds, files under `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_via(dir, |_| None)
+    }
+
+    /// As [`start`](Self::start), with the clusters reaching the lab's gateway through whatever
+    /// `relay` puts in front of it (given the gateway's address, it returns where clients go
+    /// instead), or straight when it returns `None`.
+    pub fn start_via(
+        dir: &Path,
+        relay: impl FnOnce(std::net::SocketAddr) -> Option<std::net::SocketAddr>,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,12 +61,22 @@ impl World {
         let lab = rt
             .block_on(Lab::start(LabConfig::new(&dir.join("lab"), specs)))
             .expect("start the lab");
+        let inventory = match relay(lab.gateway_addr()) {
+            None => lab.inventory_path().to_path_buf(),
+            Some(relayed) => {
+                let text = std::fs::read_to_string(lab.inventory_path()).expect("lab inventory");
+                let path = dir.join("inventory-relayed.yaml");
+                let text = text.replace(&lab.gateway_addr().to_string(), &relayed.to_string());
+                std::fs::write(&path, text).expect("write the relayed inventory");
+                path
+            }
+        };
         let home = AppDirs::at(&dir.join("home"));
         let kubeconfig = dir.join("kubeconfig");
         let app = App::load(
             home.clone(),
             AppOptions {
-                inventory: Some(lab.inventory_path().to_path_buf()),
+                inventory: Some(inventory),
                 kubeconfig: Some(kubeconfig.clone()),
                 ..AppOptions::default()
             },

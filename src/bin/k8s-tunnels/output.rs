@@ -48,7 +48,7 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
                     name: &c.name,
                     source: &entry.source,
                     cloud: cloud.to_string(),
-                    environment: env,
+                    environment: env.0,
                     region: c.region.as_deref(),
                     api_server: c.api.url.as_str(),
                     access_hostname: &c.access.hostname,
