@@ -175,8 +175,10 @@ impl Keychain {
             Ok(()) => KeychainStatus::Durable,
             Err(reason) => KeychainStatus::Unavailable { reason },
         };
+        // Debug only: what the unavailability means for the user (logins kept in memory for
+        // the session) is said once, by the token store's warning, where it is shown.
         if let KeychainStatus::Unavailable { reason } = &status {
-            tracing::warn!(%reason, "OS keychain unavailable");
+            tracing::debug!(%reason, "OS keychain unavailable");
         }
         Self {
             service: service.to_string(),

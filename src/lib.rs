@@ -22,6 +22,7 @@ pub mod private_file;
 pub mod secret;
 pub mod signals;
 pub mod state;
+pub mod terminal;
 pub mod timestamp;
 pub mod tls;
 pub mod tunnel;

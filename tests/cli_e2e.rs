@@ -173,3 +173,33 @@ fn use_before_connect_writes_the_entry_and_unknown_names_are_clear_errors() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("missing.yaml"));
 }
+
+/// Without a keychain (no session bus to reach one), the CLI says so once, in plain words, and
+/// what it writes to a stderr that is not a terminal (a pipe here, a CI log, a file) carries no
+/// colour codes; nor with `NO_COLOR` set.
+#[test]
+fn a_missing_keychain_is_said_once_and_logs_to_a_pipe_are_plain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("echo", Tcp)]);
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+    for no_color in [None, Some("1")] {
+        let mut command = cli.command(&["auth", "status"]);
+        command
+            .env_remove("K8S_TUNNELS_KEYCHAIN")
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}", tmp.path().join("no-bus").display()),
+            )
+            .env("K8S_TUNNELS_LOG", "debug");
+        match no_color {
+            Some(v) => command.env("NO_COLOR", v),
+            None => command.env_remove("NO_COLOR"),
+        };
+        let out = command.output().unwrap();
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(err.matches("no OS keychain").count(), 1, "{err}");
+        assert!(err.contains("DEBUG"), "debug lines were asked for: {err}");
+        assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+    }
+}

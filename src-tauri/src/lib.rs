@@ -105,6 +105,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(k8s_tunnels::terminal::colour(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

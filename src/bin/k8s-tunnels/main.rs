@@ -189,6 +189,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(k8s_tunnels::terminal::colour(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
