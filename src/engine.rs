@@ -637,6 +637,24 @@ impl Engine {
         }
     }
 
+    /// Signs in to an open tunnel's Access application because the user asked to (a click on a
+    /// "Login required" notification): the browser login may open at once, then the tunnel is
+    /// checked. `Ok(false)` when that tunnel is not open here or uses no Access login.
+    pub async fn sign_in(&self, id: &ClusterId) -> Result<bool, crate::access::AccessError> {
+        let cluster = match lock(&self.inner.tunnels).get(id) {
+            Some(open) => open.handle.cluster().clone(),
+            None => return Ok(false),
+        };
+        let Some(access) = self.access().filter(|a| a.manages(&cluster)) else {
+            return Ok(false);
+        };
+        access
+            .credential(&cluster, crate::access::Interaction::Explicit)
+            .await?;
+        self.retry(id);
+        Ok(true)
+    }
+
     /// Starts (once) the wake-up and network watch. It holds only a weak reference, so it never
     /// keeps the engine alive.
     fn start_wake_watch(&self) {

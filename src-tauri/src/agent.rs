@@ -46,9 +46,7 @@ impl Agent {
     pub fn on_menu(&self, action: MenuAction) {
         let shell = Arc::clone(&self.shell);
         match action {
-            MenuAction::Retry(id) => {
-                shell.engine().retry(&id);
-            }
+            MenuAction::Retry(id) => shell.retry(&id),
             MenuAction::Favourite(id) | MenuAction::Cluster(id) | MenuAction::Open(id) => {
                 tokio::spawn(async move {
                     // Failures are in the activity log and the tunnel's state.

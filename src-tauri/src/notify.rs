@@ -73,6 +73,29 @@ pub struct Notice {
     pub body: String,
     /// Shown as critical (a drop, a required login).
     pub critical: bool,
+    /// The news this belongs to: a notice takes the place of the one before it in its slot.
+    pub slot: Option<Slot>,
+    /// What a click on it does, where the notification server supports actions.
+    pub click: Option<Click>,
+}
+
+/// Kinds of news of which only the latest is shown: "3 tunnels back" takes the place of
+/// "3 tunnels dropped" (which, critical, would otherwise stay on screen above it for good).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// Tunnels dropped or back.
+    Tunnels,
+    /// A login required or running out.
+    Login,
+}
+
+/// What a click on a notification does (its default action).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Click {
+    /// Check every tunnel that is down now ("Retry now").
+    RetryDown,
+    /// Sign in for every tunnel that waits for a login.
+    SignIn,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +118,9 @@ pub struct Coalescer {
     max: Duration,
     /// Known tunnels: name, state, reason.
     tunnels: BTreeMap<ClusterId, (String, TunnelState, Option<String>)>,
+    /// Each tunnel's last state other than connecting: what a burst compares with, so that a
+    /// tunnel checked again while down (connecting, then down) is no new drop.
+    settled: BTreeMap<ClusterId, TunnelState>,
     burst: Option<Burst>,
 }
 
@@ -105,6 +131,7 @@ impl Coalescer {
             quiet,
             max,
             tunnels: BTreeMap::new(),
+            settled: BTreeMap::new(),
             burst: None,
         }
     }
@@ -136,14 +163,19 @@ impl Coalescer {
                     self.tunnels.insert(cluster, (name, state, reason));
                     return;
                 }
+                let settled = self.settled.get(&cluster).copied();
+                if state != TunnelState::Connecting {
+                    self.settled.insert(cluster.clone(), state);
+                }
                 self.burst(now)
                     .before
                     .entry(cluster.clone())
-                    .or_insert(previous);
+                    .or_insert(settled);
                 self.tunnels.insert(cluster, (name, state, reason));
             }
             Input::Closed(cluster) => {
                 self.tunnels.remove(&cluster);
+                self.settled.remove(&cluster);
                 if let Some(burst) = &mut self.burst {
                     burst.before.remove(&cluster);
                 }
@@ -218,6 +250,8 @@ impl Coalescer {
                 summary,
                 body: lines(&body),
                 critical: true,
+                slot: Some(Slot::Tunnels),
+                click: Some(Click::RetryDown),
             });
         }
         if !back.is_empty() {
@@ -233,6 +267,8 @@ impl Coalescer {
                     if back.len() == 1 { "is" } else { "are" }
                 ),
                 critical: false,
+                slot: Some(Slot::Tunnels),
+                click: None,
             });
         }
         let mut required: Vec<String> = login_required;
@@ -263,13 +299,20 @@ impl Coalescer {
                     "No browser could be opened. To reach {application}, open {url} and allow it if the page shows the code {code}."
                 ),
                 critical: true,
+                slot: None,
+                click: None,
             });
         }
         if !required.is_empty() {
             out.push(Notice {
                 summary: "Login required".into(),
-                body: format!("Log in again to reach {}.", required.join(", ")),
+                body: format!(
+                    "Log in again to reach {}. Click to sign in.",
+                    required.join(", ")
+                ),
                 critical: true,
+                slot: Some(Slot::Login),
+                click: Some(Click::SignIn),
             });
         } else if !expiring.is_empty() {
             let soonest = expiring.iter().map(|(_, s)| *s).min().unwrap_or(0);
@@ -282,6 +325,8 @@ impl Coalescer {
                     humantime::format_duration(Duration::from_secs(soonest))
                 ),
                 critical: false,
+                slot: Some(Slot::Login),
+                click: None,
             });
         }
         if let Some(errors) = burst.discovery_errors {
@@ -289,6 +334,8 @@ impl Coalescer {
                 summary: "Discovery finished with errors".into(),
                 body: lines(&errors),
                 critical: false,
+                slot: None,
+                click: None,
             });
         }
         out
@@ -333,10 +380,23 @@ pub fn input_of(event: &UiEvent) -> Option<Input> {
     }
 }
 
-/// Shows a notification on the desktop's notification server (D-Bus on Linux).
+/// Where shown notifications' clicks go: the notification's id, sent by the thread that waits
+/// for the server to report the click.
+type ClickSender = tokio::sync::mpsc::UnboundedSender<u32>;
+
+/// Shows a notification on the desktop's notification server (D-Bus on Linux) in place of the
+/// one with id `replaces`, if any. Returns its id where the server has ids (freedesktop).
+/// Where the server reports clicks (freedesktop), a notice with a [`Click`] gets a default
+/// action, and a thread waits for it (one per id: a replacement keeps its id) and sends the id
+/// to `clicks`.
 #[cfg(not(all(target_os = "macos", not(feature = "macos-notifications"))))]
-pub async fn show(notice: &Notice) -> Result<(), String> {
+pub async fn show(
+    notice: &Notice,
+    replaces: Option<u32>,
+    clicks: &Clicks,
+) -> Result<Option<u32>, String> {
     let notice = notice.clone();
+    let clicks = clicks.clone();
     tokio::task::spawn_blocking(move || {
         let mut n = notify_rust::Notification::new();
         n.appname(APP_NAME)
@@ -346,12 +406,28 @@ pub async fn show(notice: &Notice) -> Result<(), String> {
         #[cfg(windows)]
         n.app_id(APP_USER_MODEL_ID);
         #[cfg(all(unix, not(target_os = "macos")))]
-        n.urgency(if notice.critical {
-            notify_rust::Urgency::Critical
-        } else {
-            notify_rust::Urgency::Normal
-        });
-        n.show().map(|_| ()).map_err(|e| e.to_string())
+        {
+            n.urgency(if notice.critical {
+                notify_rust::Urgency::Critical
+            } else {
+                notify_rust::Urgency::Normal
+            });
+            if let Some(id) = replaces {
+                n.id(id);
+            }
+            if let Some(click) = notice.click {
+                n.action("default", click.label());
+            }
+            let handle = n.show().map_err(|e| e.to_string())?;
+            let id = handle.id();
+            clicks.follow(id, notice.click, handle);
+            Ok(Some(id))
+        }
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        {
+            let _ = (replaces, clicks);
+            n.show().map(|_| None).map_err(|e| e.to_string())
+        }
     })
     .await
     .map_err(|e| e.to_string())?
@@ -360,8 +436,87 @@ pub async fn show(notice: &Notice) -> Result<(), String> {
 /// A macOS build without notify-rust (the `macos-notifications` feature off, as
 /// `scripts/check-targets` lints it where Apple's SDK is missing) shows none, and says why.
 #[cfg(all(target_os = "macos", not(feature = "macos-notifications")))]
-pub async fn show(_notice: &Notice) -> Result<(), String> {
+pub async fn show(
+    _notice: &Notice,
+    _replaces: Option<u32>,
+    _clicks: &Clicks,
+) -> Result<Option<u32>, String> {
     Err("built without macOS notifications (the macos-notifications feature)".into())
+}
+
+impl Click {
+    /// The default action's label, which some servers show as a button.
+    pub fn label(self) -> &'static str {
+        match self {
+            Click::RetryDown => "Retry now",
+            Click::SignIn => "Sign in",
+        }
+    }
+}
+
+/// The clicks of shown notifications: what a click on each id does now (a replacement changes
+/// it), and the ids a thread already waits on.
+#[derive(Clone, Default)]
+pub struct Clicks {
+    inner: Arc<std::sync::Mutex<ClicksInner>>,
+    sender: Option<ClickSender>,
+}
+
+#[derive(Default)]
+struct ClicksInner {
+    what: std::collections::HashMap<u32, Click>,
+    waiting: std::collections::HashSet<u32>,
+}
+
+impl Clicks {
+    fn new(sender: ClickSender) -> Self {
+        Self {
+            inner: Arc::default(),
+            sender: Some(sender),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClicksInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a click on `id` does now.
+    fn of(&self, id: u32) -> Option<Click> {
+        self.lock().what.get(&id).copied()
+    }
+
+    /// Records what a click on `id` does, and waits for clicks on it (once per id).
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn follow(&self, id: u32, click: Option<Click>, handle: notify_rust::NotificationHandle) {
+        let mut inner = self.lock();
+        match click {
+            Some(click) => inner.what.insert(id, click),
+            None => inner.what.remove(&id),
+        };
+        let Some(sender) = self.sender.clone() else {
+            return;
+        };
+        if click.is_none() || !inner.waiting.insert(id) {
+            return;
+        }
+        drop(inner);
+        let this = self.clone();
+        // Blocks until the notification is clicked or closed (a replacement keeps it open).
+        let spawned = std::thread::Builder::new()
+            .name("notification-click".into())
+            .spawn(move || {
+                handle.wait_for_action(|action| {
+                    if action == "default" {
+                        let _ = sender.send(id);
+                    }
+                });
+                this.lock().waiting.remove(&id);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot wait for notification clicks");
+            self.lock().waiting.remove(&id);
+        }
+    }
 }
 
 /// Follows the shell's events and shows one notification per burst. Dropping it stops it.
@@ -405,6 +560,10 @@ async fn run(
     mut coalescer: Coalescer,
     stop: CancellationToken,
 ) {
+    let (sender, mut clicked) = tokio::sync::mpsc::unbounded_channel();
+    let clicks = Clicks::new(sender);
+    // The id of the notification now standing in each slot.
+    let mut slots: std::collections::HashMap<Slot, u32> = std::collections::HashMap::new();
     loop {
         let deadline = coalescer.deadline();
         let wait = async {
@@ -415,6 +574,16 @@ async fn run(
         };
         tokio::select! {
             _ = stop.cancelled() => return,
+            Some(id) = clicked.recv() => {
+                let Some(shell) = shell.upgrade() else { return };
+                match clicks.of(id) {
+                    Some(Click::RetryDown) => shell.retry_down(),
+                    Some(Click::SignIn) => {
+                        tokio::spawn(async move { shell.sign_in_required().await });
+                    }
+                    None => {}
+                }
+            },
             event = events.recv() => match event {
                 Ok(event) => {
                     if let Some(input) = input_of(&event) {
@@ -433,8 +602,16 @@ async fn run(
                     continue;
                 }
                 for notice in notices {
-                    if let Err(e) = show(&notice).await {
-                        tracing::warn!(error = %e, summary = %notice.summary, "cannot show a notification");
+                    let replaces = notice.slot.and_then(|slot| slots.get(&slot).copied());
+                    match show(&notice, replaces, &clicks).await {
+                        Ok(id) => {
+                            if let (Some(slot), Some(id)) = (notice.slot, id) {
+                                slots.insert(slot, id);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, summary = %notice.summary, "cannot show a notification");
+                        }
                     }
                 }
             }
@@ -561,6 +738,28 @@ mod tests {
         c.push(ms(t0, 8000), tunnel("b", TunnelState::Down, Some("x")));
         c.push(ms(t0, 8100), Input::Closed(ClusterId("file:b".into())));
         assert_eq!(c.flush(ms(t0, 10_000)), []);
+    }
+
+    #[test]
+    fn a_tunnel_checked_again_while_down_is_no_new_drop() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(ms(t0, 100), tunnel("a", TunnelState::Down, Some("gone")));
+        assert_eq!(c.flush(ms(t0, 10_000)).len(), 1, "the drop");
+        // Retried: connecting for longer than a burst, then down again.
+        c.push(ms(t0, 20_000), tunnel("a", TunnelState::Connecting, None));
+        assert_eq!(c.flush(ms(t0, 30_000)), []);
+        c.push(ms(t0, 40_000), tunnel("a", TunnelState::Down, Some("gone")));
+        assert_eq!(c.flush(ms(t0, 50_000)), [], "still down is no news");
+        c.push(ms(t0, 60_000), tunnel("a", TunnelState::Up, None));
+        let back = c.flush(ms(t0, 70_000));
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].summary, "Tunnel back: a");
+        assert_eq!(
+            back[0].slot,
+            Some(Slot::Tunnels),
+            "it takes the drop's place"
+        );
     }
 
     #[test]

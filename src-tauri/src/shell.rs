@@ -14,6 +14,7 @@ use k8s_tunnels::engine::{ConnectOptions, Engine, EngineError, TunnelStatus};
 use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
 use k8s_tunnels::lab::Lab;
 use k8s_tunnels::state::Settings;
+use k8s_tunnels::tunnel::health::TunnelState;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -284,6 +285,41 @@ impl Shell {
             self.disconnect(&id.0).await
         } else {
             self.connect(&id.0).await.map(|_| ())
+        }
+    }
+
+    /// Checks one tunnel now instead of after its back-off (the tray's *Retry now*).
+    pub fn retry(&self, id: &ClusterId) {
+        if self.engine.retry(id) {
+            let name = self.engine.status_of(id).map(|s| s.name);
+            self.log(Level::Info, name, "retrying now");
+        }
+    }
+
+    /// Checks every tunnel that is down now (a click on a "tunnels dropped" notification).
+    pub fn retry_down(&self) {
+        for status in self.engine.status() {
+            if status.state == TunnelState::Down {
+                self.retry(&status.cluster);
+            }
+        }
+    }
+
+    /// Signs in for every tunnel that waits for a login (a click on a "Login required"
+    /// notification); the browser login opens as for a connect. Failures go to the log.
+    pub async fn sign_in_required(&self) {
+        for status in self.engine.status() {
+            if status.state != TunnelState::LoginRequired {
+                continue;
+            }
+            self.log(Level::Info, Some(status.name.clone()), "signing in");
+            if let Err(e) = self.engine.sign_in(&status.cluster).await {
+                self.log(
+                    Level::Warning,
+                    Some(status.name.clone()),
+                    format!("sign-in failed: {}", k8s_tunnels::error_chain(&e)),
+                );
+            }
         }
     }
 
