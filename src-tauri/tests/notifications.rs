@@ -138,22 +138,6 @@ fn history(bus: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits for `n` notifications, then long enough that a second one of the same burst would
-/// have arrived too.
-fn settled_history(bus: &str, n: usize) -> Vec<(String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while history(bus).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "no notification: {:?}",
-            history(bus)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(4));
-    history(bus)
-}
-
 /// Waits until dunst shows notifications, then long enough that another of the same burst
 /// would have come too, and checks that exactly `n` are on screen (none closed to look).
 fn settled_displayed(bus: &str, n: usize) {
