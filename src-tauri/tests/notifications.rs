@@ -13,7 +13,7 @@ mod fault_proxy;
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_tunnels::tunnel::health::TunnelState;
 use k8s_tunnels_desktop::notify::{APP_NAME, Notifier};
