@@ -459,12 +459,15 @@ impl Click {
 #[derive(Clone, Default)]
 pub struct Clicks {
     inner: Arc<std::sync::Mutex<ClicksInner>>,
+    // Clicks are reported by freedesktop servers only; elsewhere nothing sends.
+    #[cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
     sender: Option<ClickSender>,
 }
 
 #[derive(Default)]
 struct ClicksInner {
     what: std::collections::HashMap<u32, Click>,
+    #[cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
     waiting: std::collections::HashSet<u32>,
 }
 
