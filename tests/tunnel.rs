@@ -295,6 +295,11 @@ fn a_dead_edge_takes_the_tunnel_down_and_it_comes_back_by_itself() {
     world.rt.block_on(world.lab.stop_gateway());
     let reason = wait_state(&engine, cluster, TunnelState::Down).unwrap();
     assert!(reason.contains("unreachable"), "{reason}");
+    assert_eq!(
+        engine.status_of(&cluster.id).unwrap().latency_ms,
+        None,
+        "a tunnel that is down shows no round trip"
+    );
 
     // The listener stays up: clients still get a SOCKS answer (a failure, not a hang).
     let (host, api_port) = api_host(cluster);

@@ -169,10 +169,15 @@ impl Health {
                 lock(&self.figures).latency_ms = Some(ms);
                 self.set(TunnelState::Up, None)
             }
+            // A failing tunnel has no round trip: the last one would be read as current.
             Err(err) if err.is_login_required() => {
+                lock(&self.figures).latency_ms = None;
                 self.set(TunnelState::LoginRequired, Some(crate::error_chain(&err)))
             }
-            Err(err) => self.set(TunnelState::Down, Some(crate::error_chain(&err))),
+            Err(err) => {
+                lock(&self.figures).latency_ms = None;
+                self.set(TunnelState::Down, Some(crate::error_chain(&err)))
+            }
         }
     }
 }
