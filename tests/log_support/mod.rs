@@ -11,19 +11,20 @@ impl CapturedLog {
     /// Starts capturing on this thread. On a current-thread runtime every spawned task runs on
     /// this thread, so the thread-local subscriber sees the lines of servers the test starts.
     pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
-        let captured = Self::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        let (captured, subscriber) = Self::subscriber();
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
     /// Starts capturing in every thread of this process, for tests whose servers run on a
     /// multi-threaded runtime (nextest runs each test in a process of its own).
     pub fn start_global() -> Self {
+        let (captured, subscriber) = Self::subscriber();
+        tracing::subscriber::set_global_default(subscriber).expect("the first global subscriber");
+        captured
+    }
+
+    /// A subscriber that writes every level, without colours, into a new capture.
+    fn subscriber() -> (Self, impl tracing::Subscriber + Send + Sync) {
         let captured = Self::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -31,8 +32,7 @@ impl CapturedLog {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the first global subscriber");
-        captured
+        (captured, subscriber)
     }
 
     /// The text logged so far.
