@@ -265,6 +265,9 @@ struct Inner {
     keeper_started: std::sync::Once,
     /// The wake-up and network watch, started with the first tunnel.
     wake: std::sync::OnceLock<crate::wake::WakeWatch>,
+    /// kubectl's current context before this engine first switched it (`Some(None)`: there was
+    /// none), put back when every tunnel closes if the context is still one of the app's.
+    context_before: Mutex<Option<Option<String>>>,
 }
 
 /// An open tunnel and the login its listener takes.
@@ -325,6 +328,7 @@ impl Engine {
                 keeper: tokio_util::sync::CancellationToken::new(),
                 keeper_started: std::sync::Once::new(),
                 wake: std::sync::OnceLock::new(),
+                context_before: Mutex::new(None),
             }),
         }
     }
@@ -475,6 +479,7 @@ impl Engine {
             .map(|o| (o.handle.cluster().clone(), o.handle.local_addr().port()))
             .collect();
         self.close_entries(&entries).await;
+        self.restore_context().await;
         let events = self.inner.events.clone();
         let all = open.into_iter().map(|o| {
             let events = events.clone();
@@ -488,6 +493,36 @@ impl Engine {
             }
         });
         let _ = tokio::time::timeout(limit, futures_util::future::join_all(all)).await;
+    }
+
+    /// Puts kubectl's current context back to what it was before this engine switched it,
+    /// if it is still one of the app's (a context the user chose since is theirs to keep).
+    /// Failures are reported, not fatal: closing goes on.
+    async fn restore_context(&self) {
+        let Some(kubeconfig) = self.inner.config.kubeconfig.clone() else {
+            return;
+        };
+        let Some(Some(before)) = lock(&self.inner.context_before).take() else {
+            return;
+        };
+        let prefix = self.inner.config.prefix.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let ours = |current: Option<&str>| current.is_some_and(|c| c.starts_with(&prefix));
+            kubeconfig
+                .use_context_if(&before, ours)
+                .map(|set| (set, before))
+        })
+        .await;
+        match restored {
+            Ok(Ok((true, before))) => {
+                tracing::info!(context = %before, "kubectl's current context is back to what it was")
+            }
+            Ok(Ok((false, _))) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot put kubectl's current context back")
+            }
+            Err(e) => tracing::warn!(error = %e, "kubeconfig update task failed"),
+        }
     }
 
     /// Rewrites the entries of tunnels that are closing without their secret. A kubeconfig
@@ -789,13 +824,16 @@ impl Engine {
             return Ok(());
         };
         let entry = self.kubeconfig_entry(cluster, port, login);
+        let inner = Arc::clone(&self.inner);
         // File locking may wait on another writer (kubectl); keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             if kubeconfig.upsert(&entry)? {
                 tracing::info!(entry = %entry.name, "kubeconfig entry written");
             }
             if use_context {
+                let before = kubeconfig.current_context()?;
                 kubeconfig.use_context(&entry.name)?;
+                lock(&inner.context_before).get_or_insert(before);
             }
             Ok::<_, KubeconfigError>(())
         })

@@ -554,3 +554,67 @@ fn a_socks_origins_probe_makes_its_request_like_any_stream() {
     assert!(!text.contains("refused"), "{text}");
     world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
 }
+
+/// kubectl's current context, read by kubectl itself.
+fn kubectl_current_context(kubeconfig: &std::path::Path, home: &std::path::Path) -> String {
+    let out = std::process::Command::new("/usr/bin/kubectl")
+        .args(["config", "current-context"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .output()
+        .expect("the real kubectl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A tunnel opened with "use context" switches kubectl to it; when every tunnel closes (Quit,
+/// Disconnect all, Ctrl-C) the context the user had is put back, unless they chose another one
+/// meanwhile, which stays.
+#[test]
+fn the_users_context_is_put_back_when_the_tunnels_close_unless_they_chose_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("switched", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: corp\n  cluster: {server: 'https://corp.example:6443'}\n\
+         contexts:\n- name: corp\n  context: {cluster: corp, user: corp}\n- name: other\n  context: {cluster: corp, user: corp}\n\
+         users:\n- name: corp\n  user: {token: t}\ncurrent-context: corp\n",
+    )
+    .unwrap();
+    let home = tmp.path().join("kubectl-home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    for user_switches in [false, true] {
+        let Setup { engine } = engine_with_kubeconfig(
+            tmp.path(),
+            quick_schedule(),
+            Some(Kubeconfig::with_paths(vec![kubeconfig.clone()])),
+        );
+        world
+            .rt
+            .block_on(engine.connect(cluster, ConnectOptions { use_context: true }))
+            .unwrap();
+        assert_eq!(
+            kubectl_current_context(&kubeconfig, &home),
+            "k8s-tunnels/switched"
+        );
+        if user_switches {
+            let status = std::process::Command::new("/usr/bin/kubectl")
+                .args(["config", "use-context", "other"])
+                .env("KUBECONFIG", &kubeconfig)
+                .env("HOME", &home)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
+        let expected = if user_switches { "other" } else { "corp" };
+        assert_eq!(kubectl_current_context(&kubeconfig, &home), expected);
+        // Back to the start for the next round.
+        Kubeconfig::with_paths(vec![kubeconfig.clone()])
+            .use_context("corp")
+            .unwrap();
+    }
+}

@@ -242,8 +242,22 @@ impl Kubeconfig {
     /// Sets current-context (the context must exist in the merged view, else an error). Written
     /// where client-go writes it: the default file (the first that exists, else the last listed).
     pub fn use_context(&self, context: &str) -> Result<(), KubeconfigError> {
+        self.use_context_if(context, |_| true).map(|_| ())
+    }
+
+    /// Sets current-context to `context` only if the current one, read under the same lock,
+    /// satisfies `still` (say, "is still the one the app set"): a context the user chose in the
+    /// meantime is kept. Returns whether it was set.
+    pub fn use_context_if(
+        &self,
+        context: &str,
+        still: impl FnOnce(Option<&str>) -> bool,
+    ) -> Result<bool, KubeconfigError> {
         let _locks = self.lock_all()?;
         let loaded = self.load_all()?;
+        if !still(merged_current_context(&loaded)) {
+            return Ok(false);
+        }
         if !loaded.iter().any(|l| l.document.defines_context(context)) {
             return Err(KubeconfigError::ContextNotFound {
                 context: context.to_owned(),
@@ -251,12 +265,12 @@ impl Kubeconfig {
             });
         }
         if merged_current_context(&loaded) == Some(context) {
-            return Ok(());
+            return Ok(true);
         }
         let default = self.default_index(&loaded);
         let mut updated: Vec<Option<Document>> = vec![None; loaded.len()];
         document_mut(&mut updated, &loaded, default).current_context = Some(context.to_owned());
-        write_changed(&loaded, updated).map(|_| ())
+        write_changed(&loaded, updated).map(|_| true)
     }
 
     /// The merged current-context, if any: the first file that sets a non-empty one wins.
