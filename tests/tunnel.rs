@@ -618,3 +618,55 @@ fn the_users_context_is_put_back_when_the_tunnels_close_unless_they_chose_anothe
             .unwrap();
     }
 }
+
+/// A connection that fails through an up tunnel makes it "checking" at once (not "up" until the
+/// next probe, which could be many seconds away), then the probe it wakes decides: down here.
+#[test]
+fn a_failed_connection_shows_checking_at_once_then_the_probe_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut world = LabWorld::start(&tmp.path().join("lab"), &[("checked", Tcp)]);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let cluster = &clusters[0];
+    // Probes far apart while up: only the failed connection can start the check.
+    let schedule = ProbeSchedule {
+        healthy: Duration::from_secs(300),
+        ..quick_schedule()
+    };
+    let Setup { engine } = engine_in(tmp.path(), schedule);
+    let mut events = engine.subscribe();
+    let status = connect(&world, &engine, cluster);
+    let socks = engine.socks_login(&cluster.id).unwrap();
+    wait_state(&engine, cluster, TunnelState::Up);
+
+    world.rt.block_on(world.lab.stop_gateway());
+    let (host, api_port) = api_host(cluster);
+    let mut client = Socks::connect(status.port);
+    assert_eq!(client.login(&socks.username, socks.password.expose()), 0);
+    assert_eq!(
+        client.connect_domain(&host, api_port),
+        4,
+        "host unreachable"
+    );
+    wait_state(&engine, cluster, TunnelState::Down);
+
+    let mut seen = Vec::new();
+    while let Ok(Event::TunnelState { state, reason, .. }) = events.try_recv() {
+        if state == TunnelState::Checking {
+            assert!(
+                reason.is_some_and(|r| r.contains("unreachable")),
+                "the reason says why"
+            );
+        }
+        seen.push(state);
+    }
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            TunnelState::Connecting,
+            TunnelState::Up,
+            TunnelState::Checking,
+            TunnelState::Down
+        ]
+    );
+}

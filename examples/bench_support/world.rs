@@ -289,7 +289,7 @@ async fn wait_up(handle: &TunnelHandle) -> anyhow::Result<()> {
                 health.state,
                 health.reason.unwrap_or_default()
             ),
-            TunnelState::Connecting => {}
+            TunnelState::Connecting | TunnelState::Checking => {}
         }
         ensure!(
             Instant::now() < deadline,

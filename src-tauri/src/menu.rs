@@ -152,6 +152,7 @@ pub fn cloud_label(cloud: Cloud) -> &'static str {
 fn cluster_label(c: &MenuCluster) -> String {
     match c.tunnel {
         Some(TunnelState::Connecting) => format!("{} (connecting…)", c.name),
+        Some(TunnelState::Checking) => format!("{} (checking…)", c.name),
         Some(TunnelState::Down) => format!("{} (down)", c.name),
         Some(TunnelState::LoginRequired) => format!("{} (login required)", c.name),
         Some(TunnelState::Up) | None => c.name.clone(),

@@ -164,7 +164,8 @@ impl Coalescer {
                     return;
                 }
                 let settled = self.settled.get(&cluster).copied();
-                if state != TunnelState::Connecting {
+                // Connecting and checking are on the way to a state, not news of their own.
+                if !matches!(state, TunnelState::Connecting | TunnelState::Checking) {
                     self.settled.insert(cluster.clone(), state);
                 }
                 self.burst(now)

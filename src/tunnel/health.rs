@@ -18,6 +18,9 @@ pub enum TunnelState {
     Connecting,
     /// The edge accepts our credential: connections go through.
     Up,
+    /// It was up, and a connection through it just failed: the edge is being checked now, and
+    /// the tunnel is up or down again within the probe's timeout.
+    Checking,
     /// The edge (or the origin behind it) cannot be reached; the listener stays up and the
     /// tunnel comes back by itself.
     Down,
@@ -30,6 +33,7 @@ impl std::fmt::Display for TunnelState {
         f.write_str(match self {
             TunnelState::Connecting => "connecting",
             TunnelState::Up => "up",
+            TunnelState::Checking => "checking",
             TunnelState::Down => "down",
             TunnelState::LoginRequired => "login required",
         })
@@ -133,11 +137,20 @@ impl Health {
     }
 
     /// A connection failed. "Login required" is certain at once; anything else may be one
-    /// connection's bad luck, so the prober checks the edge now and decides.
+    /// connection's bad luck, so the prober checks the edge now and decides, and an up tunnel
+    /// says "checking" meanwhile rather than "up".
     pub fn report_failure(&self, err: &CarrierError) {
         lock(&self.figures).last_error = Some(crate::error_chain(err));
         if err.is_login_required() {
             self.set(TunnelState::LoginRequired, Some(crate::error_chain(err)));
+        } else {
+            let mut current = lock(&self.current);
+            if current.state == TunnelState::Up {
+                current.state = TunnelState::Checking;
+                current.reason = Some(crate::error_chain(err));
+                current.since = SystemTime::now();
+                (self.on_change)(&current);
+            }
         }
         self.wake.notify_one();
     }

@@ -3,7 +3,7 @@
 // exactly; `src-tauri` has a test that checks the command and event names against this file.
 
 /** A tunnel's state as users see it (mirrors `k8s_tunnels::tunnel::health::TunnelState`). */
-export type TunnelState = "connecting" | "up" | "down" | "login_required";
+export type TunnelState = "connecting" | "up" | "checking" | "down" | "login_required";
 
 /** Where a cluster runs (mirrors `k8s_tunnels::inventory::Cloud`). */
 export type Cloud = "aws" | "gcp" | "azure" | "onprem" | "other";

@@ -169,6 +169,7 @@ export function formatLatency(ms: number | null): string {
 export const STATE_LABELS: Record<TunnelState, string> = {
   connecting: "Connecting",
   up: "Up",
+  checking: "Checking…",
   down: "Down",
   login_required: "Login required",
 };

@@ -230,7 +230,7 @@ fn fit(line: &str, width: usize) -> String {
 fn status_line(status: &[TunnelStatus]) -> String {
     let mark = |state| match state {
         TunnelState::Up => "▲",
-        TunnelState::Connecting => "…",
+        TunnelState::Connecting | TunnelState::Checking => "…",
         TunnelState::Down => "▼",
         TunnelState::LoginRequired => "⚠",
     };
@@ -256,6 +256,7 @@ fn status_line(status: &[TunnelStatus]) -> String {
     for state in [
         TunnelState::Up,
         TunnelState::Connecting,
+        TunnelState::Checking,
         TunnelState::Down,
         TunnelState::LoginRequired,
     ] {
