@@ -539,4 +539,19 @@ async fn a_vault_that_never_answers_ends_the_run_at_its_deadline_and_keeps_the_c
     );
     assert_eq!(next.clusters.len(), 1, "the cluster found before stays");
     assert!(next.clusters[0].stale.is_some());
+
+    // Runs that keep meeting the hung Vault leave nothing behind: no thread per run.
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let after_one = threads();
+    for _ in 0..3 {
+        let noop: k8s_tunnels::discovery::ProgressSink = Arc::new(|_| {});
+        refresh_within(&cache, &silent, noop, Duration::from_millis(300))
+            .await
+            .unwrap();
+    }
+    assert!(
+        threads() <= after_one,
+        "threads grew from {after_one} to {}",
+        threads()
+    );
 }
