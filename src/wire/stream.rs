@@ -296,21 +296,25 @@ where
             .unwrap_or(usize::MAX)
             .min(buf.remaining());
         let dst = &mut buf.initialize_unfilled_to(want)[..want];
-        let buffered = self.in_end - self.in_start;
-        let n = if buffered > 0 {
-            let n = buffered.min(want);
-            dst[..n].copy_from_slice(&self.inbuf[self.in_start..self.in_start + n]);
-            self.in_start += n;
-            n
-        } else {
-            let mut rb = ReadBuf::new(dst);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            if n == 0 {
-                return Poll::Ready(Err(FrameError::Truncated.into()));
+        // First what came with the header, then on from the socket in the same call: a read
+        // that returned only the few bytes after a header would cost the reader a write each.
+        let buffered = (self.in_end - self.in_start).min(want);
+        dst[..buffered].copy_from_slice(&self.inbuf[self.in_start..self.in_start + buffered]);
+        self.in_start += buffered;
+        let mut n = buffered;
+        if n < want {
+            let mut rb = ReadBuf::new(&mut dst[n..]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() && n == 0 => {
+                    return Poll::Ready(Err(FrameError::Truncated.into()));
+                }
+                Poll::Ready(Ok(())) => n += rb.filled().len(),
+                // With bytes in hand, they go first; the socket says it again on the next read.
+                Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
+                Poll::Pending if n == 0 => return Poll::Pending,
+                Poll::Ready(Err(_)) | Poll::Pending => {}
             }
-            n
-        };
+        }
         if let Some(key) = frame.header.mask {
             apply_mask(&mut dst[..n], key, frame.done);
         }
