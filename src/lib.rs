@@ -27,6 +27,7 @@ pub mod timestamp;
 pub mod tls;
 pub mod tunnel;
 pub mod wake;
+pub mod wire;
 
 /// Formats an error with its chain of sources, `outer: inner: root`, for logs and events.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod log_support;
+mod ws_peer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +17,13 @@ use k8s_tunnels::gateway::{
 };
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
-use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
 use log_support::CapturedLog;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use ws_peer::{PeerBytes, peer_config};
 
 const AUD: &str = "aud-0123456789abcdef";
 const SERVICE_ID: &str = "robot.access";
@@ -134,7 +135,7 @@ impl Lab {
         tokio_tungstenite::client_async_tls_with_config(
             request,
             tcp,
-            Some(websocket_config()),
+            Some(peer_config()),
             Some(Connector::Rustls(tls)),
         )
         .await
@@ -194,7 +195,7 @@ async fn tcp_origin_round_trips_bytes_on_several_streams_at_once() {
         tasks.push(tokio::spawn(async move {
             // The Host match is case-insensitive, as DNS names are.
             let ws = lab.dial_with_token("TCP.lab.test").await;
-            let mut stream = WsByteStream::new(ws);
+            let mut stream = PeerBytes::new(ws);
             let payload: Vec<u8> = (0..200_000u32).map(|n| (n as u8) ^ i).collect();
             round_trip(&mut stream, &payload).await;
         }));
@@ -217,7 +218,7 @@ async fn socks_origin_runs_socks5_in_the_stream_and_ignores_the_requested_addres
     let ws = lab.dial_with_token("socks.lab.test").await;
     // The fast-socks5 client does not flush its greeting either; without this it would wait
     // for the gateway's next ping.
-    let stream = WsByteStream::new(ws);
+    let stream = PeerBytes::new(ws);
     let mut socks = Socks5Stream::use_stream(stream, None, Config::default())
         .await
         .expect("NoAuth accepted");
@@ -259,7 +260,7 @@ async fn bastion_picks_the_destination_and_enforces_the_allow_list() {
         )
         .await
         .expect("allowed destination");
-    round_trip(&mut WsByteStream::new(ws), b"via bastion").await;
+    round_trip(&mut PeerBytes::new(ws), b"via bastion").await;
     assert_eq!(allowed.accepted.load(Ordering::SeqCst), 1);
 
     let refused_dest = other.addr.to_string();
@@ -406,10 +407,10 @@ async fn refused_credentials_never_reach_the_origin() {
     // and the service token.
     let token = lab.token();
     let ws = lab.dial(host, &[("Cf-Access-Token", token.expose())]).await;
-    round_trip(&mut WsByteStream::new(ws.expect("valid JWT")), b"jwt").await;
+    round_trip(&mut PeerBytes::new(ws.expect("valid JWT")), b"jwt").await;
     let cookie = format!("theme=dark; CF_Authorization={}", token.expose());
     let ws = lab.dial(host, &[("Cookie", &cookie)]).await;
-    round_trip(&mut WsByteStream::new(ws.expect("valid cookie")), b"cookie").await;
+    round_trip(&mut PeerBytes::new(ws.expect("valid cookie")), b"cookie").await;
     let ws = lab
         .dial(
             host,
@@ -420,7 +421,7 @@ async fn refused_credentials_never_reach_the_origin() {
         )
         .await;
     round_trip(
-        &mut WsByteStream::new(ws.expect("valid service token")),
+        &mut PeerBytes::new(ws.expect("valid service token")),
         b"svc",
     )
     .await;
@@ -490,7 +491,7 @@ async fn dropping_the_handle_closes_streams_and_the_port() {
     let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
     let addr = lab.gateway.local_addr();
     let ws = lab.dial_with_token("tcp.lab.test").await;
-    let mut stream = WsByteStream::new(ws);
+    let mut stream = PeerBytes::new(ws);
     round_trip(&mut stream, b"before").await;
 
     let Lab { gateway, .. } = lab;
@@ -521,7 +522,7 @@ async fn shutdown_is_bounded_with_open_streams() {
     let echo = echo_server().await;
     let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
     let ws = lab.dial_with_token("tcp.lab.test").await;
-    let mut stream = WsByteStream::new(ws);
+    let mut stream = PeerBytes::new(ws);
     round_trip(&mut stream, b"open").await;
     let Lab { gateway, .. } = lab;
     assert!(
@@ -541,7 +542,7 @@ async fn log_lines_name_the_subject_but_never_a_token_or_secret() {
         .dial("tcp.lab.test", &[("Cf-Access-Token", token.expose())])
         .await
         .unwrap();
-    let mut stream = WsByteStream::new(ws);
+    let mut stream = PeerBytes::new(ws);
     round_trip(&mut stream, b"logged").await;
     stream.shutdown().await.unwrap();
     drop(stream);
@@ -620,12 +621,12 @@ async fn stream_lines_tell_real_bytes_and_outcomes_and_probes_are_quiet() {
         None,
     )
     .await;
-    let mut stream = WsByteStream::new(lab.dial_with_token("tcp.lab.test").await);
+    let mut stream = PeerBytes::new(lab.dial_with_token("tcp.lab.test").await);
     round_trip(&mut stream, b"twelve bytes").await;
     // Dropped, not closed: the TCP connection just ends.
     drop(stream);
     // A probe of the socks app: upgrade, then close before any byte.
-    let mut probe = WsByteStream::new(lab.dial_with_token("socks.lab.test").await);
+    let mut probe = PeerBytes::new(lab.dial_with_token("socks.lab.test").await);
     probe.shutdown().await.unwrap();
     drop(probe);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -927,12 +928,12 @@ mod binary {
             let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
                 request,
                 tcp,
-                Some(websocket_config()),
+                Some(peer_config()),
                 Some(Connector::Rustls(tls)),
             )
             .await
             .expect("upgrade through the binary");
-            let mut stream = WsByteStream::new(ws);
+            let mut stream = PeerBytes::new(ws);
             round_trip(&mut stream, b"binary").await;
             stream.shutdown().await.unwrap();
         }

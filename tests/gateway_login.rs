@@ -6,6 +6,7 @@
 #[path = "support/echo.rs"]
 mod echo;
 mod log_support;
+mod ws_peer;
 use echo::echo_server;
 
 use std::collections::HashMap;
@@ -22,7 +23,6 @@ use k8s_tunnels::gateway::{
 };
 use k8s_tunnels::lab::pki::LabCa;
 use k8s_tunnels::secret::Secret;
-use k8s_tunnels::tunnel::ws_stream::{WsByteStream, websocket_config};
 use log_support::CapturedLog;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use ws_peer::{PeerBytes, peer_config};
 
 const AUTH_DOMAIN: &str = "lab.cloudflareaccess.com";
 const TRANSFER_HOST: &str = "login.cloudflareaccess.org";
@@ -190,7 +191,7 @@ impl World {
         let ws = match tokio_tungstenite::client_async_tls_with_config(
             request,
             tcp,
-            Some(websocket_config()),
+            Some(peer_config()),
             Some(Connector::Rustls(tls)),
         )
         .await
@@ -201,7 +202,7 @@ impl World {
             }
             Err(e) => panic!("upgrade failed: {e}"),
         };
-        let mut stream = WsByteStream::new(ws);
+        let mut stream = PeerBytes::new(ws);
         stream.write_all(b"through the tunnel").await.unwrap();
         stream.flush().await.unwrap();
         let mut back = [0u8; 18];
@@ -916,7 +917,7 @@ async fn the_lab_turns_the_login_on() {
     tokio_tungstenite::client_async_tls_with_config(
         request,
         tcp,
-        Some(websocket_config()),
+        Some(peer_config()),
         Some(Connector::Rustls(tls)),
     )
     .await

@@ -670,7 +670,7 @@ impl GatewayConfig {
         Ok(ResolvedConfig {
             listen: self.listen,
             tls,
-            keepalive: crate::tunnel::keepalive::Keepalive {
+            keepalive: crate::wire::keepalive::Keepalive {
                 idle: self.ping_interval,
                 timeout: self.ping_timeout,
             },
@@ -796,7 +796,7 @@ impl ApplicationConfig {
 pub struct ResolvedConfig {
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) keepalive: crate::tunnel::keepalive::Keepalive,
+    pub(crate) keepalive: crate::wire::keepalive::Keepalive,
     pub(crate) connect_timeout: Duration,
     /// Applications by lower-case hostname.
     pub(crate) applications: HashMap<String, Arc<Application>>,

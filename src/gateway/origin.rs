@@ -219,7 +219,7 @@ pub(crate) async fn socks_in_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // fast-socks5 writes its method choice without flushing; WsByteStream flushes before it
+    // fast-socks5 writes its method choice without flushing; WsStream flushes before it
     // reads the command, so the reply is not held back.
     let proto = Socks5ServerProtocol::accept_no_auth(stream)
         .await

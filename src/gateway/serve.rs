@@ -75,7 +75,7 @@ async fn accept_loop(
         };
         // No Nagle, TCP keepalive, a bound on unacknowledged data: a client that vanished is
         // noticed by the kernel too.
-        crate::tunnel::keepalive::tune_socket(&tcp);
+        crate::wire::keepalive::tune_socket(&tcp);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let cancel = life.cancel.clone();
@@ -97,12 +97,9 @@ async fn serve_connection(
 ) {
     match acceptor {
         Some(acceptor) => {
-            // rustls reads the socket 4 KiB at a time; the buffer turns an upload's many small
-            // `recv`s into one per 64 KiB.
-            let tcp = tokio::io::BufReader::with_capacity(
-                crate::tunnel::carrier::SOCKET_READ_BUFFER,
-                tcp,
-            );
+            // rustls reads the socket 4 KiB at a time; read-ahead turns an upload's many small
+            // `recv`s into one per 64 KiB, with a buffer that exists only while data flows.
+            let tcp = crate::wire::read_ahead::ReadAhead::new(tcp);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve_http(TokioIo::new(tls), peer, router).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -10,22 +10,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::auth::{self, Refusal, Subject};
 use super::config::{Application, Origin, ResolvedConfig};
 use super::login::{self, Deposits};
 use super::origin;
 use super::serve::{Lifecycle, PeerAddr};
-use crate::tunnel::counted::Counted;
-use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
-
-/// Copy buffer per direction. cloudflared uses 16 KiB; larger buffers cut syscalls on bulk
-/// transfers while staying well below the WebSocket message limit.
-const COPY_BUFFER: usize = 64 * 1024;
+use crate::wire::counted::Counted;
+use crate::wire::handshake;
 
 /// Shared state of the request handlers.
 #[derive(Clone)]
@@ -291,7 +283,7 @@ async fn tunnel(
         .header(header::UPGRADE, "websocket")
         .header(
             header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
+            handshake::accept_key(key.as_bytes()),
         )
         .body(Body::empty())
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
@@ -301,7 +293,7 @@ async fn pipe(
     on_upgrade: hyper::upgrade::OnUpgrade,
     upstream: tokio::net::TcpStream,
     socks: bool,
-    keepalive: crate::tunnel::keepalive::Keepalive,
+    keepalive: crate::wire::keepalive::Keepalive,
     log: &StreamLog<'_>,
 ) {
     let upgraded = match on_upgrade.await {
@@ -311,13 +303,7 @@ async fn pipe(
             return;
         }
     };
-    let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(websocket_config()),
-    )
-    .await;
-    let mut stream = WsByteStream::new(ws).with_keepalive(keepalive, None);
+    let mut stream = handshake::server_stream(upgraded).with_keepalive(keepalive, None);
     if socks {
         let bound = upstream
             .local_addr()
@@ -343,13 +329,7 @@ async fn pipe(
         read: &down,
         written: &up,
     };
-    let piped = tokio::io::copy_bidirectional_with_sizes(
-        &mut stream,
-        &mut origin,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    )
-    .await;
+    let piped = crate::wire::copy::copy_bidirectional(&mut stream, &mut origin).await;
     let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     match piped {
         // Opened, answered and closed without a byte either way: a client's health probe.

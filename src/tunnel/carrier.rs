@@ -8,24 +8,16 @@ use fast_socks5::client::{Config as SocksClientConfig, Socks5Stream};
 use fast_socks5::util::target_addr::TargetAddr;
 use http::HeaderValue;
 use rustls_pki_types::ServerName;
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::MaybeTlsStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::access::Credential;
 use crate::inventory::{Cluster, OriginMode};
-use crate::tunnel::ws_stream::{WsByteStream, websocket_config};
+use crate::wire::handshake::{self, Refusal, UpgradeError, UpgradedStream};
+use crate::wire::read_ahead::ReadAhead;
 
 /// The byte stream a carrier hands back: a WebSocket to the edge, ready for the client's bytes.
-pub type EdgeStream = WsByteStream<MaybeTlsStream<BufReader<TcpStream>>>;
-
-/// Read buffer under TLS. rustls asks the socket for at most 4 KiB at a time, so without it a
-/// bulk download costs a `recv` per 4 KiB; with it, one per 64 KiB. Plain ws reads of this
-/// size or more bypass the buffer, so they pay no extra copy.
-pub(crate) const SOCKET_READ_BUFFER: usize = 64 * 1024;
+pub type EdgeStream = UpgradedStream;
 
 /// `User-Agent` sent on every upgrade, like `cloudflared/<version>`.
 pub const USER_AGENT: &str = concat!("k8s-tunnels/", env!("CARGO_PKG_VERSION"));
@@ -76,7 +68,7 @@ pub enum CarrierError {
     },
     /// The WebSocket handshake failed for another reason.
     #[error("WebSocket handshake with edge failed")]
-    Handshake(#[source] WsError),
+    Handshake(#[source] UpgradeError),
     /// The SOCKS5 handshake with the origin-side proxy failed.
     #[error("origin SOCKS5 handshake failed")]
     OriginSocks(#[source] fast_socks5::SocksError),
@@ -226,38 +218,52 @@ impl Edge {
             })?;
         // No Nagle (kubectl writes small frames), TCP keepalive, a bound on unacknowledged data.
         crate::tunnel::keepalive::tune_socket(&tcp);
-        let tcp = BufReader::with_capacity(SOCKET_READ_BUFFER, tcp);
-        let stream = match &self.tls {
-            None => MaybeTlsStream::Plain(tcp),
+        let request = self.request(credential)?;
+        let upgraded = match &self.tls {
+            None => self.upgrade_on(tcp, request, credential).await?,
             Some((connector, name)) => {
-                let tls =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name.clone(), tcp))
-                        .await
-                        .map_err(|_| CarrierError::Timeout("in the TLS handshake with the edge"))?
-                        .map_err(|source| CarrierError::Tls {
-                            edge: self.dial.clone(),
-                            source,
-                        })?;
-                MaybeTlsStream::Rustls(tls)
+                // Read-ahead under TLS: rustls reads 4 KiB at a time; the buffer exists only
+                // while data flows.
+                let tls = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    connector.connect(name.clone(), ReadAhead::new(tcp)),
+                )
+                .await
+                .map_err(|_| CarrierError::Timeout("in the TLS handshake with the edge"))?
+                .map_err(|source| CarrierError::Tls {
+                    edge: self.dial.clone(),
+                    source,
+                })?;
+                self.upgrade_on(tls, request, credential).await?
             }
         };
-        let request = self.request(credential)?;
-        let (ws, _response) = tokio::time::timeout(
+        Ok(upgraded)
+    }
+
+    async fn upgrade_on<S>(
+        &self,
+        stream: S,
+        request: http::Request<()>,
+        credential: &Credential,
+    ) -> Result<EdgeStream, CarrierError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            tokio_tungstenite::client_async_with_config(request, stream, Some(websocket_config())),
+            handshake::client_upgrade(stream, request),
         )
         .await
         .map_err(|_| CarrierError::Timeout("in the WebSocket upgrade"))?
-        .map_err(|e| classify_handshake_error(e, credential))?;
-        Ok(WsByteStream::new(ws))
+        .map_err(|e| match e {
+            UpgradeError::Refused(refusal) => classify_refusal(&refusal, credential),
+            other => CarrierError::Handshake(other),
+        })
     }
 
     fn request(&self, credential: &Credential) -> Result<http::Request<()>, CarrierError> {
-        let mut request = self
-            .request_url
-            .as_str()
-            .into_client_request()
-            .map_err(CarrierError::Handshake)?;
+        let mut request =
+            handshake::client_request(&self.request_url).map_err(CarrierError::Handshake)?;
         let headers = request.headers_mut();
         headers.insert(
             http::header::USER_AGENT,
@@ -290,37 +296,30 @@ impl Edge {
     }
 }
 
-/// Sorts a failed upgrade into what the user can act on. The edge signals "log in" with a
+/// Sorts a refused upgrade into what the user can act on. The edge signals "log in" with a
 /// redirect to `/cdn-cgi/access/login` (cloudflared's check), or 401/403.
-fn classify_handshake_error(err: WsError, credential: &Credential) -> CarrierError {
-    match err {
-        WsError::Http(response) => {
-            let status = response.status().as_u16();
-            // A refused service token is the operator's problem, not a login: a browser
-            // cannot fix it (cloudflared#1673 opened one per connection).
-            let says_service_token = response.body().as_deref().is_some_and(|b| {
-                String::from_utf8_lossy(b)
-                    .to_ascii_lowercase()
-                    .contains("service token")
-            });
-            if (status == 401 || status == 403)
-                && (says_service_token || matches!(credential, Credential::ServiceToken { .. }))
-            {
-                return CarrierError::ServiceTokenRejected { status };
-            }
-            let to_login = response.status().is_redirection()
-                && response
-                    .headers()
-                    .get(http::header::LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .is_some_and(is_login_location);
-            if to_login || status == 401 || status == 403 {
-                CarrierError::LoginRequired { status }
-            } else {
-                CarrierError::Refused { status }
-            }
-        }
-        other => CarrierError::Handshake(other),
+fn classify_refusal(refusal: &Refusal, credential: &Credential) -> CarrierError {
+    let status = refusal.status.as_u16();
+    // A refused service token is the operator's problem, not a login: a browser cannot fix it
+    // (cloudflared#1673 opened one per connection).
+    let says_service_token = String::from_utf8_lossy(&refusal.body)
+        .to_ascii_lowercase()
+        .contains("service token");
+    if (status == 401 || status == 403)
+        && (says_service_token || matches!(credential, Credential::ServiceToken { .. }))
+    {
+        return CarrierError::ServiceTokenRejected { status };
+    }
+    let to_login = refusal.status.is_redirection()
+        && refusal
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .is_some_and(is_login_location);
+    if to_login || status == 401 || status == 403 {
+        CarrierError::LoginRequired { status }
+    } else {
+        CarrierError::Refused { status }
     }
 }
 
@@ -347,16 +346,16 @@ mod tests {
         assert!(!is_login_location("/login"));
     }
 
-    fn answer(status: u16, location: Option<&str>, body: &str) -> WsError {
-        let mut builder = http::Response::builder().status(status);
+    fn answer(status: u16, location: Option<&str>, body: &str) -> Refusal {
+        let mut headers = http::HeaderMap::new();
         if let Some(l) = location {
-            builder = builder.header(http::header::LOCATION, l);
+            headers.insert(http::header::LOCATION, l.parse().expect("a header value"));
         }
-        WsError::Http(Box::new(
-            builder
-                .body(Some(body.as_bytes().to_vec()))
-                .expect("a valid response"),
-        ))
+        Refusal {
+            status: http::StatusCode::from_u16(status).expect("a status"),
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        }
     }
 
     #[test]
@@ -366,8 +365,8 @@ mod tests {
             client_secret: crate::secret::Secret::new("s"),
         };
         let token = Credential::Token(crate::secret::Secret::new("t"));
-        let err = classify_handshake_error(
-            answer(403, None, "forbidden: service token rejected"),
+        let err = classify_refusal(
+            &answer(403, None, "forbidden: service token rejected"),
             &service,
         );
         assert!(matches!(
@@ -376,13 +375,13 @@ mod tests {
         ));
         assert!(!err.is_login_required() && !err.token_refused());
         // The body alone says so, whatever was sent.
-        let err = classify_handshake_error(
-            answer(403, None, "forbidden: service token rejected"),
+        let err = classify_refusal(
+            &answer(403, None, "forbidden: service token rejected"),
             &Credential::None,
         );
         assert!(matches!(err, CarrierError::ServiceTokenRejected { .. }));
-        let err = classify_handshake_error(
-            answer(
+        let err = classify_refusal(
+            &answer(
                 302,
                 Some("https://t.cloudflareaccess.com/cdn-cgi/access/login/a?kid=x"),
                 "",
@@ -390,10 +389,10 @@ mod tests {
             &token,
         );
         assert!(err.is_login_required() && err.token_refused());
-        let err = classify_handshake_error(answer(401, None, "unauthorized"), &token);
+        let err = classify_refusal(&answer(401, None, "unauthorized"), &token);
         assert!(err.token_refused());
         for status in [500, 502, 503] {
-            let err = classify_handshake_error(answer(status, None, ""), &token);
+            let err = classify_refusal(&answer(status, None, ""), &token);
             assert!(!err.token_refused() && !err.is_login_required(), "{status}");
         }
     }

@@ -24,8 +24,6 @@ use crate::tunnel::keepalive::{Keepalive, Liveness};
 
 /// A client must finish the SOCKS handshake within this time.
 const SOCKS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Copy buffer per direction; large enough that bulk transfers are not syscall-bound.
-const COPY_BUFFER: usize = 64 * 1024;
 
 /// Live counters of one tunnel, shared with status readers.
 #[derive(Debug, Default)]
@@ -146,14 +144,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
     // Either side ending ends the pipe. An error may be the edge going away (reset, or silent
     // past the keepalive's timeout): the prober checks the edge now rather than at its next
     // period, so the tunnel's state says so at once.
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-        &mut local,
-        &mut edge_stream,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    )
-    .await
-    {
+    if let Err(e) = crate::wire::copy::copy_bidirectional(&mut local, &mut edge_stream).await {
         tracing::info!(cluster = %name, error = %e, "connection closed with an error");
         ctx.health.probe_now();
     }

@@ -3,11 +3,11 @@
 //! tunnel's [`health`].
 
 pub mod carrier;
-pub mod counted;
 pub mod health;
-pub mod keepalive;
 pub mod listener;
-pub mod ws_stream;
+
+// Shared with the gateway; kept here under their old names for the tunnel's users.
+pub use crate::wire::{counted, keepalive};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! no FIN, no RST, nothing to read. An idle `kubectl get -w` would then wait forever, holding its
 //! file descriptor and its place in `open_connections`. Three layers prevent that:
 //!
-//! - **WebSocket pings** ([`Keepalive`], applied by [`super::ws_stream::WsByteStream`]): a
+//! - **WebSocket pings** ([`Keepalive`], applied by [`super::stream::WsStream`]): a
 //!   stream that heard nothing for [`Keepalive::idle`] pings; if the peer then stays silent for
 //!   [`Keepalive::timeout`], the stream fails and the connection closes. Busy streams never ping.
 //! - **A check on demand** ([`Liveness`]): on a wake-up or a network change every stream pings at
