@@ -186,12 +186,13 @@ impl Shell {
             .iter()
             .map(|e| EnvironmentKey(e.cluster.environment.as_str()))
             .collect();
-        let place = |environment: &str| {
-            environments
-                .iter()
-                .position(|e| e.0 == environment)
-                .map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX))
-        };
+        // Each environment's place in the library's order, looked up once per row.
+        let places: std::collections::HashMap<&str, u32> = environments
+            .iter()
+            .zip(0..)
+            .map(|(e, place)| (e.0, place))
+            .collect();
+        let place = |environment: &str| places.get(environment).copied().unwrap_or(u32::MAX);
         let mut rows: Vec<ClusterRow> = catalog
             .iter()
             .map(|e| ClusterRow {

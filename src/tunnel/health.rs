@@ -144,13 +144,11 @@ impl Health {
         if err.is_login_required() {
             self.set(TunnelState::LoginRequired, Some(crate::error_chain(err)));
         } else {
-            let mut current = lock(&self.current);
-            if current.state == TunnelState::Up {
-                current.state = TunnelState::Checking;
-                current.reason = Some(crate::error_chain(err));
-                current.since = SystemTime::now();
-                (self.on_change)(&current);
-            }
+            self.set_when(
+                |now| now == TunnelState::Up,
+                TunnelState::Checking,
+                Some(crate::error_chain(err)),
+            );
         }
         self.wake.notify_one();
     }
@@ -161,8 +159,18 @@ impl Health {
     }
 
     fn set(&self, state: TunnelState, reason: Option<String>) {
+        self.set_when(|_| true, state, reason);
+    }
+
+    /// Moves to `state` if the current state satisfies `when`, judged under the same lock.
+    fn set_when(
+        &self,
+        when: impl FnOnce(TunnelState) -> bool,
+        state: TunnelState,
+        reason: Option<String>,
+    ) {
         let mut current = lock(&self.current);
-        if current.state == state && current.reason == reason {
+        if !when(current.state) || (current.state == state && current.reason == reason) {
             return;
         }
         if current.state != state {
