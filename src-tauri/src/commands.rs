@@ -1,13 +1,13 @@
 //! The commands the web UI invokes, mirrored in `ui/src/ipc.ts` (`Commands`, `COMMAND_NAMES`):
 //! one-line adapters that relay each to the tray process, which owns the engine
-//! ([`crate::control`]). What they return is the JSON the tray process's [`crate::shell::Shell`]
+//! ([`k8s_tunnels_desktop::control`]). What they return is the JSON the tray process's [`k8s_tunnels_desktop::shell::Shell`]
 //! answers (`ClusterRow[]`, `TunnelStatus`, …); every error crosses as `{code, message}`.
 
 use serde_json::Value;
 use tauri::State;
 
-use crate::control::{Client, Request};
-use crate::ipc::IpcError;
+use k8s_tunnels_desktop::control::{Client, Request};
+use k8s_tunnels_desktop::ipc::IpcError;
 
 type Tray<'a> = State<'a, Client>;
 type Answer = Result<Value, IpcError>;

@@ -1,7 +1,6 @@
-//! Starts the k8s-tunnels desktop app: the tray process, which owns the tunnels (see the
-//! library's `agent`). A second launch opens the running app's window instead.
-// A release build on Windows is a GUI program: started at login, it opens no console window.
+//! The k8s-tunnels window (see the library's `window`): started by the tray process when the
+//! window is opened, and ends when it is closed.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 fn main() {
-    k8s_tunnels_desktop::agent::run()
+    k8s_tunnels_window::window::run()
 }

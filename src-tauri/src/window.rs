@@ -11,8 +11,8 @@ use k8s_tunnels::dirs::AppDirs;
 use tauri::{Emitter as _, Manager as _, Runtime, WebviewUrl, WebviewWindowBuilder};
 use tokio::sync::broadcast;
 
-use crate::control::{self, Client, Pushed};
-use crate::{HIDDEN_ARG, TRAY_BIN, init_logging, sibling_binary};
+use k8s_tunnels_desktop::control::{self, Client, Pushed};
+use k8s_tunnels_desktop::{HIDDEN_ARG, TRAY_BIN, init_logging, runtime_or_exit, sibling_binary};
 
 /// The window's label.
 pub const WINDOW: &str = "main";
@@ -95,7 +95,7 @@ pub fn open_window<R: Runtime>(app: &tauri::AppHandle<R>) {
 /// Runs the window until it is closed (or the tray process goes away).
 pub fn run() {
     init_logging();
-    let runtime = crate::runtime_or_exit("k8s-tunnels-window");
+    let runtime = runtime_or_exit("k8s-tunnels-window");
     // Tauri's async tasks and the relay share this one runtime.
     tauri::async_runtime::set(runtime.handle().clone());
     let entered = runtime.enter();

@@ -4,6 +4,7 @@
 //! `{code, message}`. Also what a connected window hears: every UI event, and "come to the
 //! front" when the app is launched again.
 
+#[path = "../../desktop/tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use k8s_tunnels::state::StateStore;
 use k8s_tunnels_desktop::control::{self, Client, ControlHandle, Listener, Pushed, Request};
-use k8s_tunnels_desktop::{commands, ipc};
+use k8s_tunnels_desktop::ipc;
+use k8s_tunnels_window::commands;
 use serde_json::{Value, json};
 use support::{World, wait_for};
 use tauri::test::{

@@ -13,6 +13,7 @@
 //! Needs `tauri-driver` (cargo install tauri-driver), `WebKitWebDriver` (webkit2gtk-driver),
 //! Xvfb, dbus-daemon and kubectl: `scripts/install-desktop-deps`. Fails loudly without them.
 
+#[path = "../../desktop/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -35,8 +36,23 @@ const CHANGE: Duration = Duration::from_secs(45);
 /// The window's size for the screenshot.
 const WINDOW: (u32, u32) = (1180, 860);
 const WINDOW_BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-window");
-/// The window process starts this one from the same folder.
-const _TRAY_BINARY: &str = env!("CARGO_BIN_EXE_k8s-tunnels-desktop");
+
+/// The tray binary the window process starts, from its own folder. It is built by the root
+/// workspace into the same target folder (`cargo build -p k8s-tunnels-desktop`, which
+/// `scripts/test` runs first); a missing one fails here, not as a window that never fills.
+fn require_tray_binary() {
+    let tray = Path::new(WINDOW_BINARY).with_file_name(format!(
+        "{}{}",
+        k8s_tunnels_desktop::TRAY_BIN,
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        tray.is_file(),
+        "no tray binary at {}: build it first with `cargo build -p k8s-tunnels-desktop` from the \
+         repository's root",
+        tray.display()
+    );
+}
 
 /// Kills a process the test did not spawn itself (the tray process, started by the window in a
 /// session of its own) if the test ends before it does.
@@ -214,6 +230,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     );
     require("WebKitWebDriver", "webkit2gtk-driver");
     require("kubectl", "kubectl");
+    require_tray_binary();
     let tmp = tempfile::tempdir().expect("tmp");
     let desktop = Desktop::start(1600, 1200);
     let (conn, watcher) = serve_watcher(&desktop.bus).await;

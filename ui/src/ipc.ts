@@ -1,6 +1,6 @@
 // The one TypeScript mirror of the desktop shell's IPC: `src-tauri/src/commands.rs` (commands)
-// and `src-tauri/src/events.rs` (events). Every name and shape here must match the Rust side
-// exactly; `src-tauri` has a test that checks the command and event names against this file.
+// and `desktop/src/events.rs` (events). Every name and shape here must match the Rust side
+// exactly; `src-tauri/tests/ipc_contract.rs` checks the command and event names against this file.
 
 /** A tunnel's state as users see it (mirrors `k8s_tunnels::tunnel::health::TunnelState`). */
 export type TunnelState = "connecting" | "up" | "checking" | "down" | "login_required";

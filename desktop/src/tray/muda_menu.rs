@@ -1,7 +1,6 @@
-//! The menu model as a `muda` menu, the menu `tray-icon` shows on macOS and Windows: an
-//! actionable item's muda id is its [`MenuAction::to_id`], so a click maps straight back to the
-//! action. Built on every system (Linux too, where `muda` comes with Tauri) so that the tests
-//! here check what macOS and Windows show; the Linux tray process itself never calls it.
+//! The menu model as a `muda` menu, the menu `tray-icon` shows on every system (on Linux it
+//! reads the menu as a snapshot and serves it as a dbusmenu): an actionable item's muda id is
+//! its [`MenuAction::to_id`], so a click maps straight back to the action.
 
 use muda::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 

@@ -1,8 +1,9 @@
-//! The main thread of the tray process. macOS and Windows draw a tray icon and deliver its
-//! clicks only on the main thread, inside its event loop: there the main thread runs a `tao`
-//! event loop (no window, no webview; on macOS as an accessory app, so no Dock icon) and the
-//! app itself, the engine on its tokio runtime, runs on another thread. Linux's tray is a
-//! D-Bus service that needs no loop: the app runs on the main thread itself.
+//! The main thread of the tray process, which the tray icon lives on; the app itself, the
+//! engine on its tokio runtime, runs on another thread. A `tray-icon` icon belongs to the thread
+//! that made it, and macOS and Windows draw it and deliver its clicks only on the main thread,
+//! inside its event loop: there the main thread runs a `tao` event loop (no window, no webview;
+//! on macOS as an accessory app, so no Dock icon). On Linux the icon is a D-Bus service that
+//! needs no loop of ours: the main thread just does the tray's commands as they come.
 //!
 //! Why `tao`: it is already in the tree (Tauri's window process is built on it), it is what
 //! `tray-icon`'s authors pair it with, it wraps the two platform loops without one `unsafe`
@@ -16,7 +17,7 @@ mod imp {
     use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
     use tao::platform::run_return::EventLoopExtRunReturn as _;
 
-    use crate::tray::native::{self, Command};
+    use crate::tray::backend::{Command, TraySlot};
 
     enum Message {
         Tray(Command),
@@ -62,15 +63,15 @@ mod imp {
             eprintln!("error: cannot start the app's thread: {e}");
             return 1;
         }
-        let mut tray = None;
+        let mut tray = TraySlot::default();
         let mut code = 0;
         event_loop.run_return(|event, _, flow| {
             *flow = ControlFlow::Wait;
             match event {
-                Event::UserEvent(Message::Tray(command)) => native::handle(&mut tray, command),
+                Event::UserEvent(Message::Tray(command)) => tray.handle(command),
                 Event::UserEvent(Message::Exit(exit)) => {
                     // The icon goes before the loop ends, on the thread that made it.
-                    tray = None;
+                    tray = TraySlot::default();
                     code = exit;
                     *flow = ControlFlow::Exit;
                 }
@@ -83,15 +84,56 @@ mod imp {
 
 #[cfg(not(any(target_os = "macos", windows)))]
 mod imp {
-    /// Where a main-thread loop would be: Linux's tray needs none.
-    #[derive(Clone, Debug, Default)]
-    pub struct MainThread {
-        _none: (),
+    use std::sync::mpsc;
+
+    use crate::tray::backend::{Command, TraySlot};
+
+    enum Message {
+        Tray(Command),
+        Exit(i32),
     }
 
-    /// Runs `app` on this thread; returns its exit code.
+    /// A handle to the main thread, for the tray; any thread may hold one.
+    #[derive(Clone)]
+    pub struct MainThread {
+        sender: mpsc::Sender<Message>,
+    }
+
+    impl MainThread {
+        /// Hands `command` to the tray on the main thread; false once the app has ended.
+        pub(crate) fn send(&self, command: Command) -> bool {
+            self.sender.send(Message::Tray(command)).is_ok()
+        }
+    }
+
+    /// Does the tray's commands on this (the main) thread and runs `app` on another, until
+    /// `app` returns; returns its exit code.
     pub fn run(app: impl FnOnce(MainThread) -> i32 + Send + 'static) -> i32 {
-        app(MainThread::default())
+        let (sender, messages) = mpsc::channel();
+        let main = MainThread {
+            sender: sender.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("k8s-tunnels-app".into())
+            .spawn(move || {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(main)))
+                    .unwrap_or(101);
+                let _ = sender.send(Message::Exit(code));
+            });
+        if let Err(e) = spawned {
+            eprintln!("error: cannot start the app's thread: {e}");
+            return 1;
+        }
+        let mut tray = TraySlot::default();
+        // The app's thread holds a sender until it has sent its exit code.
+        for message in messages {
+            match message {
+                Message::Tray(command) => tray.handle(command),
+                // The icon goes first, on the thread that made it.
+                Message::Exit(code) => return code,
+            }
+        }
+        1
     }
 }
 

@@ -1,30 +1,20 @@
 //! The tray icon: it renders the menu model ([`crate::menu`]), shows the state in the icon and
 //! tooltip, rebuilds when the shell's state changes, and hands clicks to the app as
-//! [`MenuAction`]s. This module follows the shell; a backend per system draws:
-//!
-//! - **macOS and Windows** (`native`): `tray-icon` — an NSStatusItem in the menu bar (a
-//!   template icon, the menu on a click) or a Shell_NotifyIcon in the notification area
-//!   (colour icon, tooltip, left click opens the window, right click the menu) — with the
-//!   menu built by [`muda_menu`]. Both systems want it on the main thread's event loop, which
-//!   [`crate::main_thread`] runs.
-//! - **Linux** (`sni`): a StatusNotifierItem and its dbusmenu over D-Bus (`ksni`, pure Rust).
-//!   Not `tray-icon`'s own ksni backend: that one takes its menu as a `muda` menu, and in this
-//!   workspace `muda` is built with GTK (Tauri, for the window process, enables `muda/gtk3`,
-//!   and Cargo builds one `muda` for both binaries), so using it would link `libgtk-3` into
-//!   the tray process, which must never load GTK (`tests/tray_dbus.rs`).
+//! [`MenuAction`]s. This module follows the shell; [`backend`] draws, through `tray-icon` on
+//! every system: an NSStatusItem in the macOS menu bar (a template icon, the menu on a click),
+//! a Shell_NotifyIcon in the Windows notification area (colour icon, tooltip, left click opens
+//! the window, right click the menu), and on Linux a StatusNotifierItem with its dbusmenu over
+//! D-Bus (tray-icon's `ksni` backend: no GTK; left click opens the window, right click the
+//! menu). The menu is built by [`muda_menu`]; the icon lives on the thread that
+//! [`crate::main_thread`] runs (on macOS and Windows the main thread, in its event loop).
 
+pub(crate) mod backend;
+#[cfg(all(unix, not(target_os = "macos")))]
+mod host;
 pub mod icons;
 pub mod muda_menu;
 
-#[cfg(any(target_os = "macos", windows))]
-pub(crate) mod native;
-#[cfg(any(target_os = "macos", windows))]
-use native::Backend;
-
-#[cfg(all(unix, not(target_os = "macos")))]
-mod sni;
-#[cfg(all(unix, not(target_os = "macos")))]
-use sni::Backend;
+use backend::Backend;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

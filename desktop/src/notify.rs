@@ -646,7 +646,8 @@ mod tests {
     #[test]
     fn toasts_carry_the_bundle_identifier_as_app_user_model_id() {
         let conf: serde_json::Value =
-            serde_json::from_str(include_str!("../tauri.conf.json")).expect("tauri.conf.json");
+            serde_json::from_str(include_str!("../../src-tauri/tauri.conf.json"))
+                .expect("tauri.conf.json");
         assert_eq!(conf["identifier"], APP_USER_MODEL_ID);
     }
 
