@@ -55,6 +55,9 @@ pub struct ClusterRow {
     pub favourite: bool,
     /// The kubectl context that reaches it.
     pub context: String,
+    /// What "Copy kubectl command" copies ([`kubectl_line`]): in the row, so that the window
+    /// writes the clipboard inside the click itself, which a webview only allows there.
+    pub kubectl: String,
     /// Its open tunnel.
     pub tunnel: Option<TunnelStatus>,
 }
@@ -195,18 +198,22 @@ impl Shell {
         let place = |environment: &str| places.get(environment).copied().unwrap_or(u32::MAX);
         let mut rows: Vec<ClusterRow> = catalog
             .iter()
-            .map(|e| ClusterRow {
-                id: e.cluster.id.clone(),
-                name: e.cluster.name.clone(),
-                cloud: e.cluster.cloud,
-                environment: e.cluster.environment.clone(),
-                environment_order: place(&e.cluster.environment),
-                region: e.cluster.region.clone(),
-                source: e.source.clone(),
-                stale: e.stale.clone(),
-                favourite: favourites.contains(&e.cluster.id),
-                context: self.engine.context_name(&e.cluster),
-                tunnel: self.engine.status_of(&e.cluster.id),
+            .map(|e| {
+                let context = self.engine.context_name(&e.cluster);
+                ClusterRow {
+                    id: e.cluster.id.clone(),
+                    name: e.cluster.name.clone(),
+                    cloud: e.cluster.cloud,
+                    environment: e.cluster.environment.clone(),
+                    environment_order: place(&e.cluster.environment),
+                    region: e.cluster.region.clone(),
+                    source: e.source.clone(),
+                    stale: e.stale.clone(),
+                    favourite: favourites.contains(&e.cluster.id),
+                    kubectl: kubectl_line(&context),
+                    context,
+                    tunnel: self.engine.status_of(&e.cluster.id),
+                }
             })
             .collect();
         // The library's order, which the window keeps (one order for tray, window and CLI).
@@ -363,13 +370,10 @@ impl Shell {
         Ok(context)
     }
 
-    /// `kubectl --context '<context>' get namespaces`, quoted for a POSIX shell.
+    /// The cluster's [`kubectl_line`].
     pub fn kubectl_command(&self, id: &str) -> Result<String, IpcError> {
         let entry = self.entry(id)?;
-        Ok(format!(
-            "kubectl --context {} get namespaces",
-            shell_quote(&self.engine.context_name(&entry.cluster))
-        ))
+        Ok(kubectl_line(&self.engine.context_name(&entry.cluster)))
     }
 
     /// Runs discovery now, with progress as `discovery` events; one run at a time.
@@ -546,6 +550,12 @@ fn validate_settings(settings: &Settings) -> Result<(), IpcError> {
         ));
     }
     Ok(())
+}
+
+/// `kubectl --context '<context>' get namespaces`, quoted for a POSIX shell: the command that
+/// shows a cluster is reached through its tunnel.
+pub fn kubectl_line(context: &str) -> String {
+    format!("kubectl --context {} get namespaces", shell_quote(context))
 }
 
 /// Quotes a word for a POSIX shell: single quotes, an embedded `'` as `'\''`.

@@ -123,6 +123,36 @@ async fn rows(client: &Client) -> Vec<Row> {
     serde_json::from_value(value).expect("rows")
 }
 
+/// The right edge of each figure (port, open, up, down, latency) of every row with a tunnel.
+const FIGURE_COLUMNS_JS: &str = r#"
+return Array.from(document.querySelectorAll("li.row dl.figures")).map((dl) =>
+  Array.from(dl.querySelectorAll("dd")).map((dd) => Math.round(dd.getBoundingClientRect().right)));
+"#;
+
+/// Where the first row is on the page (not in the viewport, which a click may scroll).
+async fn page_top_of_first_row(client: &Client) -> f64 {
+    let top = client
+        .execute(
+            r#"const li = document.querySelector("li.row"); return li.getBoundingClientRect().top + window.scrollY;"#,
+            vec![],
+        )
+        .await
+        .expect("the first row's place");
+    top.as_f64().expect("a number")
+}
+
+/// The X clipboard's text on `display`, as a terminal would paste it (xclip); `None` while it
+/// holds nothing.
+fn clipboard(display: &str) -> Option<String> {
+    let out = Command::new("xclip")
+        .args(["-o", "-selection", "clipboard", "-display", display])
+        .output()
+        .expect("run xclip (Debian: xclip, scripts/install-desktop-deps)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Waits until the row `name` satisfies `ok`; a timeout shows the row as last seen and any
 /// message the window showed.
 async fn wait_row(client: &Client, name: &str, what: &str, ok: impl Fn(&Row) -> bool) -> Row {
@@ -230,6 +260,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     );
     require("WebKitWebDriver", "webkit2gtk-driver");
     require("kubectl", "kubectl");
+    require("xclip", "xclip");
     require_tray_binary();
     let tmp = tempfile::tempdir().expect("tmp");
     let desktop = Desktop::start(1600, 1200);
@@ -372,11 +403,69 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
     })
     .await;
 
+    // "Copy kubectl command" puts the command on the clipboard inside the click, and it works
+    // as a user pastes it into a shell. Its notice floats over the page: nothing moves.
+    let before = page_top_of_first_row(&client).await;
+    click(
+        &client,
+        r#"button[aria-label="Copy kubectl command for prod-eu"]"#,
+    )
+    .await;
+    let copied = wait_until("the command on the clipboard", CHANGE, || async {
+        clipboard(&desktop.display).filter(|c| !c.is_empty())
+    })
+    .await;
+    assert_eq!(
+        copied,
+        format!("kubectl --context '{context}' get namespaces")
+    );
+    let pasted = tokio::process::Command::new("sh")
+        .args(["-c", &copied])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await
+        .expect("run the copied command");
+    assert!(
+        pasted.status.success() && String::from_utf8_lossy(&pasted.stdout).contains("default"),
+        "{pasted:?}"
+    );
+    let notice = wait_until("the copied notice", CHANGE, || async {
+        let text = client
+            .execute(
+                r#"return document.querySelector(".notice")?.textContent ?? null"#,
+                vec![],
+            )
+            .await
+            .ok()?;
+        text.as_str().map(String::from)
+    })
+    .await;
+    assert!(
+        notice.contains("Copied") && notice.contains(&copied),
+        "{notice}"
+    );
+    assert_eq!(
+        page_top_of_first_row(&client).await,
+        before,
+        "a notice moved the page"
+    );
+
     // Two more tunnels (one a favourite) for the screenshot, then the screenshot.
     for name in ["sandbox", "analytics-prod"] {
         toggle(&client, name).await;
         wait_row(&client, name, "up", |r| r.state == "up").await;
     }
+    // Each figure lines up with the same figure of every other open tunnel's row.
+    let columns = client
+        .execute(FIGURE_COLUMNS_JS, vec![])
+        .await
+        .expect("read the figures' columns");
+    let columns: Vec<Vec<f64>> = serde_json::from_value(columns).expect("columns");
+    assert_eq!(columns.len(), 3, "{columns:?}");
+    assert!(
+        columns.iter().all(|c| c == &columns[0]),
+        "figures out of line: {columns:?}"
+    );
     let png = client.screenshot().await.expect("screenshot");
     let (w, h) = check_screenshot(&png);
     let shot = if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {

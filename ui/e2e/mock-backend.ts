@@ -80,6 +80,7 @@ function cluster(
     stale: null,
     favourite: false,
     context: `tun-${cloud}-${environment}-${name}`,
+    kubectl: `kubectl --context 'tun-${cloud}-${environment}-${name}' get namespaces`,
     tunnel: null,
   };
 }

@@ -284,8 +284,38 @@ test("Use context and Copy kubectl command", async () => {
     await page.getByText("kubectl now uses context tun-gcp-staging-ml-training").waitFor();
     await r.getByRole("button", { name: "Copy kubectl command" }).click();
     const command = "kubectl --context 'tun-gcp-staging-ml-training' get namespaces";
-    await page.getByText(`Copied: ${command}`).waitFor();
+    await page.getByText("Copied to the clipboard:").waitFor();
+    assert.equal(await page.locator(".notice-code").textContent(), command);
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), command);
+    clean(errors);
+  } finally {
+    await close();
+  }
+});
+
+test("Copy kubectl command without clipboard access: the command stays, selectable, until dismissed", async () => {
+  const { page, errors, close } = await openWindow();
+  try {
+    // A webview that refuses the write (as WebKitGTK did after an await).
+    await page.evaluate(() => {
+      navigator.clipboard.writeText = () => Promise.reject(new DOMException("denied", "NotAllowedError"));
+    });
+    // Where the first row is on the page (not in the viewport: the click may scroll).
+    const top = () =>
+      page.locator("li.row").first().evaluate((e) => e.getBoundingClientRect().top + window.scrollY);
+    const before = await top();
+    await row(page, "gcp/staging/ml-training").getByRole("button", { name: "Copy kubectl command" }).click();
+    const code = page.locator(".notice-code");
+    await code.waitFor();
+    assert.equal(await code.textContent(), "kubectl --context 'tun-gcp-staging-ml-training' get namespaces");
+    // Over the page, not in its flow: nothing under it moved.
+    assert.equal(await top(), before);
+    assert.equal(await code.evaluate((e) => getComputedStyle(e).userSelect), "all");
+    // Still there after the time a passing notice fades (6 s); gone when dismissed.
+    await page.waitForTimeout(6500);
+    assert.equal(await code.count(), 1);
+    await page.getByRole("button", { name: "Dismiss message" }).click();
+    assert.equal(await code.count(), 0);
     clean(errors);
   } finally {
     await close();

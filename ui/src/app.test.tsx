@@ -21,6 +21,7 @@ const ROWS: ClusterRow[] = [
     stale: null,
     favourite: false,
     context: "tun-payments",
+    kubectl: "kubectl --context 'tun-payments' get namespaces",
     tunnel: null,
   },
 ];

@@ -101,9 +101,10 @@ export function App({ ipc }: { ipc: Ipc }) {
     return () => document.removeEventListener("keydown", onKey);
   }, []);
 
-  // Notices fade after a while; a newer one restarts the clock.
+  // Notices fade after a while (a sticky one stays until dismissed); a newer one restarts the
+  // clock.
   useEffect(() => {
-    if (!state.notice) return;
+    if (!state.notice || state.notice.sticky) return;
     const t = setTimeout(() => dispatch({ type: "notice", text: null }), 6000);
     return () => clearTimeout(t);
   }, [state.notice]);
@@ -154,21 +155,28 @@ export function App({ ipc }: { ipc: Ipc }) {
           dispatch({ type: "row_error", id: row.id, message: errorMessage(e) });
         }
       },
-      async copyCommand(row) {
-        let command: string;
+      copyCommand(row) {
+        const command = row.kubectl;
+        // Written here, inside the click: WebKit lets a page write the clipboard only while it
+        // handles the user's gesture, not after a round trip to the app.
+        let written: Promise<void>;
         try {
-          command = await ipc.call("kubectl_command", { id: row.id });
+          written = navigator.clipboard.writeText(command);
         } catch (e) {
-          dispatch({ type: "row_error", id: row.id, message: errorMessage(e) });
-          return;
+          written = Promise.reject(e);
         }
-        try {
-          await navigator.clipboard.writeText(command);
-          dispatch({ type: "notice", text: `Copied: ${command}` });
-        } catch {
-          // No clipboard access in this webview: show the command so it can be copied by hand.
-          dispatch({ type: "notice", text: `Copy this command: ${command}`, error: true });
-        }
+        written.then(
+          () => dispatch({ type: "notice", text: "Copied to the clipboard:", code: command }),
+          () =>
+            // No clipboard access in this webview: the command stays, selectable, until dismissed.
+            dispatch({
+              type: "notice",
+              text: "This window cannot write the clipboard; copy the command by hand:",
+              code: command,
+              error: true,
+              sticky: true,
+            }),
+        );
       },
     }),
     [ipc],
@@ -207,7 +215,10 @@ export function App({ ipc }: { ipc: Ipc }) {
       <div class="notice-area" role="status" aria-live="polite">
         {state.notice && (
           <p class={state.notice.error ? "notice notice-error" : "notice"}>
-            <span class="notice-text">{state.notice.text}</span>
+            <span class="notice-text">
+              {state.notice.text}
+              {state.notice.code !== null && <code class="notice-code">{state.notice.code}</code>}
+            </span>
             <button
               type="button"
               class="link"
@@ -484,7 +495,9 @@ function Row(props: {
         <span aria-hidden="true">{row.favourite ? "★" : "☆"}</span>
       </button>
       <div class="who">
-        <span class="name">{row.name}</span>
+        <span class="name" title={row.name}>
+          {row.name}
+        </span>
         {row.stale && (
           <span class="badge badge-stale" title={row.stale}>
             stale
@@ -532,7 +545,12 @@ function Row(props: {
         <button type="button" class="secondary" onClick={() => actions.useContext(row)}>
           Use context
         </button>
-        <button type="button" class="secondary" onClick={() => actions.copyCommand(row)}>
+        <button
+          type="button"
+          class="secondary"
+          aria-label={`Copy kubectl command for ${row.name}`}
+          onClick={() => actions.copyCommand(row)}
+        >
           Copy kubectl command
         </button>
       </div>

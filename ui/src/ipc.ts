@@ -46,6 +46,9 @@ export interface ClusterRow {
   favourite: boolean;
   /** The kubectl context that reaches it. */
   context: string;
+  /** What "Copy kubectl command" copies, quoted for a POSIX shell: in the row, so that the
+   *  click itself writes the clipboard (a webview allows that only inside the user's click). */
+  kubectl: string;
   tunnel: TunnelStatus | null;
 }
 

@@ -34,6 +34,7 @@ function row(cloud: Cloud, environment: string, name: string, extra: Partial<Clu
     stale: null,
     favourite: false,
     context: `tun-${name}`,
+    kubectl: `kubectl --context 'tun-${name}' get namespaces`,
     tunnel: null,
     ...extra,
   };
@@ -310,7 +311,9 @@ describe("state reducer", () => {
 
   test("notices set and clear", () => {
     const s = run([{ type: "notice", text: "Copied", error: false }], loaded);
-    expect(s.notice).toEqual({ text: "Copied", error: false });
+    expect(s.notice).toEqual({ text: "Copied", error: false, code: null, sticky: false });
+    const sticky = run([{ type: "notice", text: "Copy by hand:", code: "kubectl", error: true, sticky: true }], loaded);
+    expect(sticky.notice).toEqual({ text: "Copy by hand:", error: true, code: "kubectl", sticky: true });
     expect(run([{ type: "notice", text: null }], s).notice).toBeNull();
   });
 });

@@ -225,6 +225,16 @@ export interface DiscoveryState {
 
 export type LoginNotice = Events["login"];
 
+/** A message over the page (it never moves the content). */
+export interface Notice {
+  text: string;
+  error: boolean;
+  /** Text the user may need to copy by hand, shown selectable. */
+  code: string | null;
+  /** Stays until dismissed. */
+  sticky: boolean;
+}
+
 export interface UiState {
   rows: ClusterRow[];
   /** False until the first `clusters` answer. */
@@ -241,7 +251,9 @@ export interface UiState {
   /** Login notices by Access application. */
   logins: Record<string, LoginNotice>;
   /** A short confirmation ("Copied …") or failure not tied to a row. */
-  notice: { text: string; error: boolean } | null;
+  /** A passing message. `code` is text to copy by hand (selectable); a `sticky` notice stays
+   *  until dismissed instead of fading. */
+  notice: Notice | null;
 }
 
 export const ACTIVITY_LIMIT = 200;
@@ -273,7 +285,7 @@ export type Action =
   | { type: "pending"; id: string; pending: boolean }
   | { type: "row_error"; id: string; message: string | null }
   | { type: "favourite"; id: string; favourite: boolean }
-  | { type: "notice"; text: string | null; error?: boolean };
+  | { type: "notice"; text: string | null; error?: boolean; code?: string; sticky?: boolean };
 
 function updateRow(
   rows: ClusterRow[],
@@ -365,7 +377,13 @@ export function reduce(s: UiState, a: Action): UiState {
       return rows ? { ...s, rows } : s;
     }
     case "notice":
-      return { ...s, notice: a.text === null ? null : { text: a.text, error: a.error ?? false } };
+      return {
+        ...s,
+        notice:
+          a.text === null
+            ? null
+            : { text: a.text, error: a.error ?? false, code: a.code ?? null, sticky: a.sticky ?? false },
+      };
   }
 }
 
