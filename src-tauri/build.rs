@@ -32,6 +32,7 @@ fn main() {
             "settings",
             "save_settings",
             "sources",
+            "about",
             "activity",
         ]),
     ))

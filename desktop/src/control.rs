@@ -93,6 +93,8 @@ pub enum Request {
     },
     /// The discovery sources.
     Sources,
+    /// Where the app's files are and how it runs (demo lab, keychain).
+    About,
     /// The activity log.
     Activity,
     /// From now on, send this peer every UI event and "come to the front": it is a window.
@@ -375,6 +377,7 @@ impl Peer {
             Request::Settings => json(shell.settings()),
             Request::SaveSettings { settings } => json(shell.save_settings(settings).await),
             Request::Sources => json(Ok(shell.sources())),
+            Request::About => json(Ok(shell.about())),
             Request::Activity => json(Ok(shell.activity())),
             Request::OpenWindow => {
                 if !self.windows.focus() {

@@ -73,13 +73,15 @@ pub enum CommandName {
     SaveSettings,
     /// `sources`
     Sources,
+    /// `about`
+    About,
     /// `activity`
     Activity,
 }
 
 impl CommandName {
     /// Every command, in `COMMAND_NAMES` order.
-    pub const ALL: [CommandName; 12] = [
+    pub const ALL: [CommandName; 13] = [
         CommandName::Clusters,
         CommandName::Connect,
         CommandName::Disconnect,
@@ -91,6 +93,7 @@ impl CommandName {
         CommandName::Settings,
         CommandName::SaveSettings,
         CommandName::Sources,
+        CommandName::About,
         CommandName::Activity,
     ];
 
@@ -108,6 +111,7 @@ impl CommandName {
             CommandName::Settings => "settings",
             CommandName::SaveSettings => "save_settings",
             CommandName::Sources => "sources",
+            CommandName::About => "about",
             CommandName::Activity => "activity",
         }
     }

@@ -36,7 +36,7 @@ use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::lab::{Lab, LabConfig};
 use k8s_tunnels::tunnel::health::ProbeSchedule;
 
-use crate::shell::Shell;
+use crate::shell::{RunInfo, Shell};
 
 /// The argument autostart launches the app with: start in the tray, without the window.
 pub const HIDDEN_ARG: &str = "--hidden";
@@ -60,6 +60,10 @@ pub async fn open_shell(
     schedule: ProbeSchedule,
 ) -> anyhow::Result<Arc<Shell>> {
     let mut app = App::load(dirs, options).context("cannot load the configuration")?;
+    let run = RunInfo {
+        keychain: keychain.status().clone(),
+        inventory_file: app.inventory_path().to_path_buf(),
+    };
     let lab = if app.is_unconfigured() {
         let lab = Lab::start(LabConfig::demo(&app.dirs().cache.join("demo-lab")))
             .await
@@ -77,7 +81,7 @@ pub async fn open_shell(
     let (engine, _) = app
         .engine(&keychain, schedule)
         .context("cannot set up the tunnel engine")?;
-    Ok(Shell::start(app, engine, lab))
+    Ok(Shell::start(app, engine, lab, run))
 }
 
 /// The process's tokio runtime (two workers: the app idles most of the time), or exits with a

@@ -3,6 +3,7 @@
 //! window, the tray and the notifier all follow. Commands are one-line adapters over it.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::discovery::{Progress, ProgressSink};
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineError, TunnelStatus};
 use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
+use k8s_tunnels::keychain::KeychainStatus;
 use k8s_tunnels::lab::Lab;
 use k8s_tunnels::state::Settings;
 use k8s_tunnels::tunnel::health::TunnelState;
@@ -77,7 +79,36 @@ pub struct Shell {
     figure_watchers: AtomicUsize,
     events: broadcast::Sender<UiEvent>,
     autostart: Mutex<Option<AutostartHook>>,
+    run: RunInfo,
     stop: CancellationToken,
+}
+
+/// How the app runs, beyond its configuration: what a first run explains in the window.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Whether sign-ins survive a restart.
+    pub keychain: KeychainStatus,
+    /// The inventory file the user edits. On the demo lab the app reads the lab's own
+    /// inventory instead; this is where the user's clusters would go.
+    pub inventory_file: PathBuf,
+}
+
+/// Where the app's files are and how it runs, for the window (`about`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AboutInfo {
+    /// config.yaml: discovery sources and Access settings (it may not exist yet).
+    pub config_file: PathBuf,
+    /// Whether it exists.
+    pub config_exists: bool,
+    /// The inventory file of clusters listed by hand ([`RunInfo::inventory_file`]).
+    pub inventory_file: PathBuf,
+    /// The kubeconfig files the app writes its entries into; empty if kubectl's own setting
+    /// (`KUBECONFIG`, the home folder) cannot be read.
+    pub kubeconfig_files: Vec<PathBuf>,
+    /// Nothing is configured: the clusters are the built-in demo lab's.
+    pub demo_lab: bool,
+    /// Why sign-ins last only until the app quits (no usable keychain); `None` when kept.
+    pub keychain_unavailable: Option<String>,
 }
 
 impl Drop for Shell {
@@ -89,7 +120,7 @@ impl Drop for Shell {
 impl Shell {
     /// Builds the shell over an app and its engine, loads the catalog and starts following the
     /// engine's events. Must run inside a tokio runtime.
-    pub fn start(app: App, engine: Engine, lab: Option<Lab>) -> Arc<Self> {
+    pub fn start(app: App, engine: Engine, lab: Option<Lab>, run: RunInfo) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         let shell = Arc::new(Self {
             app,
@@ -101,6 +132,7 @@ impl Shell {
             figure_watchers: AtomicUsize::new(0),
             events,
             autostart: Mutex::new(None),
+            run,
             stop: CancellationToken::new(),
         });
         if let Err(e) = shell.reload_catalog() {
@@ -485,6 +517,28 @@ impl Shell {
     /// The discovery sources, for the settings page.
     pub fn sources(&self) -> Vec<SourceInfo> {
         self.app.source_infos()
+    }
+
+    /// Where the app's files are and how it runs.
+    pub fn about(&self) -> AboutInfo {
+        let config_file = self.app.config_path().to_path_buf();
+        let kubeconfig_files = self
+            .app
+            .settings()
+            .and_then(|settings| self.app.kubeconfig(&settings))
+            .map(|k| k.paths().to_vec())
+            .unwrap_or_default();
+        AboutInfo {
+            config_exists: config_file.exists(),
+            config_file,
+            inventory_file: self.run.inventory_file.clone(),
+            kubeconfig_files,
+            demo_lab: lock(&self.lab).is_some(),
+            keychain_unavailable: match &self.run.keychain {
+                KeychainStatus::Durable => None,
+                KeychainStatus::Unavailable { reason } => Some(reason.clone()),
+            },
+        }
     }
 
     /// Starts sending the figures (connections, bytes) of open tunnels once a second while they

@@ -39,6 +39,24 @@ fn an_unconfigured_app_runs_on_the_demo_lab() {
     let menu = shell.menu_state();
     assert_eq!(menu.clusters.len(), 8);
 
+    // The window can say so, and where the user's own clusters would go: the inventory file
+    // of the config folder (not the lab's), config.yaml not written yet, the kubeconfig chosen.
+    let about = shell.about();
+    assert!(about.demo_lab, "{about:?}");
+    assert_eq!(about.inventory_file, home.config.join("inventory.yaml"));
+    assert_eq!(about.config_file, home.config.join("config.yaml"));
+    assert!(!about.config_exists);
+    assert_eq!(about.kubeconfig_files, [tmp.path().join("kubeconfig")]);
+    assert_eq!(
+        about.keychain_unavailable.as_deref(),
+        Some("tests keep secrets in files")
+    );
+    // Each row carries the command "Copy kubectl command" copies, quoted for a shell.
+    assert_eq!(
+        rows[0].kubectl,
+        format!("kubectl --context '{}' get namespaces", rows[0].context)
+    );
+
     // Every origin mode of the demo connects.
     for row in &rows {
         rt.block_on(shell.connect(&row.id.0)).expect("connect");

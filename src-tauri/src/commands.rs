@@ -78,6 +78,12 @@ pub async fn sources(tray: Tray<'_>) -> Answer {
     tray.call(Request::Sources).await
 }
 
+/// Where the app's files are and how it runs (demo lab, keychain).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn about(tray: Tray<'_>) -> Answer {
+    tray.call(Request::About).await
+}
+
 /// The activity log, newest last.
 #[tauri::command(rename_all = "snake_case")]
 pub async fn activity(tray: Tray<'_>) -> Answer {
@@ -98,6 +104,7 @@ pub fn register<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder
         settings,
         save_settings,
         sources,
+        about,
         activity,
     ])
 }

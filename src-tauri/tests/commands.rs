@@ -154,6 +154,21 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
         ))
     );
 
+    // about: not the demo lab; the kubeconfig the world uses; the test keychain keeps nothing.
+    let about = invoke(&window, "about", json!({})).expect("about");
+    assert_eq!(about["demo_lab"], false, "{about}");
+    assert_eq!(
+        about["kubeconfig_files"],
+        json!([world.kubeconfig.to_string_lossy()]),
+        "{about}"
+    );
+    assert!(about["keychain_unavailable"].is_string(), "{about}");
+    assert!(
+        about["config_file"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("config.yaml"))
+    );
+
     // Settings round-trip, with the new start_at_login; bad ones are refused.
     let mut settings = invoke(&window, "settings", json!({})).expect("settings");
     assert_eq!(settings["start_at_login"], false);

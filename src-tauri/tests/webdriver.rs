@@ -360,6 +360,21 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         "{listed:#?}"
     );
     assert!(listed.iter().all(|r| r.state == "off" && r.port.is_none()));
+    // The window says these are the demo lab's, and where the user's own clusters would go.
+    let demo = client
+        .execute(
+            r#"return document.querySelector('section[aria-label="Demo lab"]')?.textContent ?? null"#,
+            vec![],
+        )
+        .await
+        .expect("read the demo banner");
+    let demo = demo.as_str().unwrap_or_default();
+    assert!(
+        demo.contains("These are demo clusters")
+            && demo.contains("inventory.yaml")
+            && demo.contains("config.yaml"),
+        "{demo:?}"
+    );
 
     // Two stars: both rows move to Favourites, first.
     for name in ["prod-us", "sandbox"] {

@@ -7,6 +7,7 @@
 import { emit } from "@tauri-apps/api/event";
 import { mockIPC, mockWindows } from "@tauri-apps/api/mocks";
 import type {
+  AboutInfo,
   Activity,
   ClusterRow,
   Cloud,
@@ -32,6 +33,7 @@ interface MockState {
   settings: Settings;
   activity: Activity[];
   nextPort: number;
+  about: AboutInfo;
   calls: Call[];
   /** Errors the next call of a command rejects with (set by the test). */
   failNext: Partial<Record<CommandName, IpcError>>;
@@ -43,6 +45,8 @@ export interface MockControl {
   clearCalls(): void;
   emit<E extends EventName>(event: E, payload: Events[E]): Promise<void>;
   state(): MockState;
+  /** Changes what `about` answers (seen by the window after a reload). */
+  setAbout(patch: Partial<AboutInfo>): void;
   /** The next call of `cmd` rejects with `error`. */
   failNext(cmd: CommandName, error: IpcError): void;
   /** Makes `connect` answer `up` at once (the screenshot's demo-like catalog). */
@@ -114,6 +118,15 @@ function initialState(): MockState {
       { at: new Date(Date.now() - 60_000).toISOString(), level: "info", cluster: null, message: "Discovery found 9 clusters" },
     ],
     nextPort: 17001,
+    // A first run on the demo lab, with a keychain.
+    about: {
+      config_file: "/home/dev/.config/k8s-tunnels/config.yaml",
+      config_exists: false,
+      inventory_file: "/home/dev/.config/k8s-tunnels/inventory.yaml",
+      kubeconfig_files: ["/home/dev/.kube/config"],
+      demo_lab: true,
+      keychain_unavailable: null,
+    },
     calls: [],
     failNext: {},
   };
@@ -225,6 +238,7 @@ const handlers: Handlers = {
     { name: "vault", enabled: true, detail: "https://vault.example.internal · kv/k8s-tunnels" },
     { name: "file", enabled: false, detail: "~/.config/k8s-tunnels/inventory.yaml" },
   ],
+  about: () => state.about,
   activity: () => state.activity.slice(-200),
 };
 
@@ -271,6 +285,10 @@ window.__mock = {
   state: () => state,
   failNext: (cmd, error) => {
     state.failNext[cmd] = error;
+    save();
+  },
+  setAbout: (patch) => {
+    state.about = { ...state.about, ...patch };
     save();
   },
   setAutoUp: (on) => localStorage.setItem(AUTO_UP_KEY, on ? "1" : "0"),

@@ -339,6 +339,51 @@ test("discovery refresh shows progress, then per-source errors", async () => {
   }
 });
 
+test("a first run explains itself: the demo lab, where clusters come from, the files, no keychain", async () => {
+  const { page, errors, close } = await openWindow();
+  try {
+    // On the demo lab: a banner says so, with where real clusters would go.
+    const demo = page.getByRole("region", { name: "Demo lab" });
+    await demo.waitFor();
+    const text = await demo.textContent();
+    assert.match(text, /These are demo clusters/);
+    assert.match(text, /\/home\/dev\/\.config\/k8s-tunnels\/inventory\.yaml/);
+    assert.match(text, /\/home\/dev\/\.config\/k8s-tunnels\/config\.yaml/);
+    assert.equal(await page.getByRole("region", { name: "No keychain" }).count(), 0);
+
+    // A refresh with no discovery source says where the listed clusters come from, not "0 from 0".
+    await page.evaluate(() => window.__mock.emit("discovery", { phase: "finished", outcomes: [] }));
+    const status = page.locator(".discovery-status");
+    await status.getByText("No discovery source is configured").waitFor();
+    assert.match(await status.textContent(), /the 9 clusters listed come from the demo lab\./);
+
+    // Settings shows the files, config.yaml marked as not created yet.
+    await page.getByRole("button", { name: "Settings" }).click();
+    const files = page.getByLabel("Files");
+    await files.waitFor();
+    const listed = await files.textContent();
+    assert.match(listed, /config\.yaml \(not created yet\)/);
+    assert.match(listed, /\/home\/dev\/\.kube\/config/);
+
+    // Without a keychain the window says what that means and what to do, with the reason.
+    await page.evaluate(() =>
+      window.__mock.setAbout({ demo_lab: false, keychain_unavailable: "no Secret Service on the session bus" }),
+    );
+    await page.reload();
+    const keychain = page.getByRole("region", { name: "No keychain" });
+    await keychain.waitFor();
+    assert.match(await keychain.textContent(), /sign in again after the app restarts/);
+    assert.match(await keychain.textContent(), /no Secret Service on the session bus/);
+    assert.equal(await page.getByRole("region", { name: "Demo lab" }).count(), 0);
+    await page.evaluate(() => window.__mock.emit("discovery", { phase: "finished", outcomes: [] }));
+    await status.getByText("No discovery source is configured").waitFor();
+    assert.match(await status.textContent(), /come from the inventory file \/home\/dev\/\.config\/k8s-tunnels\/inventory\.yaml\./);
+    clean(errors);
+  } finally {
+    await close();
+  }
+});
+
 test("settings: sources read-only, saving calls save_settings; an invalid value shows its message", async () => {
   const { page, errors, close } = await openWindow();
   try {

@@ -2,7 +2,7 @@
 // cloud → environment with favourites first, the activity log and the settings. State lives in
 // one reducer (`model.ts`) fed by command results and shell events.
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
-import type { ClusterRow, Cloud, Ipc } from "./ipc";
+import type { AboutInfo, ClusterRow, Cloud, Ipc } from "./ipc";
 import {
   CLOUD_LABELS,
   INITIAL_STATE,
@@ -23,7 +23,7 @@ import {
   type Filters,
   type UiState,
 } from "./model";
-import { ActivityView, DiscoveryPanel, LoginBanners, SettingsView } from "./views";
+import { ActivityView, DiscoveryPanel, FirstRunBanners, LoginBanners, SettingsView } from "./views";
 
 type View = "clusters" | "activity" | "settings";
 
@@ -44,6 +44,8 @@ export function App({ ipc }: { ipc: Ipc }) {
   const [state, dispatch] = useReducer<UiState, Action>(reduce, INITIAL_STATE);
   const [view, setView] = useState<View>("clusters");
   const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  // Where the app's files are and how it runs; null until known (or if the app cannot say).
+  const [about, setAbout] = useState<AboutInfo | null>(null);
   const searchRef = useRef<HTMLInputElement>(null);
   // After a star moves a row between the favourites and its group, focus follows the row.
   const focusStarOf = useRef<string | null>(null);
@@ -69,6 +71,7 @@ export function App({ ipc }: { ipc: Ipc }) {
       ipc.on("activity", (item) => dispatch({ type: "activity", item })),
       ipc.on("login", (event) => dispatch({ type: "login", event })),
     ];
+    ipc.call("about").then(setAbout, () => setAbout(null));
     // Listen first, then fetch: nothing that happens in between is lost.
     void Promise.all(unlisteners).then(() => {
       void loadClusters();
@@ -231,6 +234,7 @@ export function App({ ipc }: { ipc: Ipc }) {
         )}
       </div>
       <LoginBanners logins={state.logins} />
+      {about && <FirstRunBanners about={about} clusters={state.rows.length} />}
       {view === "clusters" && (
         <ClustersView
           state={state}
@@ -240,10 +244,11 @@ export function App({ ipc }: { ipc: Ipc }) {
           actions={actions}
           refresh={refresh}
           retry={loadClusters}
+          about={about}
         />
       )}
       {view === "activity" && <ActivityView activity={state.activity} />}
-      {view === "settings" && <SettingsView ipc={ipc} />}
+      {view === "settings" && <SettingsView ipc={ipc} about={about} />}
     </div>
   );
 }
@@ -256,6 +261,7 @@ function ClustersView(props: {
   actions: RowActions;
   refresh: () => void;
   retry: () => void;
+  about: AboutInfo | null;
 }) {
   const { state, filters, setFilters, actions } = props;
   const options = useMemo(() => filterOptions(state.rows), [state.rows]);
@@ -317,7 +323,12 @@ function ClustersView(props: {
           </button>
         )}
       </div>
-      <DiscoveryPanel discovery={state.discovery} refresh={props.refresh} />
+      <DiscoveryPanel
+        discovery={state.discovery}
+        refresh={props.refresh}
+        about={props.about}
+        listed={state.rows.length}
+      />
       {!state.loaded && <p class="empty">Loading clusters…</p>}
       {state.loadError && (
         <p class="error-line" role="alert">

@@ -70,6 +70,21 @@ export interface SourceInfo {
   detail: string;
 }
 
+/** Where the app's files are and how it runs (mirrors `k8s_tunnels_desktop::shell::AboutInfo`). */
+export interface AboutInfo {
+  /** config.yaml: discovery sources and Access settings (it may not exist yet). */
+  config_file: string;
+  config_exists: boolean;
+  /** The inventory file of clusters listed by hand. */
+  inventory_file: string;
+  /** The kubeconfig files the app writes its entries into. */
+  kubeconfig_files: string[];
+  /** Nothing is configured: the clusters are the built-in demo lab's. */
+  demo_lab: boolean;
+  /** Why sign-ins last only until the app quits (no usable keychain); null when they are kept. */
+  keychain_unavailable: string | null;
+}
+
 /** The result of one discovery source in the last refresh. */
 export interface SourceOutcome {
   source: string;
@@ -122,6 +137,8 @@ export interface Commands {
   settings: [Record<string, never>, Settings];
   save_settings: [{ settings: Settings }, Settings];
   sources: [Record<string, never>, SourceInfo[]];
+  /** Where the app's files are and how it runs: what a first run explains. */
+  about: [Record<string, never>, AboutInfo];
   /** The most recent activity, newest last (at most 200). */
   activity: [Record<string, never>, Activity[]];
 }
@@ -165,6 +182,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   "settings",
   "save_settings",
   "sources",
+  "about",
   "activity",
 ] as const;
 

@@ -1,10 +1,49 @@
 // The window's secondary parts: discovery refresh with progress and per-source errors, login
 // notices, the activity log and the settings page.
 import { useEffect, useState } from "preact/hooks";
-import type { Activity, Ipc, Settings, SourceInfo } from "./ipc";
+import type { AboutInfo, Activity, Ipc, Settings, SourceInfo } from "./ipc";
 import { errorMessage, formatTime, type DiscoveryState, type LoginNotice } from "./model";
 
-export function DiscoveryPanel(props: { discovery: DiscoveryState; refresh: () => void }) {
+/** What a first run needs to know, in plain words: the clusters are a demo lab and how to
+ *  reach real ones; sign-ins are not kept without a keychain. */
+export function FirstRunBanners(props: { about: AboutInfo; clusters: number }) {
+  const { about } = props;
+  return (
+    <>
+      {about.demo_lab && (
+        <section class="banner banner-info" aria-label="Demo lab">
+          <p>
+            <strong>These are demo clusters.</strong> Nothing is configured yet, so k8s-tunnels runs a small demo
+            lab on this computer: {props.clusters === 1 ? "one cluster" : `${props.clusters} clusters`} you can
+            connect to and use with kubectl, to try the app.
+          </p>
+          <p>
+            To reach your own clusters, list them in the inventory file <code>{about.inventory_file}</code> or
+            configure a cloud source (AWS, Google Cloud, Vault) in <code>{about.config_file}</code>, then restart
+            the app. The README's "Configuration" section shows both.
+          </p>
+        </section>
+      )}
+      {about.keychain_unavailable !== null && (
+        <section class="banner" aria-label="No keychain">
+          <p>
+            <strong>No keychain:</strong> sign-ins are kept in memory only, so you will sign in again after the app
+            restarts. Start or unlock your desktop's keyring (GNOME Keyring, KWallet; the Keychain on macOS, the
+            Credential Manager on Windows), then restart the app.
+          </p>
+          <p class="hint">Why: {about.keychain_unavailable}</p>
+        </section>
+      )}
+    </>
+  );
+}
+
+export function DiscoveryPanel(props: {
+  discovery: DiscoveryState;
+  refresh: () => void;
+  about: AboutInfo | null;
+  listed: number;
+}) {
   const d = props.discovery;
   const failed = (d.outcomes ?? []).filter((o) => o.errors.length > 0 || o.rejected.length > 0);
   const found = (d.outcomes ?? []).reduce((n, o) => n + o.clusters, 0);
@@ -35,7 +74,21 @@ export function DiscoveryPanel(props: { discovery: DiscoveryState; refresh: () =
             </span>
           </span>
         )}
-        {!d.running && d.outcomes && (
+        {!d.running && d.outcomes && d.outcomes.length === 0 && (
+          <span>
+            No discovery source is configured: the {props.listed} cluster{props.listed === 1 ? "" : "s"} listed
+            come{props.listed === 1 ? "s" : ""} from{" "}
+            {props.about?.demo_lab ? (
+              "the demo lab"
+            ) : (
+              <>
+                the inventory file <code>{props.about?.inventory_file ?? "inventory.yaml"}</code>
+              </>
+            )}
+            .
+          </span>
+        )}
+        {!d.running && d.outcomes && d.outcomes.length > 0 && (
           <span>
             Last refresh: {found} cluster{found === 1 ? "" : "s"} from {d.outcomes.length} source
             {d.outcomes.length === 1 ? "" : "s"}
@@ -137,7 +190,7 @@ export function ActivityView(props: { activity: Activity[] }) {
   );
 }
 
-export function SettingsView({ ipc }: { ipc: Ipc }) {
+export function SettingsView({ ipc, about }: { ipc: Ipc; about: AboutInfo | null }) {
   const [settings, setSettings] = useState<Settings | null>(null);
   const [sources, setSources] = useState<SourceInfo[] | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -234,8 +287,34 @@ export function SettingsView({ ipc }: { ipc: Ipc }) {
       ) : (
         !error && <p class="empty">Loading settings…</p>
       )}
+      {about && (
+        <>
+          <h3>Files</h3>
+          <dl class="files" aria-label="Files">
+            <dt>Configuration (sources, Access)</dt>
+            <dd>
+              <code>{about.config_file}</code>
+              {!about.config_exists && <span class="hint"> (not created yet)</span>}
+            </dd>
+            <dt>Inventory (clusters listed by hand)</dt>
+            <dd>
+              <code>{about.inventory_file}</code>
+            </dd>
+            <dt>kubeconfig the app writes its contexts into</dt>
+            <dd>
+              {about.kubeconfig_files.length > 0 ? (
+                about.kubeconfig_files.map((f) => <code class="file">{f}</code>)
+              ) : (
+                <span class="hint">none found (set KUBECONFIG or the kubeconfig file above)</span>
+              )}
+            </dd>
+          </dl>
+        </>
+      )}
       <h3>Discovery sources</h3>
-      <p class="hint">Read-only here: sources are edited in config.yaml.</p>
+      <p class="hint">
+        Read-only here: sources are edited in <code>{about?.config_file ?? "config.yaml"}</code>.
+      </p>
       {sources &&
         (sources.length === 0 ? (
           <p class="empty">No source configured: the demo lab is used.</p>

@@ -14,7 +14,7 @@ use k8s_tunnels::inventory::{Cloud, OriginMode};
 use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::lab::{Lab, LabClusterSpec, LabConfig};
 use k8s_tunnels::tunnel::health::ProbeSchedule;
-use k8s_tunnels_desktop::shell::Shell;
+use k8s_tunnels_desktop::shell::{RunInfo, Shell};
 
 /// Probes often, so that a stopped gateway shows within a second.
 pub fn quick_schedule() -> ProbeSchedule {
@@ -86,7 +86,11 @@ impl World {
         // The engine forwards login events from a task: it is built inside the runtime.
         let shell = rt.block_on(async {
             let (engine, _) = app.engine(&keychain, quick_schedule()).expect("engine");
-            Shell::start(app, engine, None)
+            let run = RunInfo {
+                keychain: keychain.status().clone(),
+                inventory_file: app.inventory_path().to_path_buf(),
+            };
+            Shell::start(app, engine, None, run)
         });
         Self {
             rt,
