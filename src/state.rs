@@ -87,6 +87,10 @@ pub struct AppState {
     pub favourites: BTreeSet<ClusterId>,
     /// User settings.
     pub settings: Settings,
+    /// The tunnels the desktop app's user has switched on and not off: still listed after
+    /// Quit (which closes them), so that the next start reopens them when
+    /// [`Settings::reconnect_at_start`] is on.
+    pub reconnect: BTreeSet<ClusterId>,
 }
 
 impl Default for AppState {
@@ -96,6 +100,7 @@ impl Default for AppState {
             ports: BTreeMap::new(),
             favourites: BTreeSet::new(),
             settings: Settings::default(),
+            reconnect: BTreeSet::new(),
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct Settings {
     pub notifications: bool,
     /// Start the desktop app when the user logs in.
     pub start_at_login: bool,
+    /// Reopen, when the desktop app starts, the tunnels that were on when it quit.
+    pub reconnect_at_start: bool,
 }
 
 impl Default for Settings {
@@ -124,6 +131,7 @@ impl Default for Settings {
             switch_context_on_connect: false,
             notifications: true,
             start_at_login: false,
+            reconnect_at_start: true,
         }
     }
 }

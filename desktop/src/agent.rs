@@ -159,6 +159,8 @@ async fn serve(hidden: bool, main: &MainThread) -> anyhow::Result<()> {
     let _tray = crate::tray::start(&shell, main, Arc::new(move |action| clicks.on_menu(action)))
         .await
         .context("cannot show the tray icon")?;
+    // The tunnels that were on at the last Quit, as the user left them.
+    shell.reconnect_at_start().await;
     if !hidden {
         agent.open_window();
     }

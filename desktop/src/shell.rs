@@ -2,7 +2,7 @@
 //! window and the tray see it, the activity log, and one stream of typed UI events that the
 //! window, the tray and the notifier all follow. Commands are one-line adapters over it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -303,7 +303,78 @@ impl Shell {
             .inspect_err(|e| {
                 self.log(Level::Error, Some(entry.cluster.name.clone()), &e.message)
             })?;
+        let cluster = entry.cluster.id.clone();
+        self.remember_open(move |open| {
+            open.insert(cluster);
+        })
+        .await;
         Ok(status)
+    }
+
+    /// Records a change of the tunnels the user has on, for the next start. A failure to save
+    /// is logged: the tunnel itself is fine.
+    async fn remember_open(&self, change: impl FnOnce(&mut BTreeSet<ClusterId>) + Send) {
+        if let Err(e) = self
+            .engine
+            .update_state(move |state| change(&mut state.reconnect))
+            .await
+        {
+            self.log(
+                Level::Warning,
+                None,
+                format!(
+                    "cannot remember the open tunnels for the next start: {}",
+                    k8s_tunnels::error_chain(&e)
+                ),
+            );
+        }
+    }
+
+    /// Reopens the tunnels that were on when the app last quit, if the user wants that
+    /// ([`Settings::reconnect_at_start`]); clusters no longer in the catalog are left out.
+    /// Returns how many it asked to open; each connects (or fails, logged) on its own.
+    pub async fn reconnect_at_start(self: &Arc<Self>) -> usize {
+        let state = match self.app.state().load() {
+            Ok(state) => state,
+            Err(e) => {
+                self.log(
+                    Level::Warning,
+                    None,
+                    format!(
+                        "cannot read which tunnels to reopen: {}",
+                        k8s_tunnels::error_chain(&e)
+                    ),
+                );
+                return 0;
+            }
+        };
+        if !state.settings.reconnect_at_start {
+            return 0;
+        }
+        let known: Vec<ClusterId> = state
+            .reconnect
+            .into_iter()
+            .filter(|id| self.entry(&id.0).is_ok())
+            .collect();
+        for id in &known {
+            let shell = Arc::clone(self);
+            let id = id.0.clone();
+            // Errors are logged by connect; one slow edge must not hold up the others.
+            tokio::spawn(async move { shell.connect(&id).await });
+        }
+        if !known.is_empty() {
+            self.log(
+                Level::Info,
+                None,
+                format!(
+                    "reopening {} tunnel{} that {} on at the last quit",
+                    known.len(),
+                    if known.len() == 1 { "" } else { "s" },
+                    if known.len() == 1 { "was" } else { "were" }
+                ),
+            );
+        }
+        known.len()
     }
 
     /// Closes a cluster's tunnel; closing one that is not open is not an error.
@@ -314,7 +385,14 @@ impl Shell {
             .disconnect(&entry.cluster.id, DISCONNECT_LIMIT)
             .await
         {
-            Ok(()) | Err(EngineError::NotConnected(_)) => Ok(()),
+            Ok(()) | Err(EngineError::NotConnected(_)) => {
+                let cluster = entry.cluster.id.clone();
+                self.remember_open(move |open| {
+                    open.remove(&cluster);
+                })
+                .await;
+                Ok(())
+            }
             Err(e) => Err(IpcError::from_engine(e)),
         }
     }
@@ -366,6 +444,7 @@ impl Shell {
     /// Closes every tunnel.
     pub async fn disconnect_all(&self) {
         self.engine.shutdown(DISCONNECT_LIMIT).await;
+        self.remember_open(BTreeSet::clear).await;
     }
 
     /// Pins or unpins a cluster.

@@ -190,3 +190,97 @@ fn without_a_tray_host_the_app_runs_on_and_shows_its_item_when_one_comes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The tunnel state of cluster `id` in a `clusters` reply, `None` while it has no tunnel.
+fn tunnel_state(clusters: &serde_json::Value, id: &str) -> Option<String> {
+    clusters
+        .as_array()?
+        .iter()
+        .find(|row| row["id"] == id)?
+        .get("tunnel")?
+        .get("state")?
+        .as_str()
+        .map(String::from)
+}
+
+/// Waits until the app has ended by itself (after Quit).
+fn wait_exit(app: &mut Reaped) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.0.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the app did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (conn, watcher) = rt.block_on(serve_watcher(&bus.address));
+    let socket = tmp.path().join("home/run/desktop.sock");
+    let connect = || {
+        rt.block_on(wait_until(
+            "the control socket",
+            Duration::from_secs(60),
+            || async { Client::connect(&socket).await.ok() },
+        ))
+    };
+
+    // First run: prod-us and sandbox switched on, sandbox off again; then Quit from the tray.
+    let mut app = start_app(&bus, tmp.path());
+    let client = connect();
+    for id in ["file:prod-us", "file:sandbox"] {
+        rt.block_on(client.call(Request::Connect { id: id.into() }))
+            .unwrap_or_else(|e| panic!("connect {id}: {e:?}"));
+    }
+    rt.block_on(client.call(Request::Disconnect {
+        id: "file:sandbox".into(),
+    }))
+    .expect("disconnect sandbox");
+    let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 0, Duration::from_secs(60)));
+    rt.block_on(tray.quit());
+    wait_exit(&mut app);
+    drop(client);
+
+    // Second run: prod-us comes back by itself; sandbox, switched off, does not.
+    let mut app = start_app(&bus, tmp.path());
+    let client = connect();
+    let clusters = rt.block_on(wait_until(
+        "prod-us reopened and up",
+        Duration::from_secs(60),
+        || async {
+            let clusters = client.call(Request::Clusters).await.ok()?;
+            (tunnel_state(&clusters, "file:prod-us").as_deref() == Some("up")).then_some(clusters)
+        },
+    ));
+    assert_eq!(tunnel_state(&clusters, "file:sandbox"), None, "{clusters}");
+
+    // The user switches "Reconnect at start" off: the next start opens nothing.
+    let mut settings = rt
+        .block_on(client.call(Request::Settings))
+        .expect("settings");
+    assert_eq!(settings["reconnect_at_start"], true, "on by default");
+    settings["reconnect_at_start"] = false.into();
+    rt.block_on(client.call(Request::SaveSettings {
+        settings: serde_json::from_value(settings).expect("settings"),
+    }))
+    .expect("save the settings");
+    let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 1, Duration::from_secs(60)));
+    rt.block_on(tray.quit());
+    wait_exit(&mut app);
+    drop(client);
+
+    let mut app = start_app(&bus, tmp.path());
+    let client = connect();
+    let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 2, Duration::from_secs(60)));
+    rt.block_on(tray.built_layout(Duration::from_secs(30)));
+    // Reopening starts right after the tray is shown; give it ample time to show if it would.
+    std::thread::sleep(Duration::from_secs(2));
+    let clusters = rt
+        .block_on(client.call(Request::Clusters))
+        .expect("clusters");
+    assert_eq!(tunnel_state(&clusters, "file:prod-us"), None, "{clusters}");
+    rt.block_on(tray.quit());
+    wait_exit(&mut app);
+}

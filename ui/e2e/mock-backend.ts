@@ -113,6 +113,7 @@ function initialState(): MockState {
       switch_context_on_connect: false,
       notifications: true,
       start_at_login: false,
+      reconnect_at_start: true,
     },
     activity: [
       { at: new Date(Date.now() - 60_000).toISOString(), level: "info", cluster: null, message: "Discovery found 9 clusters" },

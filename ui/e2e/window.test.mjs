@@ -345,7 +345,7 @@ test("a first run explains itself: the demo lab, where clusters come from, the f
     // On the demo lab: a banner says so, with where real clusters would go.
     const demo = page.getByRole("region", { name: "Demo lab" });
     await demo.waitFor();
-    const text = await demo.textContent();
+    const text = (await demo.textContent()) ?? "";
     assert.match(text, /These are demo clusters/);
     assert.match(text, /\/home\/dev\/\.config\/k8s-tunnels\/inventory\.yaml/);
     assert.match(text, /\/home\/dev\/\.config\/k8s-tunnels\/config\.yaml/);
@@ -355,13 +355,13 @@ test("a first run explains itself: the demo lab, where clusters come from, the f
     await page.evaluate(() => window.__mock.emit("discovery", { phase: "finished", outcomes: [] }));
     const status = page.locator(".discovery-status");
     await status.getByText("No discovery source is configured").waitFor();
-    assert.match(await status.textContent(), /the 9 clusters listed come from the demo lab\./);
+    assert.match((await status.textContent()) ?? "", /the 9 clusters listed come from the demo lab\./);
 
     // Settings shows the files, config.yaml marked as not created yet.
     await page.getByRole("button", { name: "Settings" }).click();
     const files = page.getByLabel("Files");
     await files.waitFor();
-    const listed = await files.textContent();
+    const listed = (await files.textContent()) ?? "";
     assert.match(listed, /config\.yaml \(not created yet\)/);
     assert.match(listed, /\/home\/dev\/\.kube\/config/);
 
@@ -372,12 +372,12 @@ test("a first run explains itself: the demo lab, where clusters come from, the f
     await page.reload();
     const keychain = page.getByRole("region", { name: "No keychain" });
     await keychain.waitFor();
-    assert.match(await keychain.textContent(), /sign in again after the app restarts/);
-    assert.match(await keychain.textContent(), /no Secret Service on the session bus/);
+    assert.match((await keychain.textContent()) ?? "", /sign in again after the app restarts/);
+    assert.match((await keychain.textContent()) ?? "", /no Secret Service on the session bus/);
     assert.equal(await page.getByRole("region", { name: "Demo lab" }).count(), 0);
     await page.evaluate(() => window.__mock.emit("discovery", { phase: "finished", outcomes: [] }));
     await status.getByText("No discovery source is configured").waitFor();
-    assert.match(await status.textContent(), /come from the inventory file \/home\/dev\/\.config\/k8s-tunnels\/inventory\.yaml\./);
+    assert.match((await status.textContent()) ?? "", /come from the inventory file \/home\/dev\/\.config\/k8s-tunnels\/inventory\.yaml\./);
     clean(errors);
   } finally {
     await close();
@@ -392,6 +392,7 @@ test("settings: sources read-only, saving calls save_settings; an invalid value 
     assert.equal(await page.locator(".source").count(), 4);
     await page.getByLabel("kubeconfig file").fill("/tmp/kube/tunnels.yaml");
     await page.getByLabel("Switch kubectl's context when a tunnel connects").check();
+    await page.getByLabel("Reconnect at start").uncheck();
     await page.getByRole("button", { name: "Save" }).click();
     await page.getByText("Settings saved.").waitFor();
     const saved = (await calls(page)).filter((c) => c.cmd === "save_settings");
@@ -405,6 +406,7 @@ test("settings: sources read-only, saving calls save_settings; an invalid value 
             switch_context_on_connect: true,
             notifications: true,
             start_at_login: false,
+            reconnect_at_start: false,
           },
         },
       },

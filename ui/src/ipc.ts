@@ -60,6 +60,8 @@ export interface Settings {
   switch_context_on_connect: boolean;
   notifications: boolean;
   start_at_login: boolean;
+  /** Reopen, at the next start, the tunnels that were on at Quit. */
+  reconnect_at_start: boolean;
 }
 
 /** A configured discovery source, for the settings page (read-only: edited in config.yaml). */

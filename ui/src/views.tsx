@@ -274,6 +274,12 @@ export function SettingsView({ ipc, about }: { ipc: Ipc; about: AboutInfo | null
               checked={settings.start_at_login}
               onChange={(v) => set("start_at_login", v)}
             />
+            <Check
+              name="reconnect_at_start"
+              label="Reconnect at start: reopen the tunnels that were on when the app quit"
+              checked={settings.reconnect_at_start}
+              onChange={(v) => set("reconnect_at_start", v)}
+            />
           </fieldset>
           <div class="form-actions">
             <button type="submit" class="primary" disabled={saving}>

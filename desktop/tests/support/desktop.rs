@@ -166,7 +166,12 @@ pub struct Watcher {
 impl Watcher {
     /// The first item registered, if any.
     pub fn first_item(&self) -> Option<(String, String)> {
-        self.items.lock().expect("items").first().cloned()
+        self.item(0)
+    }
+
+    /// The item registered `index`th (from 0), if any: a restarted app registers anew.
+    pub fn item(&self, index: usize) -> Option<(String, String)> {
+        self.items.lock().expect("items").get(index).cloned()
     }
 }
 
@@ -333,8 +338,19 @@ impl Tray {
     /// Waits (up to `timeout`) for the app to register its item with `watcher`, then finds its
     /// menu.
     pub async fn wait(conn: &zbus::Connection, watcher: &Watcher, timeout: Duration) -> Self {
+        Self::wait_nth(conn, watcher, 0, timeout).await
+    }
+
+    /// [`Tray::wait`] for the item registered `index`th (from 0): the one of the app's
+    /// `index`th start on this bus.
+    pub async fn wait_nth(
+        conn: &zbus::Connection,
+        watcher: &Watcher,
+        index: usize,
+        timeout: Duration,
+    ) -> Self {
         let (service, path) = wait_until("the app's tray item", timeout, || async {
-            watcher.first_item()
+            watcher.item(index)
         })
         .await;
         let mut tray = Self {
