@@ -252,26 +252,13 @@ fn check_screenshot(png: &[u8]) -> (u32, u32) {
     (w, h)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
-    require(
-        "tauri-driver",
-        "tauri-driver (cargo install --locked tauri-driver)",
-    );
-    require("WebKitWebDriver", "webkit2gtk-driver");
-    require("kubectl", "kubectl");
-    require("xclip", "xclip");
-    require_tray_binary();
-    let tmp = tempfile::tempdir().expect("tmp");
-    let desktop = Desktop::start(1600, 1200);
-    let (conn, watcher) = serve_watcher(&desktop.bus).await;
-
-    // Nothing configured: the app runs on its demo lab, with its files under `home` and its
-    // kubeconfig entries in a kubeconfig of its own.
-    let home = tmp.path().join("home");
-    let kubeconfig = tmp.path().join("kubeconfig");
+/// Starts tauri-driver on `desktop` and opens a WebDriver session with the window binary; the
+/// app's files under `dir/home`, its kubeconfig `dir/kubeconfig`, `env` added for the window.
+async fn open_session(dir: &Path, desktop: &Desktop, env: &[(&str, &str)]) -> (Reaped, Client) {
+    let home = dir.join("home");
+    let kubeconfig = dir.join("kubeconfig");
     let (port, native_port) = (free_port(), free_port());
-    let log = std::fs::File::create(tmp.path().join("tauri-driver.log")).expect("log");
+    let log = std::fs::File::create(dir.join("tauri-driver.log")).expect("log");
     let driver = Reaped(
         Command::new("tauri-driver")
             .args(["--port", &port.to_string()])
@@ -283,6 +270,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
             .env("K8S_TUNNELS_KEYCHAIN", "off")
             .env_remove("K8S_TUNNELS_CONFIG")
             .env_remove("K8S_TUNNELS_INVENTORY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -307,9 +295,41 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .unwrap_or_else(|e| {
-            let log = std::fs::read_to_string(tmp.path().join("tauri-driver.log"));
+            let log = std::fs::read_to_string(dir.join("tauri-driver.log"));
             panic!("no WebDriver session with the app: {e}\n{log:?}")
         });
+    (driver, client)
+}
+
+/// Where a README screenshot goes: `docs/<name>` when `DESKTOP_SCREENSHOT=1`, else `dir`.
+fn screenshot_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs")
+            .join(name)
+    } else {
+        dir.join(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
+    require(
+        "tauri-driver",
+        "tauri-driver (cargo install --locked tauri-driver)",
+    );
+    require("WebKitWebDriver", "webkit2gtk-driver");
+    require("kubectl", "kubectl");
+    require("xclip", "xclip");
+    require_tray_binary();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let desktop = Desktop::start(1600, 1200);
+    let (conn, watcher) = serve_watcher(&desktop.bus).await;
+
+    // Nothing configured: the app runs on its demo lab, with its files under `home` and its
+    // kubeconfig entries in a kubeconfig of its own.
+    let kubeconfig = tmp.path().join("kubeconfig");
+    let (driver, client) = open_session(tmp.path(), &desktop, &[]).await;
     let named = |root: u32, name: &'static str| {
         descendants(root)
             .into_iter()
@@ -481,13 +501,17 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         columns.iter().all(|c| c == &columns[0]),
         "figures out of line: {columns:?}"
     );
+    client
+        .execute(
+            "document.activeElement?.blur(); document.scrollingElement.scrollTop = 0; \
+             return document.scrollingElement.scrollTop",
+            vec![],
+        )
+        .await
+        .expect("scroll to the top");
     let png = client.screenshot().await.expect("screenshot");
     let (w, h) = check_screenshot(&png);
-    let shot = if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshot-window.png")
-    } else {
-        tmp.path().join("screenshot-window.png")
-    };
+    let shot = screenshot_path(tmp.path(), "screenshot-window.png");
     std::fs::write(&shot, &png).expect("write the screenshot");
     eprintln!("screenshot {w}×{h}: {}", shot.display());
 
@@ -567,4 +591,66 @@ fn rows_context(rows: &[Row], name: &str) -> String {
         .find(|r| r.name == name)
         .map(|r| r.context().to_string())
         .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// The window follows a dark desktop (GTK's dark variant, as GNOME's dark style sets it):
+/// WebKit reports `prefers-color-scheme: dark` and the page is drawn dark. Also takes the
+/// README's dark screenshot (`docs/screenshot-window-dark.png` when `DESKTOP_SCREENSHOT=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_follows_a_dark_desktop() {
+    require(
+        "tauri-driver",
+        "tauri-driver (cargo install --locked tauri-driver)",
+    );
+    require("WebKitWebDriver", "webkit2gtk-driver");
+    require_tray_binary();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let desktop = Desktop::start(1600, 1200);
+    let (conn, watcher) = serve_watcher(&desktop.bus).await;
+    let (_driver, client) =
+        open_session(tmp.path(), &desktop, &[("GTK_THEME", "Adwaita:dark")]).await;
+    client
+        .set_window_size(WINDOW.0, WINDOW.1)
+        .await
+        .expect("size the window");
+    wait_until("the demo clusters in the window", START, || async {
+        (rows(&client).await.len() == 8).then_some(())
+    })
+    .await;
+    let scheme = client
+        .execute(
+            r#"return [matchMedia("(prefers-color-scheme: dark)").matches, getComputedStyle(document.body).backgroundColor]"#,
+            vec![],
+        )
+        .await
+        .expect("read the colour scheme");
+    assert_eq!(
+        scheme[0], true,
+        "WebKit does not see the dark desktop: {scheme}"
+    );
+    // The page's dark background (style.css: --bg in the dark scheme), not the light one.
+    let background = scheme[1].as_str().unwrap_or_default();
+    assert_ne!(background, "rgb(246, 247, 249)", "{scheme}");
+
+    for name in ["prod-eu", "analytics-prod"] {
+        toggle(&client, name).await;
+        wait_row(&client, name, "up", |r| r.state == "up").await;
+    }
+    client
+        .execute(
+            "document.activeElement?.blur(); document.scrollingElement.scrollTop = 0; \
+             return document.scrollingElement.scrollTop",
+            vec![],
+        )
+        .await
+        .expect("scroll to the top");
+    let png = client.screenshot().await.expect("screenshot");
+    let (w, h) = check_screenshot(&png);
+    let shot = screenshot_path(tmp.path(), "screenshot-window-dark.png");
+    std::fs::write(&shot, &png).expect("write the screenshot");
+    eprintln!("dark screenshot {w}×{h}: {}", shot.display());
+
+    let tray = Tray::wait(&conn, &watcher, START).await;
+    tray.quit().await;
+    let _ = client.close().await;
 }
