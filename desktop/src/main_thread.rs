@@ -11,18 +11,45 @@
 //! `winit` would be a second copy of the same thing; hand-written `NSApplication` and
 //! `GetMessageW` loops would need `unsafe`.
 
+use crate::tray::backend::Command;
+
+/// What reaches the main thread: work for the tray, or the app's end.
+enum Message {
+    Tray(Command),
+    Exit(i32),
+}
+
+/// Runs `app` on a thread of its own, handing it `main`; `exit` gets its exit code (101 if it
+/// panicked). Prints why and returns false if the thread cannot start.
+fn spawn_app<M: Send + 'static>(
+    app: impl FnOnce(M) -> i32 + Send + 'static,
+    main: M,
+    exit: impl FnOnce(i32) + Send + 'static,
+) -> bool {
+    let spawned = std::thread::Builder::new()
+        .name("k8s-tunnels-app".into())
+        .spawn(move || {
+            let code =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(main))).unwrap_or(101);
+            exit(code);
+        });
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("error: cannot start the app's thread: {e}");
+            false
+        }
+    }
+}
+
 #[cfg(any(target_os = "macos", windows))]
 mod imp {
     use tao::event::Event;
     use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
     use tao::platform::run_return::EventLoopExtRunReturn as _;
 
+    use super::{Message, spawn_app};
     use crate::tray::backend::{Command, TraySlot};
-
-    enum Message {
-        Tray(Command),
-        Exit(i32),
-    }
 
     /// A handle to the main thread's event loop, for the tray; any thread may hold one.
     #[derive(Clone)]
@@ -52,15 +79,9 @@ mod imp {
         let main = MainThread {
             proxy: proxy.clone(),
         };
-        let spawned = std::thread::Builder::new()
-            .name("k8s-tunnels-app".into())
-            .spawn(move || {
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(main)))
-                    .unwrap_or(101);
-                let _ = proxy.send_event(Message::Exit(code));
-            });
-        if let Err(e) = spawned {
-            eprintln!("error: cannot start the app's thread: {e}");
+        if !spawn_app(app, main, move |code| {
+            let _ = proxy.send_event(Message::Exit(code));
+        }) {
             return 1;
         }
         let mut tray = TraySlot::default();
@@ -86,12 +107,8 @@ mod imp {
 mod imp {
     use std::sync::mpsc;
 
+    use super::{Message, spawn_app};
     use crate::tray::backend::{Command, TraySlot};
-
-    enum Message {
-        Tray(Command),
-        Exit(i32),
-    }
 
     /// A handle to the main thread, for the tray; any thread may hold one.
     #[derive(Clone)]
@@ -113,23 +130,16 @@ mod imp {
         let main = MainThread {
             sender: sender.clone(),
         };
-        let spawned = std::thread::Builder::new()
-            .name("k8s-tunnels-app".into())
-            .spawn(move || {
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(main)))
-                    .unwrap_or(101);
-                let _ = sender.send(Message::Exit(code));
-            });
-        if let Err(e) = spawned {
-            eprintln!("error: cannot start the app's thread: {e}");
+        if !spawn_app(app, main, move |code| {
+            let _ = sender.send(Message::Exit(code));
+        }) {
             return 1;
         }
         let mut tray = TraySlot::default();
-        // The app's thread holds a sender until it has sent its exit code.
         for message in messages {
             match message {
                 Message::Tray(command) => tray.handle(command),
-                // The icon goes first, on the thread that made it.
+                // The icon goes with `tray`, on the thread that made it.
                 Message::Exit(code) => return code,
             }
         }
