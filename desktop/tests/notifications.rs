@@ -2,7 +2,9 @@
 //! (under Xvfb, which dunst needs). Killing the lab gateway with three tunnels up yields exactly
 //! one "tunnels dropped" notification, read back from dunst's history; restarting it exactly one
 //! "tunnels back". The same when the edge stalls instead (a relay process in front of it
-//! stopped with SIGSTOP, as after a sleep or on a frozen network) and then resumes.
+//! stopped with SIGSTOP, as after a sleep or on a frozen network) and then resumes. A cluster
+//! behind the lab's Access login with no token shows "Login required", and a click on it
+//! (dunst's default action) opens the sign-in in the browser.
 //!
 //! notify-rust finds the bus through `DBUS_SESSION_BUS_ADDRESS`, which a test must not change
 //! in its own process; so the test starts the peers, then runs the scenario in a child process
@@ -15,8 +17,14 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_tunnels::app::{App, AppOptions};
+use k8s_tunnels::dirs::AppDirs;
+use k8s_tunnels::inventory::{Cloud, OriginMode};
+use k8s_tunnels::keychain::Keychain;
+use k8s_tunnels::lab::{Lab, LabAccess, LabClusterSpec, LabConfig};
 use k8s_tunnels::tunnel::health::TunnelState;
 use k8s_tunnels_desktop::notify::{APP_NAME, Notifier};
+use k8s_tunnels_desktop::shell::{RunInfo, Shell};
 use support::desktop::{Desktop, Reaped, require};
 use support::{World, wait_for};
 
@@ -25,6 +33,8 @@ const CHILD_ENV: &str = "K8S_TUNNELS_NOTIFY_TEST_CHILD";
 /// How the edge goes away in a scenario (the value of [`CHILD_ENV`]).
 const KILLED: &str = "killed";
 const STALLED: &str = "stalled";
+/// Not an edge fault: a tunnel whose Access login is required.
+const LOGIN: &str = "login";
 
 #[test]
 fn a_dropped_edge_is_one_notification_and_its_return_another() {
@@ -34,6 +44,11 @@ fn a_dropped_edge_is_one_notification_and_its_return_another() {
 #[test]
 fn a_stalled_edge_is_one_notification_and_its_resumption_another() {
     run_with_dunst(STALLED);
+}
+
+#[test]
+fn a_click_on_login_required_opens_the_sign_in() {
+    run_with_dunst(LOGIN);
 }
 
 /// Not a test of its own: the relay process of the stalled scenario (see `fault_proxy.rs`).
@@ -106,6 +121,102 @@ fn run_with_dunst(fault: &str) {
     );
 }
 
+/// A cluster behind the lab's Access login, with no token yet: its tunnel says "login
+/// required", the notification says so, and a click on it opens the sign-in in the browser
+/// (here a script that records the URL it is given, as `access.browser` allows).
+fn login_scenario(bus: &str) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    let lab = rt
+        .block_on(Lab::start(
+            LabConfig::new(
+                &tmp.path().join("lab"),
+                vec![LabClusterSpec::new(
+                    "alpha",
+                    Cloud::Aws,
+                    "test",
+                    OriginMode::Tcp,
+                )],
+            )
+            .with_access(LabAccess::default()),
+        ))
+        .expect("start the lab");
+    let opened = tmp.path().join("opened");
+    let browser = tmp.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\n", opened.display()),
+    )
+    .expect("write the browser");
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the browser");
+    let resolve: Vec<String> = lab
+        .host_names()
+        .iter()
+        .map(|host| format!("\"{host}\": \"{}\"", lab.gateway_addr()))
+        .collect();
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "access:\n  resolve: {{ {} }}\n  ca_file: \"{}\"\n  browser: \"{}\"\n",
+            resolve.join(", "),
+            lab.ca_path().display(),
+            browser.display()
+        ),
+    )
+    .expect("write config.yaml");
+    let home = AppDirs::at(&tmp.path().join("home"));
+    let app = App::load(
+        home,
+        AppOptions {
+            config: Some(config),
+            inventory: Some(lab.inventory_path().to_path_buf()),
+            kubeconfig: Some(tmp.path().join("kubeconfig")),
+        },
+    )
+    .expect("load the app");
+    let keychain = Keychain::disabled("k8s-tunnels-test", "tests keep secrets in files");
+    let (engine, _) = app
+        .engine(&keychain, support::quick_schedule())
+        .expect("engine");
+    let run = RunInfo {
+        keychain: keychain.status().clone(),
+        inventory_file: app.inventory_path().to_path_buf(),
+    };
+    let shell = Shell::start(app, engine, None, run);
+    let _notifier = Notifier::with_timing(&shell, Duration::from_secs(1), Duration::from_secs(5));
+
+    rt.block_on(shell.connect("file:alpha")).expect("connect");
+    wait_for("alpha's login required", || {
+        let status = shell.engine().status();
+        status
+            .iter()
+            .any(|s| s.state == TunnelState::LoginRequired)
+            .then_some(())
+    });
+    settled_displayed(bus, 1);
+    assert!(!opened.exists(), "a browser opened before the click");
+
+    // The user clicks the notification (its default action).
+    dunstctl(bus, &["action", "0"]).expect("dunstctl action");
+    let url = wait_for("the sign-in opened in the browser", || {
+        std::fs::read_to_string(&opened).ok()
+    });
+    let url = url::Url::parse(url.trim()).expect("a URL");
+    assert_eq!(url.scheme(), "https");
+    assert_eq!(url.host_str(), Some(lab.access_hostname("alpha").as_str()));
+    assert_eq!(url.path(), "/cdn-cgi/access/cli", "{url}");
+    let shown = history(bus);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].0, "Login required");
+    rt.block_on(shell.shutdown());
+}
+
 fn dunstctl(bus: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("dunstctl")
         .args(args)
@@ -163,11 +274,14 @@ fn wait_all(world: &World, state: TunnelState) {
 }
 
 #[test]
-#[ignore = "run in a child process by a_dropped_edge_is_one_notification_and_its_return_another"]
+#[ignore = "run in a child process by the scenarios above"]
 fn scenario_in_child_process() {
     let fault = std::env::var(CHILD_ENV)
         .expect("run by a_dropped_edge_is_one_notification_and_its_return_another, not alone");
     let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").expect("private bus");
+    if fault == LOGIN {
+        return login_scenario(&bus);
+    }
     let tmp = tempfile::tempdir().expect("tmp");
     let mut relay = None;
     let mut world = World::start_via(tmp.path(), |gateway| {
