@@ -12,9 +12,9 @@ use k8s_tunnels::tunnel::health::ProbeSchedule;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, BindError, Client, Listener, Request, Windows};
-use crate::main_thread::MainThread;
 use crate::menu::MenuAction;
 use crate::shell::Shell;
+use crate::tray::TrayThread;
 use crate::{HIDDEN_ARG, WINDOW_BIN, init_logging, open_shell, options_from_env, sibling_binary};
 
 /// What the tray menu and the control socket act on: the shell, the connected windows, and the
@@ -91,7 +91,7 @@ fn start_window() {
 pub fn run() {
     init_logging();
     let hidden = std::env::args().any(|a| a == HIDDEN_ARG);
-    let code = crate::main_thread::run(move |main| {
+    let code = crate::main_thread::run(crate::tray::tray_thread, move |main| {
         let runtime = crate::runtime_or_exit("k8s-tunnels");
         match runtime.block_on(serve(hidden, &main)) {
             Ok(()) => 0,
@@ -106,7 +106,7 @@ pub fn run() {
     }
 }
 
-async fn serve(hidden: bool, main: &MainThread) -> anyhow::Result<()> {
+async fn serve(hidden: bool, main: &TrayThread) -> anyhow::Result<()> {
     let dirs = AppDirs::from_env().context("cannot find the app's folders")?;
     dirs.ensure().context("cannot create the app's folders")?;
     let socket = control::socket_path(&dirs);

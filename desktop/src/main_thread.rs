@@ -1,5 +1,6 @@
 //! The main thread of the tray process, which the tray icon lives on; the app itself, the
-//! engine on its tokio runtime, runs on another thread. A `tray-icon` icon belongs to the thread
+//! engine on its tokio runtime, runs on another thread and sends the main thread work (the
+//! tray's commands; this module knows nothing of what they are). A `tray-icon` icon belongs to the thread
 //! that made it, and macOS and Windows draw it and deliver its clicks only on the main thread,
 //! inside its event loop: there the main thread runs a `tao` event loop (no window, no webview;
 //! on macOS as an accessory app, so no Dock icon). On Linux the icon is a D-Bus service that
@@ -11,11 +12,9 @@
 //! `winit` would be a second copy of the same thing; hand-written `NSApplication` and
 //! `GetMessageW` loops would need `unsafe`.
 
-use crate::tray::backend::Command;
-
-/// What reaches the main thread: work for the tray, or the app's end.
-enum Message {
-    Tray(Command),
+/// What reaches the main thread: work for its handler, or the app's end.
+enum Message<C> {
+    Work(C),
     Exit(i32),
 }
 
@@ -49,25 +48,36 @@ mod imp {
     use tao::platform::run_return::EventLoopExtRunReturn as _;
 
     use super::{Message, spawn_app};
-    use crate::tray::backend::{Command, TraySlot};
 
-    /// A handle to the main thread's event loop, for the tray; any thread may hold one.
-    #[derive(Clone)]
-    pub struct MainThread {
-        proxy: EventLoopProxy<Message>,
+    /// A handle to the main thread's event loop, for work of type `C`; any thread may hold
+    /// one.
+    pub struct MainThread<C: 'static> {
+        proxy: EventLoopProxy<Message<C>>,
     }
 
-    impl MainThread {
-        /// Hands `command` to the tray on the main thread; false once the loop has ended.
-        pub(crate) fn send(&self, command: Command) -> bool {
-            self.proxy.send_event(Message::Tray(command)).is_ok()
+    impl<C: 'static> Clone for MainThread<C> {
+        fn clone(&self) -> Self {
+            Self {
+                proxy: self.proxy.clone(),
+            }
         }
     }
 
-    /// Runs the event loop on this (the main) thread and `app` on another, until `app`
-    /// returns; returns its exit code.
-    pub fn run(app: impl FnOnce(MainThread) -> i32 + Send + 'static) -> i32 {
-        let mut event_loop = EventLoopBuilder::<Message>::with_user_event().build();
+    impl<C: 'static> MainThread<C> {
+        /// Hands `work` to the main thread; false once the loop has ended.
+        pub fn send(&self, work: C) -> bool {
+            self.proxy.send_event(Message::Work(work)).is_ok()
+        }
+    }
+
+    /// Runs the event loop on this (the main) thread, doing the work sent to it with the
+    /// handler `make_handler` builds there, and `app` on another thread, until `app` returns;
+    /// returns its exit code. The handler is dropped on this thread before the loop ends.
+    pub fn run<C: Send + 'static, H: FnMut(C)>(
+        make_handler: impl FnOnce() -> H,
+        app: impl FnOnce(MainThread<C>) -> i32 + Send + 'static,
+    ) -> i32 {
+        let mut event_loop = EventLoopBuilder::<Message<C>>::with_user_event().build();
         #[cfg(target_os = "macos")]
         {
             use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS as _};
@@ -84,15 +94,19 @@ mod imp {
         }) {
             return 1;
         }
-        let mut tray = TraySlot::default();
+        let mut handler = Some(make_handler());
         let mut code = 0;
         event_loop.run_return(|event, _, flow| {
             *flow = ControlFlow::Wait;
             match event {
-                Event::UserEvent(Message::Tray(command)) => tray.handle(command),
+                Event::UserEvent(Message::Work(work)) => {
+                    if let Some(handle) = handler.as_mut() {
+                        handle(work);
+                    }
+                }
                 Event::UserEvent(Message::Exit(exit)) => {
-                    // The icon goes before the loop ends, on the thread that made it.
-                    tray = TraySlot::default();
+                    // What the handler holds (the icon) goes before the loop ends.
+                    handler = None;
                     code = exit;
                     *flow = ControlFlow::Exit;
                 }
@@ -108,24 +122,33 @@ mod imp {
     use std::sync::mpsc;
 
     use super::{Message, spawn_app};
-    use crate::tray::backend::{Command, TraySlot};
 
-    /// A handle to the main thread, for the tray; any thread may hold one.
-    #[derive(Clone)]
-    pub struct MainThread {
-        sender: mpsc::Sender<Message>,
+    /// A handle to the main thread, for work of type `C`; any thread may hold one.
+    pub struct MainThread<C> {
+        sender: mpsc::Sender<Message<C>>,
     }
 
-    impl MainThread {
-        /// Hands `command` to the tray on the main thread; false once the app has ended.
-        pub(crate) fn send(&self, command: Command) -> bool {
-            self.sender.send(Message::Tray(command)).is_ok()
+    impl<C> Clone for MainThread<C> {
+        fn clone(&self) -> Self {
+            Self {
+                sender: self.sender.clone(),
+            }
         }
     }
 
-    /// Does the tray's commands on this (the main) thread and runs `app` on another, until
-    /// `app` returns; returns its exit code.
-    pub fn run(app: impl FnOnce(MainThread) -> i32 + Send + 'static) -> i32 {
+    impl<C> MainThread<C> {
+        /// Hands `work` to the main thread; false once the app has ended.
+        pub fn send(&self, work: C) -> bool {
+            self.sender.send(Message::Work(work)).is_ok()
+        }
+    }
+
+    /// Does the work sent to this (the main) thread with the handler `make_handler` builds
+    /// here, and runs `app` on another thread, until `app` returns; returns its exit code.
+    pub fn run<C: Send + 'static, H: FnMut(C)>(
+        make_handler: impl FnOnce() -> H,
+        app: impl FnOnce(MainThread<C>) -> i32 + Send + 'static,
+    ) -> i32 {
         let (sender, messages) = mpsc::channel();
         let main = MainThread {
             sender: sender.clone(),
@@ -135,11 +158,11 @@ mod imp {
         }) {
             return 1;
         }
-        let mut tray = TraySlot::default();
+        let mut handle = make_handler();
         for message in messages {
             match message {
-                Message::Tray(command) => tray.handle(command),
-                // The icon goes with `tray`, on the thread that made it.
+                Message::Work(work) => handle(work),
+                // What the handler holds (the icon) goes with it, on this thread.
                 Message::Exit(code) => return code,
             }
         }

@@ -3,16 +3,16 @@
 //! its dbusmenu over D-Bus (tray-icon's GTK-free `ksni` backend); the menu is a `muda` menu
 //! ([`super::muda_menu`]). A `tray-icon` icon and its menu belong to the thread that made them
 //! (macOS and Windows also want that to be the main thread, inside its event loop): this
-//! module's [`TraySlot`] lives on that thread ([`crate::main_thread`] runs it and hands it the
-//! [`Command`]s), and [`Backend`] is the runtime's side, sending those commands.
+//! module's [`TraySlot`] lives on that thread ([`super::tray_thread`], which
+//! [`crate::main_thread`] runs, hands it the [`Command`]s), and [`Backend`] is the runtime's side, sending those commands.
 
 use tokio::sync::{mpsc, oneshot};
 use tray_icon::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 
+use super::TrayThread as MainThread;
 use super::icons::{IconError, Icons, Style};
 use super::muda_menu;
 use super::{TRAY_ID, fit_tooltip};
-use crate::main_thread::MainThread;
 use crate::menu::{MenuAction, MenuState, TrayLook, model, tray_look};
 
 /// What differs between the systems, in one place.

@@ -24,9 +24,18 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::icons::IconError;
 use crate::events::UiEvent;
-use crate::main_thread::MainThread;
 use crate::menu::{MenuAction, MenuState};
 use crate::shell::Shell;
+
+/// The thread the tray icon lives on ([`crate::main_thread`]), as the tray's commands reach
+/// it. Build it with [`tray_thread`].
+pub(crate) type TrayThread = crate::main_thread::MainThread<backend::Command>;
+
+/// What the tray's thread runs: a handler of the tray's commands that owns the icon.
+pub(crate) fn tray_thread() -> impl FnMut(backend::Command) {
+    let mut slot = backend::TraySlot::default();
+    move |command| slot.handle(command)
+}
 
 /// The item's id, stable across starts (a tray host may remember its place by it).
 pub const TRAY_ID: &str = "k8s-tunnels";
@@ -52,9 +61,9 @@ impl Drop for Tray {
 /// the icon is up (on Linux: served, and registered when a tray host is there). Where no tray
 /// can be shown (no session bus, no notification area) the app runs on without one, logged;
 /// a decoding error of the built-in icons is a bug and returned. Must run inside the runtime.
-pub async fn start(
+pub(crate) async fn start(
     shell: &Arc<Shell>,
-    main: &MainThread,
+    main: &TrayThread,
     on_action: OnAction,
 ) -> Result<Tray, IconError> {
     // Subscribed before the state is read, so that no change between the two is missed.
