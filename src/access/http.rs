@@ -102,7 +102,7 @@ fn build(
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(crate::tunnel::carrier::USER_AGENT)
+        .user_agent(crate::wire::USER_AGENT)
         .connect_timeout(Duration::from_secs(10))
         .no_proxy();
     for (name, addr) in &settings.resolve {

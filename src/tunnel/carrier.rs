@@ -19,8 +19,7 @@ use crate::wire::read_ahead::ReadAhead;
 /// The byte stream a carrier hands back: a WebSocket to the edge, ready for the client's bytes.
 pub type EdgeStream = UpgradedStream;
 
-/// `User-Agent` sent on every upgrade, like `cloudflared/<version>`.
-pub const USER_AGENT: &str = concat!("k8s-tunnels/", env!("CARGO_PKG_VERSION"));
+use crate::wire::USER_AGENT;
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -211,20 +211,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Probes the edge until `cancel` fires: at once, then on the schedule, and whenever a
 /// connection failure wakes it.
 pub async fn run_probes(
-    ctx: &crate::tunnel::listener::ListenerContext,
+    dialer: &crate::tunnel::dialer::Dialer,
+    health: &Health,
     schedule: ProbeSchedule,
     cancel: CancellationToken,
 ) {
-    let health = &ctx.health;
     let mut down_wait = schedule.down_min;
     loop {
         // Probes never open a browser: they use stored tokens and the silent exchange only.
-        let probe = crate::tunnel::with_credential(
-            ctx.access.as_ref(),
-            &ctx.cluster,
-            crate::access::Interaction::Silent,
-            |credential| async move { ctx.edge.probe(&credential).await },
-        );
+        let probe = dialer.probe();
         // A probe to a black-holed or stalled edge would take many seconds: it is cut at the
         // schedule's timeout. A closed tunnel must not report its result afterwards.
         let started = tokio::time::Instant::now();

@@ -14,11 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access;
 use crate::inventory::Cluster;
 use crate::secret::Secret;
-use crate::tunnel::carrier::{CarrierError, Edge};
+use crate::tunnel::carrier::CarrierError;
 use crate::tunnel::counted::Counted;
+use crate::tunnel::dialer::Dialer;
 use crate::tunnel::health::Health;
 use crate::tunnel::keepalive::{Keepalive, Liveness};
 
@@ -42,10 +42,8 @@ pub struct TunnelStats {
 
 /// What the listener needs to serve one cluster.
 pub struct ListenerContext {
-    /// The cluster served.
-    pub cluster: Cluster,
-    /// The edge of the cluster's Access application.
-    pub edge: Edge,
+    /// Dials the cluster served, through its edge.
+    pub dialer: Dialer,
     /// The per-install SOCKS username.
     pub username: String,
     /// The per-install SOCKS password.
@@ -54,8 +52,6 @@ pub struct ListenerContext {
     pub stats: Arc<TunnelStats>,
     /// The tunnel's health, told about every carrier success and failure.
     pub health: Arc<Health>,
-    /// The Access login (see [`crate::tunnel::TunnelSpec::access`]).
-    pub access: Option<access::AccessClient>,
     /// How each stream pings and notices a dead edge.
     pub keepalive: Keepalive,
     /// Asks every open stream to check its edge now.
@@ -79,7 +75,7 @@ pub async fn serve(
             Ok(pair) => pair,
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(cluster = %ctx.cluster.name, error = %err, "accept failed");
+                tracing::warn!(cluster = %ctx.dialer.cluster().name, error = %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -97,7 +93,7 @@ pub async fn serve(
 
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
     let _ = stream.set_nodelay(true);
-    let name = &ctx.cluster.name;
+    let name = &ctx.dialer.cluster().name;
     let accepted = tokio::time::timeout(SOCKS_HANDSHAKE_TIMEOUT, accept_socks(stream, ctx)).await;
     let proto = match accepted {
         Ok(Ok(proto)) => proto,
@@ -113,7 +109,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
         }
     };
 
-    let edge_stream = match open_edge(ctx).await {
+    // A new connection may start the browser login: kubectl waits while the user signs in.
+    let edge_stream = match ctx.dialer.open().await {
         Ok(s) => s,
         Err(err) => {
             let reply = socks_reply(&err);
@@ -148,19 +145,6 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
         tracing::info!(cluster = %name, error = %e, "connection closed with an error");
         ctx.health.probe_now();
     }
-}
-
-async fn open_edge(
-    ctx: &ListenerContext,
-) -> Result<crate::tunnel::carrier::EdgeStream, CarrierError> {
-    // A new connection may start the browser login: kubectl waits while the user signs in.
-    crate::tunnel::with_credential(
-        ctx.access.as_ref(),
-        &ctx.cluster,
-        access::Interaction::Interactive,
-        |credential| async move { ctx.edge.open(&credential).await },
-    )
-    .await
 }
 
 /// The SOCKS reply that says what went wrong, which kubectl shows as it is ("host
@@ -209,11 +193,11 @@ async fn accept_socks(
         let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
         return Err(format!("SOCKS command {command:?} not supported"));
     }
-    if !target_allowed(&target, &ctx.cluster) {
+    if !target_allowed(&target, ctx.dialer.cluster()) {
         let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
         return Err(format!(
             "CONNECT to {target} refused: this port only reaches {}",
-            ctx.cluster.api.host_port()
+            ctx.dialer.cluster().api.host_port()
         ));
     }
     Ok(proto)

@@ -1,8 +1,10 @@
 //! The tunnel: a local SOCKS5 listener per cluster ([`listener`]), one WebSocket to the Access
-//! edge per accepted connection ([`carrier`]) with the origin mode's handshake, and the
-//! tunnel's [`health`].
+//! edge per accepted connection ([`carrier`]) with the origin mode's handshake, dialled with
+//! the right credential by the [`dialer`], and the tunnel's [`health`], probed through the
+//! same dialer.
 
 pub mod carrier;
+pub mod dialer;
 pub mod health;
 pub mod listener;
 
@@ -17,47 +19,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::{AccessClient, Credential, Interaction};
+use crate::access::AccessClient;
 use crate::inventory::Cluster;
 use crate::secret::Secret;
 use carrier::Edge;
+use dialer::Dialer;
 use health::{Health, HealthFigures, HealthState, ProbeSchedule};
 use keepalive::{Keepalive, Liveness};
 use listener::{ListenerContext, TunnelStats};
-
-/// Gets the credential for one attempt and runs `attempt` with it. When the edge refuses a
-/// token of the Access login (a redirect to the login, a 401), the token is forgotten and the
-/// attempt runs once more with a new one; a 5xx never costs a token.
-pub(crate) async fn with_credential<T, F, Fut>(
-    access: Option<&AccessClient>,
-    cluster: &Cluster,
-    interaction: Interaction,
-    attempt: F,
-) -> Result<T, carrier::CarrierError>
-where
-    F: Fn(Credential) -> Fut,
-    Fut: std::future::Future<Output = Result<T, carrier::CarrierError>>,
-{
-    let Some(access) = access else {
-        let credential = crate::access::credential_for(cluster, &[])
-            .map_err(carrier::CarrierError::Credential)?;
-        return attempt(credential).await;
-    };
-    let credential = access
-        .credential(cluster, interaction)
-        .await
-        .map_err(carrier::CarrierError::Credential)?;
-    match attempt(credential.clone()).await {
-        Err(e) if e.token_refused() && access.reject(cluster, &credential).await => {
-            let credential = access
-                .credential(cluster, interaction)
-                .await
-                .map_err(carrier::CarrierError::Credential)?;
-            attempt(credential).await
-        }
-        other => other,
-    }
-}
 
 /// Everything needed to start one tunnel.
 pub struct TunnelSpec {
@@ -109,13 +78,11 @@ impl TunnelHandle {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ctx = Arc::new(ListenerContext {
-            cluster: spec.cluster.clone(),
-            edge,
+            dialer: Dialer::new(spec.cluster.clone(), edge, spec.access),
             username: spec.username,
             password: spec.password,
             stats: stats.clone(),
             health: health.clone(),
-            access: spec.access,
             keepalive: spec.keepalive,
             liveness: liveness.clone(),
         });
@@ -124,7 +91,7 @@ impl TunnelHandle {
             let cancel = cancel.clone();
             async move {
                 let schedule = spec.schedule;
-                health::run_probes(&ctx, schedule, cancel).await
+                health::run_probes(&ctx.dialer, &ctx.health, schedule, cancel).await
             }
         });
         tracker.spawn(listener::serve(

@@ -21,3 +21,7 @@ pub mod stream;
 
 pub use frame::Role;
 pub use stream::WsStream;
+
+/// `User-Agent` the client sends to the edge (every upgrade, every Access call), like
+/// `cloudflared/<version>`.
+pub const USER_AGENT: &str = concat!("k8s-tunnels/", env!("CARGO_PKG_VERSION"));
