@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The configuration file's name in the config dir.
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -17,7 +17,7 @@ pub struct AppConfig {
     pub inventory: Option<PathBuf>,
     /// Refresh discovery in the background when the cache is older than this (e.g. `1h`);
     /// unset: only `k8s-tunnels discover` (or the app's Refresh) refreshes.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::duration::optional")]
     pub cache_ttl: Option<Duration>,
     /// Discovery sources.
     pub sources: SourcesConfig,
@@ -36,28 +36,6 @@ pub struct SourcesConfig {
     pub gke: Option<crate::discovery::gke::GkeConfig>,
     /// On-prem clusters described in HashiCorp Vault.
     pub vault: Option<crate::discovery::vault::VaultConfig>,
-}
-
-/// Parses while the scalar is read, so a bad value is reported at its own line and column.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    struct Text;
-    impl serde::de::Visitor<'_> for Text {
-        type Value = Duration;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a duration like 30m or 1h")
-        }
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
-            humantime::parse_duration(text)
-                .map_err(|e| E::custom(format!("{text:?} is not a duration like 30m or 1h: {e}")))
-        }
-    }
-    struct Wrapped(Duration);
-    impl<'de> Deserialize<'de> for Wrapped {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_str(Text).map(Wrapped)
-        }
-    }
-    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
 /// Errors reading the configuration.

@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod dirs;
 pub mod discovery;
+mod duration;
 pub mod engine;
 pub mod gateway;
 pub mod inventory;

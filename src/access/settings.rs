@@ -34,16 +34,16 @@ pub struct AccessSettings {
     /// cloudflared's token directory [default: `~/.cloudflared`].
     pub cloudflared_dir: Option<PathBuf>,
     /// Renew an app token through the SSO session when it has less than this left [5m].
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::optional")]
     pub refresh_before: Option<Duration>,
     /// Announce a login that runs out within this time [15m].
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::optional")]
     pub warn_before: Option<Duration>,
     /// How long the browser login waits for the user to sign in [10m].
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::optional")]
     pub login_timeout: Option<Duration>,
     /// A token counts as expired this long before its `exp` [60s].
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::duration::optional")]
     pub clock_skew: Option<Duration>,
     /// Access hosts of discovered clusters that may also be sent the environment's
     /// credentials (`TUNNEL_SERVICE_TOKEN_*`, `K8S_TUNNELS_ACCESS_TOKEN`); the inventory

@@ -368,11 +368,6 @@ pub struct ApplicationConfig {
     pub service_tokens: Vec<ServiceTokenConfig>,
 }
 
-fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
-}
-
 fn default_ping_interval() -> Duration {
     DEFAULT_PING_INTERVAL
 }
@@ -427,13 +422,13 @@ pub struct AccessConfig {
     /// Lifetime of application tokens.
     #[serde(
         default = "default_app_token_ttl",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub app_token_ttl: Duration,
     /// Lifetime of the organisation token (the auth domain's cookie, the silent exchange).
     #[serde(
         default = "default_org_token_ttl",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub org_token_ttl: Duration,
     /// The transfer service's host name.
@@ -442,7 +437,7 @@ pub struct AccessConfig {
     /// How long a transfer long-poll waits before answering 404.
     #[serde(
         default = "default_transfer_timeout",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub transfer_timeout: Duration,
     /// The users who can sign in.
@@ -549,20 +544,20 @@ pub struct GatewayConfig {
     /// Interval of WebSocket pings on every stream.
     #[serde(
         default = "default_ping_interval",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub ping_interval: Duration,
     /// How long a pinged client may stay silent before its stream is closed (a client gone
     /// without a word: a laptop asleep, a network gone).
     #[serde(
         default = "default_ping_timeout",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub ping_timeout: Duration,
     /// Time limit for dialling an origin.
     #[serde(
         default = "default_connect_timeout",
-        deserialize_with = "deserialize_duration"
+        deserialize_with = "crate::duration::required"
     )]
     pub connect_timeout: Duration,
     /// The default key set for applications that name none.
