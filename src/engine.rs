@@ -18,6 +18,7 @@ use crate::inventory::{Cluster, ClusterId};
 use crate::kubeconfig::{ClusterEntry, FilesStamp, Kubeconfig, KubeconfigError};
 use crate::secret::Secret;
 use crate::state::{AppState, StateError, StateStore, port_candidates};
+use crate::sync::lock;
 use crate::timestamp::rfc3339;
 use crate::tunnel::carrier::{CarrierError, Edge};
 use crate::tunnel::health::{HealthState, ProbeSchedule, TunnelState};
@@ -861,8 +862,4 @@ pub fn closed_proxy_url(port: u16) -> Secret {
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

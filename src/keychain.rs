@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
+use crate::sync::lock;
 
 /// The environment variable that disables the keychain when set to `off`.
 pub const KEYCHAIN_ENV: &str = "K8S_TUNNELS_KEYCHAIN";
@@ -157,10 +158,6 @@ impl Worker {
     fn stuck(&self, timeout: Duration) -> bool {
         lock(&self.running_since).is_some_and(|since| since.elapsed() > timeout)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Keychain {

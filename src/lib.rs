@@ -23,6 +23,7 @@ pub mod private_file;
 pub mod secret;
 pub mod signals;
 pub mod state;
+pub mod sync;
 pub mod terminal;
 pub mod timestamp;
 pub mod tls;

@@ -189,7 +189,7 @@ mod tests {
 
     impl WallClock for FakeClock {
         fn now(&self) -> SystemTime {
-            self.base + self.start.elapsed() + *self.slept.lock().unwrap()
+            self.base + self.start.elapsed() + *crate::sync::lock(&self.slept)
         }
     }
 
@@ -207,17 +207,17 @@ mod tests {
             ..WakeSettings::default()
         };
         let _watch = WakeWatch::start(settings, clock.clone(), move |w| {
-            seen.lock().unwrap().push(w);
+            crate::sync::lock(&seen).push(w);
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(
-            wakes.lock().unwrap().is_empty(),
+            crate::sync::lock(&wakes).is_empty(),
             "a minute awake is no wake-up"
         );
         // The laptop sleeps for an hour: the wall clock moves, the monotonic one does not.
-        *clock.slept.lock().unwrap() = Duration::from_secs(3600);
+        *crate::sync::lock(&clock.slept) = Duration::from_secs(3600);
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let wakes = wakes.lock().unwrap().clone();
+        let wakes = crate::sync::lock(&wakes).clone();
         assert_eq!(wakes.len(), 1, "{wakes:?}");
         assert!(
             matches!(wakes[0], Wake::ClockJump(lead) if lead >= Duration::from_secs(3599)),

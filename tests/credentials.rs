@@ -213,7 +213,7 @@ fn squat(port: u16) -> (Arc<Mutex<Offered>>, std::thread::JoinHandle<()>) {
             }
             let mut methods = vec![0u8; usize::from(head[1])];
             let _ = s.read_exact(&mut methods);
-            log.lock().unwrap().methods.push(methods.clone());
+            k8s_tunnels::sync::lock(&log).methods.push(methods.clone());
             if methods.contains(&2) {
                 let _ = s.write_all(&[5, 2]);
                 let mut ver_len = [0u8; 2];
@@ -224,8 +224,7 @@ fn squat(port: u16) -> (Arc<Mutex<Offered>>, std::thread::JoinHandle<()>) {
                 let _ = s.read_exact(&mut plen);
                 let mut pass = vec![0u8; usize::from(plen[0])];
                 let _ = s.read_exact(&mut pass);
-                log.lock()
-                    .unwrap()
+                k8s_tunnels::sync::lock(&log)
                     .passwords
                     .push(String::from_utf8_lossy(&pass).into_owned());
                 let _ = s.write_all(&[1, 0]);
@@ -312,7 +311,7 @@ fn a_stranger_on_a_down_tunnels_port_collects_no_secret_the_app_accepts() {
         stop.write_all(&STOP).unwrap();
     }
     stranger.join().unwrap();
-    let offered = offered.lock().unwrap();
+    let offered = k8s_tunnels::sync::lock(&offered);
     let (from_kubectl, from_held) = offered.methods.split_at(offered.methods.len() - 1);
     assert!(!from_kubectl.is_empty(), "kubectl reached the stranger");
     assert!(

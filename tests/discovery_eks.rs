@@ -102,10 +102,10 @@ async fn discover(config: EksConfig) -> (SourceReport, Vec<Progress>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink: ProgressSink = {
         let events = events.clone();
-        Arc::new(move |p| events.lock().unwrap().push(p))
+        Arc::new(move |p| k8s_tunnels::sync::lock(&events).push(p))
     };
     let report = EksSource::new(config).discover(sink).await;
-    let events = events.lock().unwrap().clone();
+    let events = k8s_tunnels::sync::lock(&events).clone();
     (report, events)
 }
 
@@ -363,7 +363,7 @@ async fn access_denied_and_throttled_regions_fail_alone_and_retries_are_bounded(
     }
     // The SDK's standard retry: throttling retried, exactly max_attempts tries, then given up
     // (backoff ≤ 1 s + 2 s with jitter); AccessDenied not retried.
-    let seen = proxy.seen.lock().unwrap();
+    let seen = k8s_tunnels::sync::lock(&proxy.seen);
     assert_eq!(seen.faulted.get("us-east-1"), Some(&3), "{seen:?}");
     assert_eq!(seen.faulted.get("eu-west-1"), Some(&1), "{seen:?}");
     assert!(

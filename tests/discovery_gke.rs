@@ -159,10 +159,7 @@ async fn lists_each_project_once_and_maps_labels_ids_users_groups() {
     );
 
     // One call per project, every location at once.
-    let mut paths: Vec<String> = state
-        .requests
-        .lock()
-        .unwrap()
+    let mut paths: Vec<String> = k8s_tunnels::sync::lock(&state.requests)
         .iter()
         .map(|r| r.split('?').next().unwrap().to_string())
         .collect();
@@ -283,7 +280,7 @@ async fn an_invalid_project_id_fails_before_any_request() {
             .iter()
             .all(|f| f.message.contains("not valid"))
     );
-    assert!(state.requests.lock().unwrap().is_empty());
+    assert!(k8s_tunnels::sync::lock(&state.requests).is_empty());
 }
 
 #[tokio::test]

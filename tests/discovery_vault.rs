@@ -175,7 +175,7 @@ async fn walks_the_prefix_and_maps_fields_ids_groups() {
     );
 
     // Every request carried the token and stayed under the prefix; LISTs then GETs.
-    let requests = state.requests.lock().unwrap().clone();
+    let requests = k8s_tunnels::sync::lock(&state.requests).clone();
     assert!(requests.iter().all(|(_, _, token_ok)| *token_ok));
     assert!(requests.iter().all(|(_, p, _)| p.starts_with("/v1/kv/")));
     assert!(!requests.iter().any(|(_, p, _)| p.contains("elsewhere")));
@@ -314,7 +314,11 @@ async fn a_missing_prefix_is_no_clusters_and_a_bad_token_is_reported_without_it(
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].message.contains("permission denied"));
     assert!(!format!("{report:?}").contains("wrong-token-value"));
-    assert!(state.requests.lock().unwrap().iter().any(|(_, _, ok)| !ok));
+    assert!(
+        k8s_tunnels::sync::lock(&state.requests)
+            .iter()
+            .any(|(_, _, ok)| !ok)
+    );
 }
 
 #[tokio::test]

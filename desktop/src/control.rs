@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ipc::{ErrorCode, IpcError};
 use crate::shell::Shell;
+use k8s_tunnels::sync::lock;
 
 /// The longest line either side accepts: a catalog of thousands of clusters fits many times.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -571,10 +572,6 @@ fn gone() -> IpcError {
         ErrorCode::Internal,
         "the k8s-tunnels tray process is not running (it quit or crashed); start k8s-tunnels again",
     )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

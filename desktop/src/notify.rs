@@ -481,7 +481,7 @@ impl Clicks {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClicksInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        k8s_tunnels::sync::lock(&self.inner)
     }
 
     /// What a click on `id` does now.

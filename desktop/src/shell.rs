@@ -26,6 +26,7 @@ use crate::events::{
 };
 use crate::ipc::{ErrorCode, IpcError};
 use crate::menu::{MenuCluster, MenuState};
+use k8s_tunnels::sync::lock;
 
 /// How long closing one tunnel may take.
 const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
@@ -748,10 +749,6 @@ async fn pump(shell: std::sync::Weak<Shell>, stop: CancellationToken) {
 
 fn error_text(e: &dyn std::error::Error) -> String {
     k8s_tunnels::error_chain(e)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl IpcError {

@@ -24,6 +24,7 @@ use crate::access::transfer::{BrowserOpener, PollSettings, Transfer, TransferErr
 use crate::access::{AccessError, Credential};
 use crate::inventory::{AccessAuth, Cluster};
 use crate::secret::Secret;
+use crate::sync::lock;
 use crate::timestamp::rfc3339;
 
 /// Who is asking, which decides whether the user may be interrupted.
@@ -793,10 +794,6 @@ fn auth_domain_of(claims: &TokenClaims) -> Option<String> {
     let iss = claims.iss.as_deref()?;
     let url = url::Url::parse(iss).ok()?;
     url.host_str().map(str::to_ascii_lowercase)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::lock;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 
@@ -94,10 +95,6 @@ impl<K: Eq + Hash, V: Clone> Drop for Landing<K, V> {
             flights.remove(&self.key);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::access::settings::AccessSettings;
+use crate::sync::lock;
 
 /// How long a fetched JWKS is trusted.
 pub const JWKS_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -356,10 +357,6 @@ fn check_claims(claims: MetadataClaims, host: &str, now: SystemTime) -> Result<A
         aud,
         auth_domain: claims.auth_domain.to_ascii_lowercase(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

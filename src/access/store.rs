@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::keychain::{Keychain, KeychainStatus};
 use crate::secret::Secret;
+use crate::sync::lock;
 
 /// Which token an entry holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -162,10 +163,6 @@ impl TokenStore {
     pub fn forget_cached(&self, key: &TokenKey) {
         lock(&self.memory).remove(key);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

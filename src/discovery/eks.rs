@@ -591,7 +591,7 @@ impl Tracker {
 
     fn update(&self, f: impl FnOnce(&mut (usize, usize))) {
         let (done, total) = {
-            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counts = crate::sync::lock(&self.counts);
             f(&mut counts);
             *counts
         };

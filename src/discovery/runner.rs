@@ -249,14 +249,14 @@ mod tests {
             Duration::from_secs(10),
             run_all(
                 &sources,
-                Arc::new(move |p| sink.lock().unwrap().push(p.source)),
+                Arc::new(move |p| crate::sync::lock(&sink).push(p.source)),
                 SOURCE_DEADLINE,
             ),
         )
         .await
         .expect("sources ran one at a time");
         assert_eq!(reports.len(), 2);
-        let mut seen = seen.lock().unwrap().clone();
+        let mut seen = crate::sync::lock(&seen).clone();
         seen.sort();
         assert_eq!(seen, ["a", "b"]);
     }

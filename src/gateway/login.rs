@@ -16,7 +16,7 @@
 //! client used in `Host`, so the lab's names all map to one listener.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
@@ -86,7 +86,7 @@ struct Deposit {
 impl Deposits {
     /// Stores a deposit for `key` (replacing an uncollected one). `false` when the store is full.
     fn put(&self, key: [u8; 32], body: String, service_key: String) -> bool {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = crate::sync::lock(&self.slots);
         slots.retain(|_, d| d.at.elapsed() < DEPOSIT_TTL);
         if slots.len() >= MAX_DEPOSITS && !slots.contains_key(&key) {
             return false;
@@ -112,11 +112,7 @@ impl Deposits {
             let notified = self.arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let found = self
-                .slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(key);
+            let found = crate::sync::lock(&self.slots).remove(key);
             if let Some(deposit) = found.filter(|d| d.at.elapsed() < DEPOSIT_TTL) {
                 return Some(deposit);
             }

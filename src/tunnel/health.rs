@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::sync::lock;
 use crate::tunnel::carrier::CarrierError;
 
 /// The state of a tunnel as users see it.
@@ -201,11 +202,6 @@ impl Health {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the state half-written (plain assignments).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Probes the edge until `cancel` fires: at once, then on the schedule, and whenever a

@@ -62,11 +62,7 @@ fn google_error(code: StatusCode, status: &str, message: String) -> Response {
 }
 
 async fn handle(State(state): State<Arc<Gke>>, method: Method, uri: Uri) -> Response {
-    state
-        .requests
-        .lock()
-        .expect("requests lock")
-        .push(format!("{method} {uri}"));
+    k8s_tunnels::sync::lock(&state.requests).push(format!("{method} {uri}"));
     let path = uri.path();
     let project = path
         .strip_prefix("/v1/projects/")

@@ -129,11 +129,9 @@ pub async fn discover(source: &dyn ClusterSource) -> (SourceReport, Vec<Progress
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let report = source
-        .discover(Arc::new(move |p| {
-            sink.lock().expect("progress lock").push(p)
-        }))
+        .discover(Arc::new(move |p| k8s_tunnels::sync::lock(&sink).push(p)))
         .await;
-    let progress = seen.lock().expect("progress lock").clone();
+    let progress = k8s_tunnels::sync::lock(&seen).clone();
     (report, progress)
 }
 

@@ -78,7 +78,7 @@ async fn handle(
     let token_ok = headers
         .get("x-vault-token")
         .is_some_and(|t| t.as_bytes() == state.token.as_bytes());
-    state.requests.lock().expect("requests lock").push((
+    k8s_tunnels::sync::lock(&state.requests).push((
         method.to_string(),
         uri.path().to_string(),
         token_ok,

@@ -249,9 +249,7 @@ async fn handle(
     if (service == "eks" && faults.deny.contains(&region))
         || faults.deny_services.contains(&service)
     {
-        *seen
-            .lock()
-            .unwrap()
+        *k8s_tunnels::sync::lock(seen)
             .faulted
             .entry(region.clone())
             .or_default() += 1;
@@ -264,9 +262,7 @@ async fn handle(
         );
     }
     if service == "eks" && faults.throttle.contains(&region) {
-        *seen
-            .lock()
-            .unwrap()
+        *k8s_tunnels::sync::lock(seen)
             .faulted
             .entry(region.clone())
             .or_default() += 1;
@@ -302,7 +298,10 @@ async fn handle(
             ))
             .expect("regions response");
     }
-    *seen.lock().unwrap().forwarded.entry(region).or_default() += 1;
+    *k8s_tunnels::sync::lock(seen)
+        .forwarded
+        .entry(region)
+        .or_default() += 1;
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
     }

@@ -41,10 +41,10 @@ impl Counts {
         self.done.load(Ordering::SeqCst)
     }
     pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().expect("errors lock").clone()
+        k8s_tunnels::sync::lock(&self.errors).clone()
     }
     pub fn codes(&self) -> Vec<String> {
-        self.codes.lock().expect("codes lock").clone()
+        k8s_tunnels::sync::lock(&self.codes).clone()
     }
 }
 
@@ -172,7 +172,7 @@ impl HttpBrowser {
                 // The edge asks whether to hand tokens to the command-line client: yes, and
                 // the team session too if this user would.
                 if let Some(code) = shown_code(&body) {
-                    counts.codes.lock().expect("codes lock").push(code);
+                    k8s_tunnels::sync::lock(&counts.codes).push(code);
                 }
                 let offers_session = body.contains("name=\"send_org_token\"");
                 form = Some(if keep_session && offers_session {
@@ -223,7 +223,7 @@ impl BrowserOpener for HttpBrowser {
             if let Err(e) =
                 Self::sign_in_with(client, url, email, password, keep, counts.clone()).await
             {
-                counts.errors.lock().expect("errors lock").push(e);
+                k8s_tunnels::sync::lock(&counts.errors).push(e);
             }
         });
         Ok(true)
@@ -450,7 +450,7 @@ impl BrowserOpener for Chromium {
         );
         tokio::spawn(async move {
             if let Err(e) = Self::drive(devtools, url, email, password, counts.clone()).await {
-                counts.errors.lock().expect("errors lock").push(e);
+                k8s_tunnels::sync::lock(&counts.errors).push(e);
             }
         });
         Ok(true)

@@ -240,9 +240,7 @@ impl ConnectProcess {
                 if n == 0 {
                     break;
                 }
-                sink.lock()
-                    .expect("log lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                k8s_tunnels::sync::lock(&sink).push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Self {
@@ -260,7 +258,7 @@ impl ConnectProcess {
 
     /// What the process wrote to stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
+        k8s_tunnels::sync::lock(&self.log).clone()
     }
 
     /// Sends SIGINT, as Ctrl-C does, and returns the exit status and the whole stderr.

@@ -109,7 +109,7 @@ impl RecordingEdge {
 
     /// Every request so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("recording edge log").clone()
+        k8s_tunnels::sync::lock(&self.seen).clone()
     }
 }
 
@@ -131,7 +131,7 @@ fn record<B>(log: &Mutex<Vec<Seen>>, answer: &Answer, req: &Request<B>) -> Respo
             })
             .collect(),
     };
-    log.lock().expect("recording edge log").push(seen);
+    k8s_tunnels::sync::lock(log).push(seen);
     let mut response = Response::builder()
         .status(302)
         .header("location", &answer.location);

@@ -171,7 +171,7 @@ impl Watcher {
 
     /// The item registered `index`th (from 0), if any: a restarted app registers anew.
     pub fn item(&self, index: usize) -> Option<(String, String)> {
-        self.items.lock().expect("items").get(index).cloned()
+        k8s_tunnels::sync::lock(&self.items).get(index).cloned()
     }
 }
 
@@ -190,16 +190,14 @@ impl Watcher {
         } else {
             (service.to_string(), "/StatusNotifierItem".to_string())
         };
-        self.items.lock().expect("items").push(item);
+        k8s_tunnels::sync::lock(&self.items).push(item);
     }
 
     fn register_status_notifier_host(&self, _service: &str) {}
 
     #[zbus(property)]
     fn registered_status_notifier_items(&self) -> Vec<String> {
-        self.items
-            .lock()
-            .expect("items")
+        k8s_tunnels::sync::lock(&self.items)
             .iter()
             .map(|(name, path)| format!("{name}{path}"))
             .collect()

@@ -106,7 +106,7 @@ impl Bars {
 
     fn update(&self, p: &Progress) {
         let Some(multi) = &self.multi else { return };
-        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bars = k8s_tunnels::sync::lock(&self.bars);
         let bar = bars.entry(p.source.clone()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new(p.total as u64));
             if let Ok(style) =
@@ -122,7 +122,7 @@ impl Bars {
     }
 
     fn finish(&self) {
-        for bar in self.bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for bar in k8s_tunnels::sync::lock(&self.bars).values() {
             bar.finish();
         }
     }
