@@ -239,6 +239,15 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
     }))
     .expect("disconnect sandbox");
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 0, Duration::from_secs(60)));
+    rt.block_on(wait_until(
+        "the tray showing prod-us up",
+        Duration::from_secs(30),
+        || async {
+            describe(&tray.layout().await.children)
+                .contains(&"1 tunnel up".to_string())
+                .then_some(())
+        },
+    ));
     rt.block_on(tray.quit());
     wait_exit(&mut app);
     drop(client);

@@ -8,7 +8,7 @@ use crate::access::settings::AccessSettings;
 use crate::secret::Secret;
 
 /// The cookie Access keeps its tokens in.
-pub const COOKIE: &str = "CF_Authorization";
+pub use crate::wire::access::TOKEN_COOKIE as COOKIE;
 /// Enough for app → login → authorized (→ app), with room for an extra hop.
 const MAX_HOPS: usize = 6;
 

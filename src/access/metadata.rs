@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::access::settings::AccessSettings;
 use crate::sync::lock;
+use crate::wire::access as vocabulary;
 
 /// How long a fetched JWKS is trusted.
 pub const JWKS_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -165,7 +166,7 @@ pub async fn app_info(
     let response = clients
         .app
         .head(url.clone())
-        .header("cf-access-metadata-request", "true")
+        .header(vocabulary::METADATA_REQUEST_HEADER, "true")
         .timeout(crate::access::http::REQUEST_TIMEOUT)
         .send()
         .await
@@ -175,7 +176,7 @@ pub async fn app_info(
         })?;
     let headers = response.headers();
     if let Some(jwt) = headers
-        .get("cf-access-metadata")
+        .get(vocabulary::METADATA_HEADER)
         .and_then(|v| v.to_str().ok())
     {
         return verify_metadata(&clients.auth, jwt, &host, settings, jwks).await;
@@ -205,7 +206,7 @@ fn from_redirect(
     else {
         return Ok(None);
     };
-    if !location.path().starts_with("/cdn-cgi/access/login") {
+    if !vocabulary::is_login_path(location.path()) {
         return Ok(None);
     }
     let Some(aud) = location
@@ -230,10 +231,10 @@ fn from_redirect(
     let named = [
         location
             .path()
-            .strip_prefix("/cdn-cgi/access/login/")
+            .strip_prefix(vocabulary::LOGIN_PATH)
             .map(str::to_owned),
         headers
-            .get("cf-access-domain")
+            .get(vocabulary::DOMAIN_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     ];

@@ -27,6 +27,7 @@ use ::http::{HeaderMap, HeaderValue};
 
 use crate::inventory::{AccessAuth, Cluster, Provenance, SecretRefError, resolve_secret};
 use crate::secret::Secret;
+use crate::wire::access as vocabulary;
 
 /// Environment variables cloudflared reads for a service token.
 pub const ENV_SERVICE_TOKEN_ID: &str = "TUNNEL_SERVICE_TOKEN_ID";
@@ -99,15 +100,15 @@ impl Credential {
         match self {
             Credential::None => {}
             Credential::Token(token) => {
-                headers.insert("cf-access-token", sensitive(token.expose())?);
+                headers.insert(vocabulary::TOKEN_HEADER, sensitive(token.expose())?);
             }
             Credential::ServiceToken {
                 client_id,
                 client_secret,
             } => {
-                headers.insert("cf-access-client-id", sensitive(client_id)?);
+                headers.insert(vocabulary::CLIENT_ID_HEADER, sensitive(client_id)?);
                 headers.insert(
-                    "cf-access-client-secret",
+                    vocabulary::CLIENT_SECRET_HEADER,
                     sensitive(client_secret.expose())?,
                 );
             }

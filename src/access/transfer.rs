@@ -218,7 +218,7 @@ impl Transfer {
             .append_pair("aud", &app.aud)
             .append_pair("token", &public_b64);
         let mut url = base;
-        url.set_path("/cdn-cgi/access/cli");
+        url.set_path(crate::wire::access::CLI_PATH);
         url.query_pairs_mut()
             .append_pair("aud", &app.aud)
             .append_pair("edge_token_transfer", "true")

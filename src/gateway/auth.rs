@@ -10,19 +10,12 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::config::Application;
+// The names a request carries its credential under; public here for the gateway's users.
+pub use crate::wire::access::{CLIENT_ID_HEADER, CLIENT_SECRET_HEADER, TOKEN_COOKIE, TOKEN_HEADER};
 
 /// Clock skew tolerated on `exp`/`nbf`, in seconds (clients must not trust `exp` to the second
 /// either, so the two sides agree within this margin).
 const LEEWAY_SECS: u64 = 30;
-
-/// Header carrying the application JWT.
-pub const TOKEN_HEADER: &str = "cf-access-token";
-/// Cookie carrying the application JWT (browsers).
-pub const TOKEN_COOKIE: &str = "CF_Authorization";
-/// Service token id header.
-pub const CLIENT_ID_HEADER: &str = "cf-access-client-id";
-/// Service token secret header.
-pub const CLIENT_SECRET_HEADER: &str = "cf-access-client-secret";
 
 /// Who was let in, for the log line. Never holds a token or a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

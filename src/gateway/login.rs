@@ -34,23 +34,13 @@ use super::config::{AccessSettings, Application};
 use super::issuer::{Claims, IssuerError};
 use crate::access::transfer::key_code;
 use crate::secret::Secret;
+pub(crate) use crate::wire::access::{
+    AUTHORIZED_PATH, CERTS_PATH, CLI_PATH, DOMAIN_HEADER, LOGIN_PATH, METADATA_HEADER,
+    METADATA_REQUEST_HEADER,
+};
 
-/// Request header asking an application host for its signed metadata.
-pub(crate) const METADATA_REQUEST_HEADER: &str = "cf-access-metadata-request";
-/// Response header carrying the signed metadata.
-pub(crate) const METADATA_HEADER: &str = "cf-access-metadata";
-/// Response header of the login redirect naming the application host (the older detection).
-pub(crate) const DOMAIN_HEADER: &str = "cf-access-domain";
 /// Response header of a transfer naming the sender's public key.
 pub(crate) const SERVICE_KEY_HEADER: &str = "service-public-key";
-/// JWKS path, on application hosts and on the auth domain.
-pub(crate) const CERTS_PATH: &str = "/cdn-cgi/access/certs";
-/// Sign-in path prefix on the auth domain, followed by the application host.
-pub(crate) const LOGIN_PATH: &str = "/cdn-cgi/access/login/";
-/// Token hand-over path on application hosts.
-pub(crate) const AUTHORIZED_PATH: &str = "/cdn-cgi/access/authorized";
-/// Browser half of the token transfer, on application hosts.
-pub(crate) const CLI_PATH: &str = "/cdn-cgi/access/cli";
 /// Long-poll path prefix on the transfer host, followed by the client's public key.
 pub(crate) const TRANSFER_PATH: &str = "/transfer/";
 

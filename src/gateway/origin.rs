@@ -11,9 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::config::{Application, Origin, split_host_port};
-
-/// Header naming a bastion destination.
-pub const JUMP_DESTINATION_HEADER: &str = "cf-access-jump-destination";
+pub use crate::wire::access::JUMP_DESTINATION_HEADER;
 
 /// Why no destination could be chosen.
 #[derive(Debug, thiserror::Error)]

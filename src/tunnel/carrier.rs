@@ -269,7 +269,10 @@ impl Edge {
             HeaderValue::from_static(USER_AGENT),
         );
         if self.origin == OriginMode::Bastion {
-            headers.insert("cf-access-jump-destination", self.jump_destination.clone());
+            headers.insert(
+                crate::wire::access::JUMP_DESTINATION_HEADER,
+                self.jump_destination.clone(),
+            );
         }
         credential
             .apply(headers)
@@ -328,7 +331,7 @@ fn is_login_location(location: &str) -> bool {
         Ok(url) => url.path().to_string(),
         Err(_) => location.to_string(),
     };
-    path.starts_with("/cdn-cgi/access/login")
+    crate::wire::access::is_login_path(&path)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The wire: what both ends of the tunnel speak, shared by the client ([`crate::tunnel`]) and
 //! the gateway ([`crate::gateway`]), which import it and never each other.
 //!
+//! - [`access`]: the Access vocabulary (headers, cookie, paths);
 //! - [`handshake`]: the WebSocket upgrade through hyper;
 //! - [`stream`]: the WebSocket as a byte stream ([`WsStream`]), framed here ([`frame`]);
 //! - [`keepalive`]: pings, dead-peer detection and TCP tuning;
@@ -11,6 +12,7 @@
 //! Memory is the design constraint: an idle connection holds no payload or copy buffer; buffers
 //! exist while data flows and are released when it stops.
 
+pub mod access;
 pub mod copy;
 pub mod counted;
 pub mod frame;

@@ -441,15 +441,24 @@ impl Tray {
             .map(drop)
     }
 
-    /// Clicks Quit. The app may leave the bus before it answers the click: that is fine.
+    /// Clicks Quit. The app may leave the bus before it answers the click: that is fine. A
+    /// menu rebuilt between reading it and clicking (a tunnel changed state) renumbers its
+    /// items; as a tray host does on `LayoutUpdated`, the menu is read again and clicked anew.
     pub async fn quit(&self) {
-        let layout = self.layout().await;
-        let id = layout.find("Quit").expect("a Quit item").id;
-        match self.try_click(id).await {
-            Ok(()) => {}
-            Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::NoReply(_)) => {}
-            Err(e) => panic!("cannot click Quit: {e}"),
+        for _ in 0..20 {
+            let layout = self.layout().await;
+            let id = layout.find("Quit").expect("a Quit item").id;
+            match self.try_click(id).await {
+                Ok(()) => return,
+                Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::NoReply(_)) => return,
+                Err(zbus::Error::FDO(e)) if matches!(&*e, zbus::fdo::Error::InvalidArgs(m) if m.contains("id not found")) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot click Quit: {e}"),
+            }
         }
+        panic!("cannot click Quit: the menu kept changing under the click");
     }
 
     /// Clicks the item labelled `label` (anywhere in the menu).
