@@ -301,15 +301,28 @@ async fn open_session(dir: &Path, desktop: &Desktop, env: &[(&str, &str)]) -> (R
     (driver, client)
 }
 
-/// Where a README screenshot goes: `docs/<name>` when `DESKTOP_SCREENSHOT=1`, else `dir`.
-fn screenshot_path(dir: &Path, name: &str) -> std::path::PathBuf {
-    if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {
+/// Takes a README screenshot of the window scrolled to the top, checks it is a real picture,
+/// and writes it to `docs/<name>` when `DESKTOP_SCREENSHOT=1`, else into `dir`.
+async fn take_screenshot(client: &Client, dir: &Path, name: &str) {
+    client
+        .execute(
+            "document.activeElement?.blur(); document.scrollingElement.scrollTop = 0; \
+             return document.scrollingElement.scrollTop",
+            vec![],
+        )
+        .await
+        .expect("scroll to the top");
+    let png = client.screenshot().await.expect("screenshot");
+    let (w, h) = check_screenshot(&png);
+    let shot = if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../docs")
             .join(name)
     } else {
         dir.join(name)
-    }
+    };
+    std::fs::write(&shot, &png).expect("write the screenshot");
+    eprintln!("screenshot {w}×{h}: {}", shot.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,19 +514,7 @@ async fn the_window_switches_a_tunnel_kubectl_uses_it_and_the_tray_keeps_it() {
         columns.iter().all(|c| c == &columns[0]),
         "figures out of line: {columns:?}"
     );
-    client
-        .execute(
-            "document.activeElement?.blur(); document.scrollingElement.scrollTop = 0; \
-             return document.scrollingElement.scrollTop",
-            vec![],
-        )
-        .await
-        .expect("scroll to the top");
-    let png = client.screenshot().await.expect("screenshot");
-    let (w, h) = check_screenshot(&png);
-    let shot = screenshot_path(tmp.path(), "screenshot-window.png");
-    std::fs::write(&shot, &png).expect("write the screenshot");
-    eprintln!("screenshot {w}×{h}: {}", shot.display());
+    take_screenshot(&client, tmp.path(), "screenshot-window.png").await;
 
     // Switching prod-eu off closes its tunnel: the row is off and nothing listens on the port.
     let port_eu = row.port().expect("port");
@@ -636,19 +637,7 @@ async fn the_window_follows_a_dark_desktop() {
         toggle(&client, name).await;
         wait_row(&client, name, "up", |r| r.state == "up").await;
     }
-    client
-        .execute(
-            "document.activeElement?.blur(); document.scrollingElement.scrollTop = 0; \
-             return document.scrollingElement.scrollTop",
-            vec![],
-        )
-        .await
-        .expect("scroll to the top");
-    let png = client.screenshot().await.expect("screenshot");
-    let (w, h) = check_screenshot(&png);
-    let shot = screenshot_path(tmp.path(), "screenshot-window-dark.png");
-    std::fs::write(&shot, &png).expect("write the screenshot");
-    eprintln!("dark screenshot {w}×{h}: {}", shot.display());
+    take_screenshot(&client, tmp.path(), "screenshot-window-dark.png").await;
 
     let tray = Tray::wait(&conn, &watcher, START).await;
     tray.quit().await;

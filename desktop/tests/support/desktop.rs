@@ -75,9 +75,12 @@ impl Desktop {
         require("Xvfb", "xvfb");
         require("dbus-daemon", "dbus-daemon");
         let mut xvfb = Command::new("Xvfb");
+        // -noreset: Xvfb would otherwise reset when its last client leaves (the window
+        // closing), and a test connecting just then would see its connection reset.
         xvfb.args([
             "-displayfd",
             "1",
+            "-noreset",
             "-nolisten",
             "tcp",
             "-screen",
