@@ -107,7 +107,11 @@ impl World {
             prefix: "k8s-tunnels/".into(),
             state: StateStore::new(&dirs),
             // What the app ships.
-            schedule: ProbeSchedule::default(),
+            // The origin is an echo server, not an API server: the edge is what is probed.
+            schedule: ProbeSchedule {
+                api: false,
+                ..ProbeSchedule::default()
+            },
             keepalive: Keepalive::default(),
             // Wake-ups are driven by the test itself (`check_now`), not by this machine.
             wake: None,

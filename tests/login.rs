@@ -61,6 +61,8 @@ fn lazy_probes() -> ProbeSchedule {
         down_min: Duration::from_secs(3600),
         down_max: Duration::from_secs(3600),
         timeout: Duration::from_secs(30),
+        // The origins here are echo servers, not API servers.
+        api: false,
     }
 }
 
@@ -262,6 +264,7 @@ async fn when_the_org_token_expired_too_login_required_is_announced_once() {
             down_min: Duration::from_millis(100),
             down_max: Duration::from_millis(200),
             timeout: Duration::from_secs(5),
+            api: false,
         },
     )
     .await;

@@ -25,6 +25,7 @@ fn quick_schedule() -> ProbeSchedule {
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(400),
         timeout: Duration::from_secs(2),
+        api: true,
     }
 }
 
@@ -519,11 +520,11 @@ fn a_cluster_that_cannot_work_leaves_no_kubeconfig_entry_behind() {
     assert!(engine.status().is_empty());
 }
 
-/// The health probe of a `socks` app makes its SOCKS request for the API server, as every stream
-/// does: at a `proxyType: socks` origin a stream closed before its SOCKS request reads as a failed
-/// handshake (a scan), every period, for every user.
+/// The probe is one stream per period, and a whole one at a `socks` origin: its SOCKS request
+/// for the API server, then TLS and `/version` through it. At a `proxyType: socks` origin a
+/// stream closed before its SOCKS request reads as a failed handshake (a scan), every period.
 #[test]
-fn a_socks_origins_probe_makes_its_request_like_any_stream() {
+fn a_socks_origins_probe_is_a_whole_stream_to_the_api_server() {
     let log = log_support::CapturedLog::start_global();
     let tmp = tempfile::tempdir().unwrap();
     let world = LabWorld::start(
@@ -535,23 +536,137 @@ fn a_socks_origins_probe_makes_its_request_like_any_stream() {
     let Setup { engine } = engine_in(tmp.path(), quick_schedule());
     connect(&world, &engine, cluster);
     wait_state(&engine, cluster, TunnelState::Up);
-    // A few periods of probes (1 s each here).
-    let probed = |text: &str| {
+    // A few periods of probes (1 s each here): each a stream that carried bytes both ways.
+    let probes = |text: &str| {
         text.lines()
-            .filter(|l| l.contains("(a health probe)") && l.contains("mode=\"socks\""))
+            .filter(|l| {
+                l.contains(" stream ")
+                    && l.contains("mode=\"socks\"")
+                    && !l.contains("bytes_up=0")
+                    && !l.contains("bytes_down=0")
+            })
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while probed(&log.text()) < 3 {
+    while probes(&log.text()) < 3 {
         assert!(Instant::now() < deadline, "no probes seen:\n{}", log.text());
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = log.text();
     assert!(
-        !text.contains("before its SOCKS request"),
-        "a probe that stopped short of its SOCKS request:\n{text}"
+        !text.contains("before its SOCKS request") && !text.contains("refused"),
+        "a probe that stopped short of the API server:\n{text}"
     );
-    assert!(!text.contains("refused"), "{text}");
+    let status = engine.status_of(&cluster.id).unwrap();
+    assert_eq!(status.total_connections, 0, "probes are not connections");
+    assert!(status.kubernetes_version.is_some(), "{status:#?}");
+    world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
+}
+
+/// The version the lab's API servers report, as `/version` spells it.
+fn lab_version() -> String {
+    let (major, minor) = k8s_tunnels::lab::apiserver::FAKE_VERSION;
+    format!("v{major}.{minor}.")
+}
+
+#[test]
+fn the_probe_asks_the_api_server_through_the_tunnel_in_every_origin_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let modes = [
+        ("plain", OriginMode::Tcp),
+        ("socks", OriginMode::Socks),
+        ("bastion", OriginMode::Bastion),
+    ];
+    let mut world = LabWorld::start(&tmp.path().join("lab"), &modes);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let Setup { engine } = engine_in(tmp.path(), quick_schedule());
+    for (i, cluster) in clusters.iter().enumerate() {
+        connect(&world, &engine, cluster);
+        wait_state(&engine, cluster, TunnelState::Up);
+        let asked = world.lab.api_server(i).unwrap().requests();
+        // The first probe may have found the edge before the API: wait for its answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status = engine.status_of(&cluster.id).unwrap();
+            if status.api_ms.is_some() || Instant::now() > deadline {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let version = status.kubernetes_version.clone().unwrap_or_default();
+        assert!(
+            version.starts_with(&lab_version()),
+            "{}: {status:#?}",
+            cluster.name
+        );
+        let summary = status.api_summary().unwrap();
+        assert!(
+            summary.starts_with(&format!("{version} · ")) && summary.ends_with(" ms"),
+            "{summary}"
+        );
+        assert!(status.latency_ms.is_some());
+        assert_eq!(
+            status.total_connections, 0,
+            "the probe is no client connection"
+        );
+        // The answer came from this cluster's own API server, through the tunnel.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while world.lab.api_server(i).unwrap().requests() == asked {
+            assert!(
+                Instant::now() < deadline,
+                "{}: /version never asked",
+                cluster.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Each cluster's API server goes away while its edge stays: the distinct state, with the
+    // edge's round trip still there and no API figure; the others stay up.
+    for (i, cluster) in clusters.iter().enumerate() {
+        world.rt.block_on(world.lab.stop_api_server(i));
+        let reason = wait_state(&engine, cluster, TunnelState::ApiDown).unwrap();
+        assert!(
+            reason.contains("502") || reason.contains("origin"),
+            "{}: {reason}",
+            cluster.name
+        );
+        let status = engine.status_of(&cluster.id).unwrap();
+        assert_eq!(status.api_ms, None, "{status:#?}");
+        assert!(
+            status.latency_ms.is_some(),
+            "the edge answered: {status:#?}"
+        );
+        for (j, other) in clusters.iter().enumerate() {
+            if j != i {
+                assert_eq!(engine.status_of(&other.id).unwrap().state, TunnelState::Up);
+            }
+        }
+        world.rt.block_on(world.lab.start_api_server(i)).unwrap();
+        wait_state(&engine, cluster, TunnelState::Up);
+    }
+    world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
+}
+
+#[test]
+fn an_api_certificate_from_another_ca_is_the_reason_the_api_is_not_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(&tmp.path().join("lab"), &[("stranger", Tcp)]);
+    let mut cluster = load(world.lab.inventory_path()).unwrap().remove(0);
+    // The edge is trusted; the API server's certificate is checked against another CA.
+    let other = k8s_tunnels::lab::pki::LabCa::new("another CA").unwrap();
+    cluster.api.ca_pem = Some(other.cert_pem().to_string());
+    let Setup { engine } = engine_in(tmp.path(), quick_schedule());
+    connect(&world, &engine, &cluster);
+    let reason = wait_state(&engine, &cluster, TunnelState::ApiDown).unwrap();
+    assert!(reason.contains("certificate"), "{reason}");
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    let status = engine.status_of(&cluster.id).unwrap();
+    assert!(
+        status.latency_ms.is_some(),
+        "the edge answered: {status:#?}"
+    );
+    assert_eq!(status.kubernetes_version, None);
     world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
 }
 

@@ -255,6 +255,13 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
                 (TunnelState::Up, _) => (Level::Info, "up".to_string()),
                 (TunnelState::Down, Some(reason)) => (Level::Error, format!("down: {reason}")),
                 (TunnelState::Down, None) => (Level::Error, "down".to_string()),
+                (TunnelState::ApiDown, Some(reason)) => (
+                    Level::Error,
+                    format!("the edge is up, the API server is not answering: {reason}"),
+                ),
+                (TunnelState::ApiDown, None) => {
+                    (Level::Error, "the API server is not answering".into())
+                }
                 (TunnelState::LoginRequired, Some(reason)) => {
                     (Level::Warning, format!("login required: {reason}"))
                 }
@@ -328,7 +335,7 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
     }
 }
 
-/// Figures (bytes, connections, latency) change all the time; the UI hears them at most once a
+/// Figures (bytes, connections, latency, the API's answer) change all the time; the UI hears them at most once a
 /// second per tunnel, and only when they changed. State changes always go through at once.
 #[derive(Debug)]
 pub struct FigureThrottle {
@@ -345,6 +352,8 @@ struct Figures {
     up: u64,
     down: u64,
     latency: Option<u64>,
+    api: Option<u64>,
+    version: Option<String>,
     last_error: Option<String>,
 }
 
@@ -357,6 +366,8 @@ impl Figures {
             up: s.bytes_up,
             down: s.bytes_down,
             latency: s.latency_ms,
+            api: s.api_ms,
+            version: s.kubernetes_version.clone(),
             last_error: s.last_error.clone(),
         }
     }
@@ -415,6 +426,8 @@ mod tests {
             bytes_up: bytes,
             bytes_down: 0,
             latency_ms: Some(3),
+            api_ms: Some(4),
+            kubernetes_version: Some("v1.32.0".into()),
             last_error: None,
         }
     }
@@ -468,6 +481,8 @@ mod tests {
             "bytes_up",
             "bytes_down",
             "latency_ms",
+            "api_ms",
+            "kubernetes_version",
             "last_error",
         ] {
             assert!(tunnel.get(key).is_some(), "tunnel payload lacks {key}");

@@ -21,6 +21,18 @@ pub struct MenuCluster {
     pub favourite: bool,
     /// Its tunnel's state, when a tunnel is open.
     pub tunnel: Option<TunnelState>,
+    /// What its API server last said through the tunnel ("v1.31.4 · 42 ms"), for the tooltip;
+    /// the menu itself does not show it, so that a new round trip does not rebuild the menu.
+    pub api: Option<String>,
+}
+
+impl MenuCluster {
+    /// Whether its tunnel is open and not working: down, the API not answering, or waiting for
+    /// a login.
+    fn failing(&self) -> bool {
+        self.tunnel
+            .is_some_and(|s| s.is_failing() || s == TunnelState::LoginRequired)
+    }
 }
 
 /// What the menu is built from.
@@ -154,6 +166,7 @@ fn cluster_label(c: &MenuCluster) -> String {
         Some(TunnelState::Connecting) => format!("{} (connecting…)", c.name),
         Some(TunnelState::Checking) => format!("{} (checking…)", c.name),
         Some(TunnelState::Down) => format!("{} (down)", c.name),
+        Some(TunnelState::ApiDown) => format!("{} (API not answering)", c.name),
         Some(TunnelState::LoginRequired) => format!("{} (login required)", c.name),
         Some(TunnelState::Up) | None => c.name.clone(),
     }
@@ -169,7 +182,7 @@ pub fn status_line(state: &MenuState) -> String {
             .count()
     };
     let up = count(TunnelState::Up);
-    let failing = count(TunnelState::Down) + count(TunnelState::LoginRequired);
+    let failing = state.clusters.iter().filter(|c| c.failing()).count();
     let mut line = match up {
         0 => "No tunnels up".to_string(),
         1 => "1 tunnel up".to_string(),
@@ -211,7 +224,7 @@ pub fn model(state: &MenuState) -> Vec<MenuNode> {
                 label: cluster_label(c),
                 checked: c.tunnel.is_some(),
             });
-            if c.tunnel == Some(TunnelState::Down) {
+            if c.tunnel.is_some_and(TunnelState::is_failing) {
                 nodes.push(MenuNode::Item {
                     action: Some(MenuAction::Retry(c.id.clone())),
                     label: format!("    Retry {} now", c.name),
@@ -309,15 +322,7 @@ fn with_counts(name: &str, clusters: &[&MenuCluster]) -> String {
         .iter()
         .filter(|c| c.tunnel == Some(TunnelState::Up))
         .count();
-    let failing = clusters
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.tunnel,
-                Some(TunnelState::Down | TunnelState::LoginRequired)
-            )
-        })
-        .count();
+    let failing = clusters.iter().filter(|c| c.failing()).count();
     match (up, failing) {
         (0, 0) => name.to_string(),
         (up, 0) => format!("{name} ({up} up)"),
@@ -342,12 +347,7 @@ pub fn tray_look(state: &MenuState) -> (TrayLook, String) {
     let failing: Vec<&str> = state
         .clusters
         .iter()
-        .filter(|c| {
-            matches!(
-                c.tunnel,
-                Some(TunnelState::Down | TunnelState::LoginRequired)
-            )
-        })
+        .filter(|c| c.failing())
         .map(|c| c.name.as_str())
         .collect();
     let up = state
@@ -364,6 +364,20 @@ pub fn tray_look(state: &MenuState) -> (TrayLook, String) {
     let mut tooltip = format!("k8s-tunnels: {}", status_line(state));
     if !failing.is_empty() {
         tooltip.push_str(&format!(" ({})", failing.join(", ")));
+    }
+    // What each up tunnel's cluster said, favourites first, as far as the tooltip has room.
+    let mut answered: Vec<&MenuCluster> = state
+        .clusters
+        .iter()
+        .filter(|c| c.tunnel == Some(TunnelState::Up) && c.api.is_some())
+        .collect();
+    answered.sort_by(|a, b| b.favourite.cmp(&a.favourite).then(a.name.cmp(&b.name)));
+    let details: Vec<String> = answered
+        .iter()
+        .filter_map(|c| Some(format!("{} {}", c.name, c.api.as_deref()?)))
+        .collect();
+    if !details.is_empty() {
+        tooltip.push_str(&format!(" — {}", details.join("; ")));
     }
     (look, tooltip)
 }
@@ -386,6 +400,7 @@ mod tests {
             environment: env.into(),
             favourite,
             tunnel,
+            api: None,
         }
     }
 
@@ -559,6 +574,44 @@ mod tests {
         state.clusters.clear();
         assert_eq!(tray_look(&state).0, TrayLook::Idle);
         assert!(labels(&model(&state))[0].starts_with("No clusters"));
+    }
+
+    #[test]
+    fn an_api_not_answering_is_failing_with_a_retry_and_answers_show_in_the_tooltip() {
+        let mut state = demo();
+        for c in &mut state.clusters {
+            c.tunnel = None;
+        }
+        state.clusters[0].tunnel = Some(TunnelState::Up);
+        state.clusters[0].api = Some("v1.32.0 · 3 ms".into());
+        state.clusters[1].tunnel = Some(TunnelState::ApiDown);
+        let (first, second) = (state.clusters[0].clone(), state.clusters[1].clone());
+        let nodes = model(&state);
+        let all = labels(&nodes);
+        assert!(
+            all.contains(&format!("[x] {} (API not answering)", second.name)),
+            "{all:?}"
+        );
+        assert!(
+            all.contains(&format!("    Retry {} now", second.name)),
+            "{all:?}"
+        );
+        assert!(
+            all.contains(&"1 tunnel up, 1 failing".to_string()),
+            "{all:?}"
+        );
+        // The answer is the tooltip's, never a label's: a new round trip must not rebuild the menu.
+        assert!(!all.iter().any(|l| l.contains("v1.32.0")), "{all:?}");
+        let (look, tooltip) = tray_look(&state);
+        assert_eq!(look, TrayLook::Failing);
+        assert!(
+            tooltip.ends_with(&format!("— {} v1.32.0 · 3 ms", first.name)),
+            "{tooltip}"
+        );
+        assert!(tooltip.contains(&second.name), "{tooltip}");
+        let mut faster = state.clone();
+        faster.clusters[0].api = Some("v1.32.0 · 2 ms".into());
+        assert_eq!(model(&faster), nodes);
     }
 
     #[test]

@@ -214,7 +214,8 @@ impl Coalescer {
         let Some(burst) = self.burst.take() else {
             return Vec::new();
         };
-        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
+        // (name, reason, whether the edge is up and only the API does not answer)
+        let mut dropped: Vec<(String, Option<String>, bool)> = Vec::new();
         let mut back: Vec<String> = Vec::new();
         let mut login_required: Vec<String> = Vec::new();
         for (cluster, before) in &burst.before {
@@ -222,11 +223,14 @@ impl Coalescer {
                 continue;
             };
             let was_failing =
-                matches!(before, Some(TunnelState::Down | TunnelState::LoginRequired));
+                before.is_some_and(|b| b.is_failing() || b == TunnelState::LoginRequired);
             match after {
-                TunnelState::Down if *before != Some(TunnelState::Down) => {
-                    dropped.push((name.clone(), reason.clone()))
-                }
+                // Down after "API not answering" (or the other way) is news: what fails changed.
+                failing if failing.is_failing() && *before != Some(*failing) => dropped.push((
+                    name.clone(),
+                    reason.clone(),
+                    *failing == TunnelState::ApiDown,
+                )),
                 TunnelState::LoginRequired if *before != Some(TunnelState::LoginRequired) => {
                     login_required.push(name.clone())
                 }
@@ -236,15 +240,31 @@ impl Coalescer {
         }
         let mut out = Vec::new();
         if !dropped.is_empty() {
-            let summary = match dropped.as_slice() {
-                [(name, _)] => format!("Tunnel dropped: {name}"),
-                many => format!("{} tunnels dropped", many.len()),
+            // "API not answering" (the edge is up, the cluster is not) is told apart from a
+            // tunnel that dropped: the fix is elsewhere.
+            let apis = dropped.iter().filter(|(_, _, api)| *api).count();
+            let summary = match (dropped.as_slice(), apis) {
+                ([(name, _, false)], _) => format!("Tunnel dropped: {name}"),
+                ([(name, _, true)], _) => format!("API not answering: {name}"),
+                (many, 0) => format!("{} tunnels dropped", many.len()),
+                (many, apis) if apis == many.len() => {
+                    format!("{} clusters' APIs not answering", many.len())
+                }
+                (many, _) => format!("{} tunnels failing", many.len()),
             };
+            let mixed = apis > 0 && apis < dropped.len();
             let body = dropped
                 .iter()
-                .map(|(name, reason)| match reason {
-                    Some(reason) => format!("{name}: {reason}"),
-                    None => name.clone(),
+                .map(|(name, reason, api)| {
+                    let what = match (mixed, api) {
+                        (true, true) => " (API not answering)",
+                        (true, false) => " (dropped)",
+                        _ => "",
+                    };
+                    match reason {
+                        Some(reason) => format!("{name}{what}: {reason}"),
+                        None => format!("{name}{what}"),
+                    }
                 })
                 .collect::<Vec<_>>();
             out.push(Notice {
@@ -731,6 +751,42 @@ mod tests {
         let n = c.flush(ms(t0, 7000));
         assert_eq!(n[0].summary, "Tunnel dropped: b");
         assert_eq!(n[0].body, "b: gateway gone");
+    }
+
+    #[test]
+    fn an_api_not_answering_is_told_apart_from_a_dropped_tunnel() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(
+            ms(t0, 5000),
+            tunnel("b", TunnelState::ApiDown, Some("HTTP 502")),
+        );
+        let n = c.flush(ms(t0, 7000));
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].summary, "API not answering: b");
+        assert_eq!(n[0].body, "b: HTTP 502");
+        assert_eq!(n[0].click, Some(Click::RetryDown));
+        // Then the edge goes too: what fails changed, and that is news.
+        c.push(
+            ms(t0, 8000),
+            tunnel("b", TunnelState::Down, Some("edge gone")),
+        );
+        assert_eq!(c.flush(ms(t0, 10_000))[0].summary, "Tunnel dropped: b");
+        c.push(ms(t0, 11_000), tunnel("b", TunnelState::Up, None));
+        assert_eq!(c.flush(ms(t0, 13_000))[0].summary, "Tunnel back: b");
+
+        c.push(ms(t0, 20_000), tunnel("a", TunnelState::ApiDown, Some("x")));
+        c.push(ms(t0, 20_100), tunnel("b", TunnelState::ApiDown, Some("y")));
+        assert_eq!(
+            c.flush(ms(t0, 22_000))[0].summary,
+            "2 clusters' APIs not answering"
+        );
+        let mut c = three_up(t0);
+        c.push(ms(t0, 5000), tunnel("a", TunnelState::ApiDown, Some("x")));
+        c.push(ms(t0, 5100), tunnel("c", TunnelState::Down, Some("z")));
+        let n = c.flush(ms(t0, 7000));
+        assert_eq!(n[0].summary, "2 tunnels failing", "{n:?}");
+        assert_eq!(n[0].body, "a (API not answering): x\nc (dropped): z");
     }
 
     #[test]

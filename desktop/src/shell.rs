@@ -276,13 +276,17 @@ impl Shell {
             clusters: self
                 .catalog()
                 .iter()
-                .map(|e| MenuCluster {
-                    id: e.cluster.id.clone(),
-                    name: e.cluster.name.clone(),
-                    cloud: e.cluster.cloud,
-                    environment: e.cluster.environment.clone(),
-                    favourite: favourites.contains(&e.cluster.id),
-                    tunnel: self.engine.status_of(&e.cluster.id).map(|s| s.state),
+                .map(|e| {
+                    let status = self.engine.status_of(&e.cluster.id);
+                    MenuCluster {
+                        id: e.cluster.id.clone(),
+                        name: e.cluster.name.clone(),
+                        cloud: e.cluster.cloud,
+                        environment: e.cluster.environment.clone(),
+                        favourite: favourites.contains(&e.cluster.id),
+                        tunnel: status.as_ref().map(|s| s.state),
+                        api: status.as_ref().and_then(TunnelStatus::api_summary),
+                    }
                 })
                 .collect(),
             refreshing: self.refreshing.load(Ordering::SeqCst),
@@ -415,10 +419,11 @@ impl Shell {
         }
     }
 
-    /// Checks every tunnel that is down now (a click on a "tunnels dropped" notification).
+    /// Checks every tunnel that is down or whose API does not answer now (a click on a
+    /// "tunnels dropped" or "API not answering" notification).
     pub fn retry_down(&self) {
         for status in self.engine.status() {
-            if status.state == TunnelState::Down {
+            if status.state.is_failing() {
                 self.retry(&status.cluster);
             }
         }

@@ -192,7 +192,11 @@ impl World {
                     listener,
                     username: username.clone(),
                     password: password.clone(),
-                    schedule: ProbeSchedule::default(),
+                    // The origin is an echo server, not an API server.
+                    schedule: ProbeSchedule {
+                        api: false,
+                        ..ProbeSchedule::default()
+                    },
                     keepalive: k8s_tunnels::tunnel::keepalive::Keepalive::default(),
                     access: None,
                 },
@@ -283,7 +287,7 @@ async fn wait_up(handle: &TunnelHandle) -> anyhow::Result<()> {
         let health = handle.health();
         match health.state {
             TunnelState::Up => return Ok(()),
-            TunnelState::Down | TunnelState::LoginRequired => bail!(
+            TunnelState::Down | TunnelState::ApiDown | TunnelState::LoginRequired => bail!(
                 "tunnel {} is {}: {}",
                 handle.cluster().name,
                 health.state,

@@ -196,7 +196,9 @@ pub struct Lab {
     gateway_config: GatewayConfig,
     gateway: Option<GatewayHandle>,
     gateway_addr: SocketAddr,
-    api_servers: Vec<FakeApiHandle>,
+    /// Each cluster's API server (`None` while a test has it stopped) and how to start it
+    /// again on the same address.
+    api_servers: Vec<(Option<FakeApiHandle>, FakeApiConfig)>,
     issuer: TokenIssuer,
     inventory: PathBuf,
     ca_pem: String,
@@ -227,16 +229,19 @@ impl Lab {
         for spec in &config.clusters {
             let api_host = format!("{}.{API_DOMAIN}", spec.name);
             let cert = ca.issue(&[&api_host, "localhost", "127.0.0.1"])?;
-            let server = FakeApiServer::start(FakeApiConfig {
+            let mut api_config = FakeApiConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 tls: cert,
                 cluster_name: spec.name.clone(),
                 namespaces: spec.namespaces.clone(),
                 bearer_token: Some(k8s_token.clone()),
-            })
-            .await
-            .map_err(LabError::ApiServer)?;
-            api_servers.push(server);
+            };
+            let server = FakeApiServer::start(api_config.clone())
+                .await
+                .map_err(LabError::ApiServer)?;
+            // From now on it restarts on the same port (tests stop and start it).
+            api_config.listen = server.local_addr();
+            api_servers.push((Some(server), api_config));
         }
 
         let hostnames: Vec<String> = config
@@ -259,18 +264,20 @@ impl Lab {
             });
         }
         let service_secret = Secret::random(48);
-        for ((spec, server), hostname) in config.clusters.iter().zip(&api_servers).zip(&hostnames) {
+        for ((spec, (_, server)), hostname) in
+            config.clusters.iter().zip(&api_servers).zip(&hostnames)
+        {
             let origin = match spec.origin {
                 OriginMode::Bastion => Origin::Bastion,
                 _ => Origin::Tcp {
                     host: "127.0.0.1".into(),
-                    port: server.local_addr().port(),
+                    port: server.listen.port(),
                 },
             };
             let mut app = ApplicationConfig::new(hostname, aud(spec), origin);
             app.socks = spec.origin == OriginMode::Socks;
             if spec.origin == OriginMode::Bastion {
-                app.allow = Some(vec![format!("localhost:{}", server.local_addr().port())]);
+                app.allow = Some(vec![format!("localhost:{}", server.listen.port())]);
             }
             if spec.service_token {
                 app.service_tokens.push(ServiceTokenConfig {
@@ -333,9 +340,28 @@ impl Lab {
         &self.config.clusters
     }
 
-    /// The fake API server of the `i`-th cluster.
-    pub fn api_server(&self, i: usize) -> &FakeApiHandle {
-        &self.api_servers[i]
+    /// The fake API server of the `i`-th cluster, unless it is stopped.
+    pub fn api_server(&self, i: usize) -> Option<&FakeApiHandle> {
+        self.api_servers.get(i)?.0.as_ref()
+    }
+
+    /// Stops the `i`-th cluster's API server: its edge stays up, the cluster goes away.
+    pub async fn stop_api_server(&mut self, i: usize) {
+        if let Some(server) = self.api_servers.get_mut(i).and_then(|(s, _)| s.take()) {
+            server.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Starts the `i`-th cluster's API server again on the same address.
+    pub async fn start_api_server(&mut self, i: usize) -> Result<(), LabError> {
+        if let Some((slot @ None, config)) = self.api_servers.get_mut(i) {
+            *slot = Some(
+                FakeApiServer::start(config.clone())
+                    .await
+                    .map_err(LabError::ApiServer)?,
+            );
+        }
+        Ok(())
     }
 
     /// The lab CA's certificate (PEM): it signs the gateway's certificate, which covers every
@@ -453,11 +479,11 @@ impl Lab {
             .clusters
             .iter()
             .zip(&self.api_servers)
-            .map(|(spec, server)| {
+            .map(|(spec, (_, server))| {
                 let server_url = match spec.origin {
                     // The bastion edge dials the destination itself, so it must resolve.
                     OriginMode::Bastion => {
-                        format!("https://localhost:{}", server.local_addr().port())
+                        format!("https://localhost:{}", server.listen.port())
                     }
                     _ => format!("https://{}.{API_DOMAIN}:6443", spec.name),
                 };

@@ -106,6 +106,17 @@ impl CarrierError {
     pub fn token_refused(&self) -> bool {
         matches!(self, CarrierError::LoginRequired { .. })
     }
+
+    /// Whether the edge let us in and said it cannot reach the cluster's origin (502, 503,
+    /// 504, 530), or a `socks` origin refused the API server: the edge is up, the cluster is
+    /// not.
+    pub fn origin_unreachable(&self) -> bool {
+        match self {
+            CarrierError::Refused { status } => matches!(status, 502 | 503 | 504 | 530),
+            CarrierError::OriginSocks(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// How to reach one cluster's Access application; built once per tunnel.
@@ -192,19 +203,6 @@ impl Edge {
             OriginMode::Tcp | OriginMode::Bastion => Ok(ws),
             OriginMode::Socks => self.origin_socks_handshake(ws).await,
         }
-    }
-
-    /// Opens a stream as [`open`](Self::open) does and closes it again: the health probe. It
-    /// proves the edge is reachable, its certificate valid and the credential accepted, and for
-    /// a `socks` origin that the origin's SOCKS server takes the request for the API server.
-    /// That exchange is also what keeps the probe from reading, at such an origin (cloudflared's
-    /// `proxyType: socks`), as a client that opened a stream and failed its SOCKS handshake,
-    /// every period.
-    pub async fn probe(&self, credential: &Credential) -> Result<(), CarrierError> {
-        use tokio::io::AsyncWriteExt;
-        let mut stream = self.open(credential).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
-        Ok(())
     }
 
     async fn upgrade(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
@@ -397,5 +395,23 @@ mod tests {
             let err = classify_refusal(&answer(status, None, ""), &token);
             assert!(!err.token_refused() && !err.is_login_required(), "{status}");
         }
+    }
+
+    #[test]
+    fn only_an_edge_that_cannot_reach_the_origin_says_the_origin_is_unreachable() {
+        let token = Credential::Token(crate::secret::Secret::new("t"));
+        for status in [502, 503, 504, 530] {
+            assert!(
+                classify_refusal(&answer(status, None, ""), &token).origin_unreachable(),
+                "{status}"
+            );
+        }
+        for status in [401, 404, 500] {
+            assert!(
+                !classify_refusal(&answer(status, None, ""), &token).origin_unreachable(),
+                "{status}"
+            );
+        }
+        assert!(!CarrierError::Timeout("x").origin_unreachable());
     }
 }

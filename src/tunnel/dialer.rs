@@ -38,11 +38,14 @@ impl Dialer {
         .await
     }
 
-    /// Whether the edge lets the tunnel through now. Never opens a browser: stored tokens and
-    /// the silent exchange only.
-    pub async fn probe(&self) -> Result<(), CarrierError> {
+    /// A stream for the health probe: opened as [`open`](Self::open) opens one, but never
+    /// opening a browser (stored tokens and the silent exchange only). Opening it proves the
+    /// edge is reachable, its certificate valid and the credential accepted, and for a `socks`
+    /// origin that the origin's SOCKS server takes the request for the API server; the prober
+    /// then asks the API server over it.
+    pub async fn probe(&self) -> Result<EdgeStream, CarrierError> {
         self.with_credential(Interaction::Silent, |credential| async move {
-            self.edge.probe(&credential).await
+            self.edge.open(&credential).await
         })
         .await
     }

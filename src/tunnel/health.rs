@@ -1,5 +1,7 @@
-//! A tunnel's health: the state users see (connecting, up, down, login required) with its
-//! reason, kept current by probing the edge periodically and at once when a connection fails.
+//! A tunnel's health: the state users see (connecting, up, down, API not answering, login
+//! required) with its reason, kept current by probing periodically and at once when a
+//! connection fails. A probe is one stream through the tunnel to the API server, asked
+//! `/version` ([`api`](crate::tunnel::api)): the edge's answer and the cluster's in one upgrade.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -9,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::sync::lock;
+use crate::tunnel::api::{ApiAnswer, ApiProbe};
 use crate::tunnel::carrier::CarrierError;
 
 /// The state of a tunnel as users see it.
@@ -25,6 +28,9 @@ pub enum TunnelState {
     /// The edge (or the origin behind it) cannot be reached; the listener stays up and the
     /// tunnel comes back by itself.
     Down,
+    /// The edge lets the tunnel through, but the cluster's API server does not answer on the
+    /// other end (origin down, a certificate from another CA, no answer in time).
+    ApiDown,
     /// The edge wants a (new) login before it lets connections through.
     LoginRequired,
 }
@@ -36,8 +42,17 @@ impl std::fmt::Display for TunnelState {
             TunnelState::Up => "up",
             TunnelState::Checking => "checking",
             TunnelState::Down => "down",
+            TunnelState::ApiDown => "API not answering",
             TunnelState::LoginRequired => "login required",
         })
+    }
+}
+
+impl TunnelState {
+    /// Whether connections through the tunnel fail now and it retries by itself (down, or the
+    /// API not answering); a login is the user's to give.
+    pub fn is_failing(self) -> bool {
+        matches!(self, TunnelState::Down | TunnelState::ApiDown)
     }
 }
 
@@ -63,8 +78,11 @@ pub struct ProbeSchedule {
     /// Longest wait between probes while down.
     pub down_max: Duration,
     /// A probe that takes longer fails (a stalled edge accepts connections and then says
-    /// nothing).
+    /// nothing). The edge's upgrade and the API server's answer each have this long.
     pub timeout: Duration,
+    /// Whether a probe asks the API server for `/version` through the stream (on for clusters;
+    /// off where the origin is not an API server, as in benchmarks over an echo origin).
+    pub api: bool,
 }
 
 impl Default for ProbeSchedule {
@@ -77,6 +95,7 @@ impl Default for ProbeSchedule {
             down_min: Duration::from_millis(250),
             down_max: Duration::from_millis(1500),
             timeout: Duration::from_secs(4),
+            api: true,
         }
     }
 }
@@ -91,8 +110,15 @@ type OnChange = Box<dyn Fn(&HealthState) + Send + Sync>;
 /// Figures that change without changing the state: not announced, read with the status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HealthFigures {
-    /// Round trip of the last successful probe of the edge, in milliseconds.
+    /// Round trip of the last successful probe of the edge (the upgrade, and the origin's
+    /// SOCKS handshake for a `socks` origin), in milliseconds.
     pub latency_ms: Option<u64>,
+    /// Round trip of the last `/version` the API server answered through the tunnel (TLS with
+    /// the API server and the request), in milliseconds.
+    pub api_ms: Option<u64>,
+    /// The Kubernetes version the API server reported (`gitVersion`), when it answered and
+    /// told.
+    pub kubernetes_version: Option<String>,
     /// The last error a connection through the tunnel met (free of secrets).
     pub last_error: Option<String>,
 }
@@ -132,9 +158,14 @@ impl Health {
         lock(&self.figures).clone()
     }
 
-    /// A connection went through: the tunnel is up.
+    /// A connection went through the edge: the tunnel is up. A tunnel whose API server did
+    /// not answer stays so until a probe hears the API again: the edge letting a connection
+    /// through says nothing about the cluster, so the prober asks now.
     pub fn report_success(&self) {
-        self.set(TunnelState::Up, None);
+        self.set_when(|now| now != TunnelState::ApiDown, TunnelState::Up, None);
+        if self.current().state == TunnelState::ApiDown {
+            self.wake.notify_one();
+        }
     }
 
     /// A connection failed. "Login required" is certain at once; anything else may be one
@@ -184,30 +215,127 @@ impl Health {
         (self.on_change)(&current);
     }
 
-    fn record_probe(&self, result: Result<(), CarrierError>, took: Duration) {
-        match result {
-            Ok(()) => {
-                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-                lock(&self.figures).latency_ms = Some(ms);
+    fn record_probe(&self, outcome: ProbeOutcome) {
+        // A failing tunnel has no round trip: the last one would be read as current.
+        match outcome {
+            ProbeOutcome::Up { edge, api } => {
+                {
+                    let mut figures = lock(&self.figures);
+                    figures.latency_ms = Some(millis(edge));
+                    if let Some((answer, took)) = api {
+                        figures.api_ms = Some(millis(took));
+                        // A server that wants credentials for /version told nothing new.
+                        if answer.version.is_some() {
+                            figures.kubernetes_version = answer.version;
+                        }
+                    }
+                }
                 self.set(TunnelState::Up, None)
             }
-            // A failing tunnel has no round trip: the last one would be read as current.
-            Err(err) if err.is_login_required() => {
-                lock(&self.figures).latency_ms = None;
-                self.set(TunnelState::LoginRequired, Some(crate::error_chain(&err)))
+            ProbeOutcome::ApiDown { edge, reason } => {
+                {
+                    let mut figures = lock(&self.figures);
+                    figures.latency_ms = Some(millis(edge));
+                    figures.api_ms = None;
+                }
+                self.set(TunnelState::ApiDown, Some(reason))
             }
-            Err(err) => {
-                lock(&self.figures).latency_ms = None;
-                self.set(TunnelState::Down, Some(crate::error_chain(&err)))
+            ProbeOutcome::Edge(err) => {
+                {
+                    let mut figures = lock(&self.figures);
+                    figures.latency_ms = None;
+                    figures.api_ms = None;
+                }
+                if err.is_login_required() {
+                    self.set(TunnelState::LoginRequired, Some(crate::error_chain(&err)))
+                } else {
+                    self.set(TunnelState::Down, Some(crate::error_chain(&err)))
+                }
             }
         }
     }
 }
 
-/// Probes the edge until `cancel` fires: at once, then on the schedule, and whenever a
-/// connection failure wakes it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What one probe found.
+enum ProbeOutcome {
+    /// The edge let the stream through in `edge`; the API server answered in the second
+    /// figure (`None` when the schedule does not ask it).
+    Up {
+        edge: Duration,
+        api: Option<(ApiAnswer, Duration)>,
+    },
+    /// The edge let the stream through in `edge`, and the API server did not answer.
+    ApiDown { edge: Duration, reason: String },
+    /// The edge did not let the stream through.
+    Edge(CarrierError),
+}
+
+/// One probe: a stream through the dialer, then (when asked) `/version` over it, each step
+/// cut at the schedule's timeout (a stalled edge or API server accepts and then says nothing).
+async fn probe_once(
+    dialer: &crate::tunnel::dialer::Dialer,
+    api: Option<&ApiProbe>,
+    schedule: &ProbeSchedule,
+) -> ProbeOutcome {
+    use tokio::io::AsyncWriteExt;
+    let started = tokio::time::Instant::now();
+    let stream = match tokio::time::timeout(schedule.timeout, dialer.probe()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return edge_or_origin(err, started.elapsed()),
+        Err(_) => {
+            return ProbeOutcome::Edge(CarrierError::Timeout(
+                "waiting for the edge to answer the probe",
+            ));
+        }
+    };
+    let edge = started.elapsed();
+    let Some(api) = api else {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+        return ProbeOutcome::Up { edge, api: None };
+    };
+    let asked = tokio::time::Instant::now();
+    match tokio::time::timeout(schedule.timeout, api.version(stream)).await {
+        Ok(Ok(answer)) => ProbeOutcome::Up {
+            edge,
+            api: Some((answer, asked.elapsed())),
+        },
+        Ok(Err(err)) => ProbeOutcome::ApiDown {
+            edge,
+            reason: crate::error_chain(&err),
+        },
+        Err(_) => ProbeOutcome::ApiDown {
+            edge,
+            reason: format!(
+                "the API server did not answer /version within {}",
+                humantime::format_duration(schedule.timeout)
+            ),
+        },
+    }
+}
+
+/// The edge answering "I cannot reach the origin" (a 502, or a `socks` origin refusing the
+/// API server) means the edge is up and the cluster is not: the API is down, not the tunnel.
+fn edge_or_origin(err: CarrierError, edge: Duration) -> ProbeOutcome {
+    if err.origin_unreachable() {
+        ProbeOutcome::ApiDown {
+            edge,
+            reason: crate::error_chain(&err),
+        }
+    } else {
+        ProbeOutcome::Edge(err)
+    }
+}
+
+/// Probes until `cancel` fires: at once, then on the schedule, and whenever a connection
+/// failure wakes it. `api` asks the API server over each probe's stream.
 pub async fn run_probes(
     dialer: &crate::tunnel::dialer::Dialer,
+    api: Option<&ApiProbe>,
     health: &Health,
     schedule: ProbeSchedule,
     cancel: CancellationToken,
@@ -215,17 +343,13 @@ pub async fn run_probes(
     let mut down_wait = schedule.down_min;
     loop {
         // Probes never open a browser: they use stored tokens and the silent exchange only.
-        let probe = dialer.probe();
-        // A probe to a black-holed or stalled edge would take many seconds: it is cut at the
-        // schedule's timeout. A closed tunnel must not report its result afterwards.
-        let started = tokio::time::Instant::now();
-        let result = tokio::select! {
+        // A closed tunnel must not report its result afterwards.
+        let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            result = tokio::time::timeout(schedule.timeout, probe) => result
-                .unwrap_or(Err(CarrierError::Timeout("waiting for the edge to answer the probe"))),
+            outcome = probe_once(dialer, api, &schedule) => outcome,
         };
-        health.record_probe(result, started.elapsed());
-        let wait = if health.current().state == TunnelState::Down {
+        health.record_probe(outcome);
+        let wait = if health.current().state.is_failing() {
             let wait = down_wait;
             down_wait = (down_wait * 2).min(schedule.down_max);
             jittered(wait)

@@ -1,8 +1,10 @@
 //! The tunnel: a local SOCKS5 listener per cluster ([`listener`]), one WebSocket to the Access
 //! edge per accepted connection ([`carrier`]) with the origin mode's handshake, dialled with
 //! the right credential by the [`dialer`], and the tunnel's [`health`], probed through the
-//! same dialer.
+//! same dialer with the cluster's API server asked `/version` over the probe's stream
+//! ([`api`]).
 
+pub mod api;
 pub mod carrier;
 pub mod dialer;
 pub mod health;
@@ -22,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::AccessClient;
 use crate::inventory::Cluster;
 use crate::secret::Secret;
+use api::ApiProbe;
 use carrier::Edge;
 use dialer::Dialer;
 use health::{Health, HealthFigures, HealthState, ProbeSchedule};
@@ -86,12 +89,24 @@ impl TunnelHandle {
             keepalive: spec.keepalive,
             liveness: liveness.clone(),
         });
+        // A cluster whose API settings cannot make a client (a CA that is not PEM) is still
+        // probed at the edge; the reason is said once, and the kubeconfig check says it too.
+        let api = match spec.schedule.api {
+            false => None,
+            true => match ApiProbe::for_cluster(&spec.cluster) {
+                Ok(api) => Some(api),
+                Err(e) => {
+                    tracing::warn!(cluster = %spec.cluster.id, error = %crate::error_chain(&e), "the API server will not be asked");
+                    None
+                }
+            },
+        };
         tracker.spawn({
             let ctx = ctx.clone();
             let cancel = cancel.clone();
             async move {
                 let schedule = spec.schedule;
-                health::run_probes(&ctx.dialer, &ctx.health, schedule, cancel).await
+                health::run_probes(&ctx.dialer, api.as_ref(), &ctx.health, schedule, cancel).await
             }
         });
         tracker.spawn(listener::serve(

@@ -170,6 +170,8 @@ function statusFor(r: ClusterRow, patch: Partial<TunnelStatus> = {}): TunnelStat
     bytes_up: 0,
     bytes_down: 0,
     latency_ms: null,
+    api_ms: null,
+    kubernetes_version: null,
     last_error: null,
     ...patch,
   };
@@ -191,7 +193,7 @@ const handlers: Handlers = {
     const r = row(id);
     if (r.tunnel) return r.tunnel;
     const up = autoUp();
-    r.tunnel = statusFor(r, up ? { state: "up", latency_ms: 23 } : {});
+    r.tunnel = statusFor(r, up ? { state: "up", latency_ms: 23, api_ms: 31, kubernetes_version: "v1.32.0" } : {});
     state.nextPort++;
     void emit("activity", log("info", r.name, `Tunnel opened on 127.0.0.1:${r.tunnel.port}`));
     return r.tunnel;

@@ -102,7 +102,7 @@ test("a click on a toggle calls connect with the row's id; a tunnel event brings
 
     await page.evaluate((id) => {
       const m = window.__mock;
-      return m.emit("tunnel", m.status(id, { state: "up", port: 17555, open_connections: 2, bytes_up: 1536, bytes_down: 3 * 1024 * 1024, latency_ms: 41.6 }));
+      return m.emit("tunnel", m.status(id, { state: "up", port: 17555, open_connections: 2, bytes_up: 1536, bytes_down: 3 * 1024 * 1024, latency_ms: 41.6, api_ms: 7, kubernetes_version: "v1.32.0" }));
     }, id);
     const r = row(page, id);
     await r.and(page.locator('[data-state="up"]')).waitFor();
@@ -113,7 +113,19 @@ test("a click on a toggle calls connect with the row's id; a tunnel event brings
     assert.equal(await r.locator(".fig-up").innerText(), "1.5 KiB");
     assert.equal(await r.locator(".fig-down").innerText(), "3 MiB");
     assert.equal(await r.locator(".fig-latency").innerText(), "42 ms");
+    assert.equal(await r.locator(".fig-api").innerText(), "v1.32.0 · 7 ms");
     assert.match(await page.locator(".summary").innerText(), /1 tunnel up/);
+
+    // The edge is up and the cluster's API server is not: its own state, with the reason.
+    await page.evaluate((id) => {
+      const m = window.__mock;
+      return m.emit("tunnel", m.status(id, { state: "api_down", port: 17555, latency_ms: 3, reason: "edge refused the tunnel with HTTP 502" }));
+    }, id);
+    await r.and(page.locator('[data-state="api_down"]')).waitFor();
+    assert.equal(await r.locator(".state").innerText(), "API not answering");
+    assert.equal(await r.locator(".fig-api").innerText(), "—");
+    assert.equal(await r.locator(".reason").innerText(), "edge refused the tunnel with HTTP 502");
+    assert.match(await page.locator(".summary").innerText(), /1 failing/);
 
     // The tunnel drops: the reason shows; then it is closed from the shell (the tray).
     await page.evaluate((id) => {
@@ -452,9 +464,9 @@ test("screenshot of the window with a demo-like catalog", async () => {
     }
     await page.evaluate(async () => {
       const m = window.__mock;
-      await m.emit("tunnel", m.status("aws/prod/payments", { state: "up", port: 17001, open_connections: 3, total_connections: 41, bytes_up: 182_400, bytes_down: 4_812_000, latency_ms: 23 }));
-      await m.emit("tunnel", m.status("gcp/prod/analytics", { state: "up", port: 17002, open_connections: 1, total_connections: 7, bytes_up: 20_480, bytes_down: 911_000, latency_ms: 38 }));
-      await m.emit("tunnel", m.status("onprem/prod/factory-floor", { state: "up", port: 17003, bytes_up: 5_300, bytes_down: 61_000, latency_ms: 4 }));
+      await m.emit("tunnel", m.status("aws/prod/payments", { state: "up", port: 17001, open_connections: 3, total_connections: 41, bytes_up: 182_400, bytes_down: 4_812_000, latency_ms: 23, api_ms: 29, kubernetes_version: "v1.32.4" }));
+      await m.emit("tunnel", m.status("gcp/prod/analytics", { state: "up", port: 17002, open_connections: 1, total_connections: 7, bytes_up: 20_480, bytes_down: 911_000, latency_ms: 38, api_ms: 44, kubernetes_version: "v1.31.6" }));
+      await m.emit("tunnel", m.status("onprem/prod/factory-floor", { state: "up", port: 17003, bytes_up: 5_300, bytes_down: 61_000, latency_ms: 4, api_ms: 6, kubernetes_version: "v1.30.11" }));
       await m.emit("tunnel", m.status("aws/dev/sandbox", { state: "down", port: 17004, reason: "edge unreachable: connection refused (retrying)" }));
     });
     await row(page, "aws/dev/sandbox").and(page.locator('[data-state="down"]')).waitFor();

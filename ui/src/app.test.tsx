@@ -104,6 +104,8 @@ test("tunnel events update the row live", async () => {
     bytes_up: 2048,
     bytes_down: 0,
     latency_ms: 12,
+    api_ms: 7,
+    kubernetes_version: "v1.32.0",
     last_error: "EOF from origin",
   };
   await act(() => emit("tunnel", status));
@@ -111,6 +113,7 @@ test("tunnel events update the row live", async () => {
   expect(row().getAttribute("data-state")).toBe("up");
   expect(row().querySelector(".fig-port")?.textContent).toBe("17042");
   expect(row().querySelector(".fig-up")?.textContent).toBe("2 KiB");
+  expect(row().querySelector(".fig-api")?.textContent).toBe("v1.32.0 · 7 ms");
   expect(row().querySelector(".last-error")?.textContent).toBe("Last error: EOF from origin");
   expect(toggle().getAttribute("aria-checked")).toBe("true");
   await act(() => emit("tunnel_closed", { cluster: "aws/prod/payments", name: "payments" }));

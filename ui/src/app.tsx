@@ -11,6 +11,7 @@ import {
   filterOptions,
   filterRows,
   formatBytes,
+  formatApi,
   formatLatency,
   formatTime,
   isFiltering,
@@ -547,6 +548,10 @@ function Row(props: {
           <div>
             <dt>Latency</dt>
             <dd class="fig-latency">{formatLatency(t.latency_ms)}</dd>
+          </div>
+          <div title="What the cluster's API server answered to /version through the tunnel">
+            <dt>API</dt>
+            <dd class="fig-api">{formatApi(t)}</dd>
           </div>
         </dl>
       ) : (

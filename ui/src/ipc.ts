@@ -3,7 +3,7 @@
 // exactly; `src-tauri/tests/ipc_contract.rs` checks the command and event names against this file.
 
 /** A tunnel's state as users see it (mirrors `k8s_tunnels::tunnel::health::TunnelState`). */
-export type TunnelState = "connecting" | "up" | "checking" | "down" | "login_required";
+export type TunnelState = "connecting" | "up" | "checking" | "down" | "api_down" | "login_required";
 
 /** Where a cluster runs (mirrors `k8s_tunnels::inventory::Cloud`). */
 export type Cloud = "aws" | "gcp" | "azure" | "onprem" | "other";
@@ -14,7 +14,7 @@ export interface TunnelStatus {
   name: string;
   context: string;
   state: TunnelState;
-  /** Why, for down and login required. */
+  /** Why, for down, API not answering and login required. */
   reason: string | null;
   /** RFC 3339. */
   since: string;
@@ -26,6 +26,10 @@ export interface TunnelStatus {
   bytes_down: number;
   /** Round trip of the last successful health probe to the edge, in milliseconds. */
   latency_ms: number | null;
+  /** Round trip of the last `/version` the cluster's API server answered through the tunnel. */
+  api_ms: number | null;
+  /** The Kubernetes version the API server reported ("v1.31.4"). */
+  kubernetes_version: string | null;
   /** The last error a connection through this tunnel met, if any. */
   last_error: string | null;
 }

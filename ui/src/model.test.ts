@@ -7,6 +7,7 @@ import {
   filterOptions,
   filterRows,
   formatBytes,
+  formatApi,
   formatLatency,
   formatTime,
   isFiltering,
@@ -55,6 +56,8 @@ function status(cluster: string, extra: Partial<TunnelStatus> = {}): TunnelStatu
     bytes_up: 0,
     bytes_down: 0,
     latency_ms: null,
+    api_ms: null,
+    kubernetes_version: null,
     last_error: null,
     ...extra,
   };
@@ -194,6 +197,16 @@ describe("formatting", () => {
     expect(
       summary([up("a"), up("b"), { ...row("aws", "prod", "c"), tunnel: status("c", { state: "down" }) }]),
     ).toBe("2 tunnels up, 1 failing");
+    expect(summary([up("a"), { ...row("aws", "prod", "c"), tunnel: status("c", { state: "api_down" }) }])).toBe(
+      "1 tunnel up, 1 failing",
+    );
+  });
+
+  test("the API figure says version and round trip, as the CLI and the tray do", () => {
+    expect(formatApi({ api_ms: 42, kubernetes_version: "v1.31.4" })).toBe("v1.31.4 · 42 ms");
+    expect(formatApi({ api_ms: 42, kubernetes_version: null })).toBe("42 ms");
+    expect(formatApi({ api_ms: null, kubernetes_version: "v1.31.4" })).toBe("—");
+    expect(stateLabel("api_down")).toBe("API not answering");
   });
 });
 

@@ -171,8 +171,23 @@ export const STATE_LABELS: Record<TunnelState, string> = {
   up: "Up",
   checking: "Checking…",
   down: "Down",
+  api_down: "API not answering",
   login_required: "Login required",
 };
+
+/** Whether a tunnel is open and not working (the window's and the tray's "failing"). */
+export function isFailing(state: TunnelState): boolean {
+  return state === "down" || state === "api_down" || state === "login_required";
+}
+
+/** What the cluster's API server said through the tunnel: "v1.31.4 · 42 ms", "42 ms" when it
+ * would not tell its version, "—" while it does not answer (the same text as the CLI's and the
+ * tray's). */
+export function formatApi(t: Pick<TunnelStatus, "api_ms" | "kubernetes_version">): string {
+  if (t.api_ms === null) return "—";
+  const ms = formatLatency(t.api_ms);
+  return t.kubernetes_version ? `${t.kubernetes_version} · ${ms}` : ms;
+}
 
 /** The state a row shows: its tunnel's, "connecting" while a connect is in flight, else off. */
 export function rowState(row: ClusterRow, pending: boolean): TunnelState | "off" {
@@ -393,7 +408,7 @@ export function summary(rows: readonly ClusterRow[]): string {
   let failing = 0;
   for (const r of rows) {
     if (r.tunnel?.state === "up") up++;
-    else if (r.tunnel?.state === "down" || r.tunnel?.state === "login_required") failing++;
+    else if (r.tunnel && isFailing(r.tunnel.state)) failing++;
   }
   const head = up === 0 ? "No tunnels up" : `${up} tunnel${up === 1 ? "" : "s"} up`;
   return failing === 0 ? head : `${head}, ${failing} failing`;

@@ -168,8 +168,11 @@ impl NativeTray {
             self.icon.set_title(Some(&tooltip));
         }
         self.icon.set_tooltip(Some(tooltip))?;
-        self.icon
-            .set_menu(Some(Box::new(muda_menu::build(&model(&state))?)));
+        // A new round trip changes the tooltip only; rebuilding an open menu would close it.
+        let menu = model(&state);
+        if menu != model(&self.shown) {
+            self.icon.set_menu(Some(Box::new(muda_menu::build(&menu)?)));
+        }
         self.shown = state;
         Ok(())
     }

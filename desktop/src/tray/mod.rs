@@ -43,6 +43,10 @@ pub const TRAY_ID: &str = "k8s-tunnels";
 /// Bursts of events (a whole edge going away) land within this; the menu is rebuilt once.
 const COALESCE: Duration = Duration::from_millis(100);
 
+/// The tooltip's figures (each cluster's API answer) change without an event: re-read this
+/// often.
+const FIGURES_REFRESH: Duration = Duration::from_secs(10);
+
 /// What a click does: the app's handler of menu actions. Called on the tokio runtime.
 pub type OnAction = Arc<dyn Fn(MenuAction) + Send + Sync>;
 
@@ -137,6 +141,7 @@ async fn follow(
                     break;
                 }
             }
+            _ = tokio::time::sleep(FIGURES_REFRESH) => {}
         }
         tokio::select! {
             _ = stop.cancelled() => break,

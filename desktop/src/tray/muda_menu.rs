@@ -84,6 +84,7 @@ mod tests {
             environment: "prod".into(),
             favourite,
             tunnel,
+            api: None,
         };
         MenuState {
             clusters: vec![

@@ -23,6 +23,7 @@ pub fn quick_schedule() -> ProbeSchedule {
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(400),
         timeout: Duration::from_secs(2),
+        api: true,
     }
 }
 

@@ -231,15 +231,19 @@ fn status_line(status: &[TunnelStatus]) -> String {
     let mark = |state| match state {
         TunnelState::Up => "▲",
         TunnelState::Connecting | TunnelState::Checking => "…",
-        TunnelState::Down => "▼",
+        TunnelState::Down | TunnelState::ApiDown => "▼",
         TunnelState::LoginRequired => "⚠",
     };
     if status.len() <= 2 {
         return status
             .iter()
             .map(|t| {
+                let api = t
+                    .api_summary()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default();
                 format!(
-                    "{} {} {} :{} {} conn ↑{} ↓{}",
+                    "{} {} {}{api} :{} {} conn ↑{} ↓{}",
                     mark(t.state),
                     t.name,
                     t.state,
@@ -258,6 +262,7 @@ fn status_line(status: &[TunnelStatus]) -> String {
         TunnelState::Connecting,
         TunnelState::Checking,
         TunnelState::Down,
+        TunnelState::ApiDown,
         TunnelState::LoginRequired,
     ] {
         let names: Vec<&str> = status

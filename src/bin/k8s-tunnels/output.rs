@@ -210,6 +210,7 @@ pub fn status(ctx: &Context, json: bool) -> Result<(), Failure> {
     let mut table = vec![vec![
         "NAME".to_string(),
         "STATE".into(),
+        "API".into(),
         "PORT".into(),
         "CONN".into(),
         "UP".into(),
@@ -228,6 +229,7 @@ fn status_row(t: &TunnelStatus) -> Vec<String> {
     vec![
         t.name.clone(),
         t.state.to_string(),
+        t.api_summary().unwrap_or_else(|| "-".into()),
         t.port.to_string(),
         t.open_connections.to_string(),
         human_bytes(t.bytes_up),
