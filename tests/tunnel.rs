@@ -785,3 +785,113 @@ fn a_failed_connection_shows_checking_at_once_then_the_probe_decides() {
         ]
     );
 }
+
+/// kube-rs reads the kubeconfig the app wrote, beside kubectl: our context resolves to the
+/// cluster's API URL, its CA, its TLS server name and the tunnel's SOCKS port. Its own client
+/// then reaches the cluster through that port once it is handed the proxy's credentials; from
+/// the `proxy-url` alone it cannot (kube 5 drops the URL's user and password for `socks5://`,
+/// so our port, which wants them, refuses it): the README's client table says so.
+#[test]
+fn kube_rs_reads_our_context_and_reaches_the_cluster_through_the_socks_port() {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::connect::proxy::SocksV5;
+    use kube::client::ConfigExt;
+    use kube::config::{KubeConfigOptions, Kubeconfig as KubeFile};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let modes = [("kube-plain", Tcp), ("kube-bastion", OriginMode::Bastion)];
+    let world = LabWorld::start(&tmp.path().join("lab"), &modes);
+    let clusters = load(world.lab.inventory_path()).unwrap();
+    let path = tmp.path().join("kubeconfig");
+    let Setup { engine } = engine_with_kubeconfig(
+        tmp.path(),
+        quick_schedule(),
+        Some(Kubeconfig::with_paths(vec![path.clone()])),
+    );
+    let lab_ca: Vec<Vec<u8>> = k8s_tunnels::tls::certs_from_pem(world.lab.ca_pem().as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.to_vec())
+        .collect();
+    // kube's client spawns its buffer task where it is built.
+    let _runtime = world.rt.enter();
+    for cluster in &clusters {
+        let status = connect(&world, &engine, cluster);
+        wait_state(&engine, cluster, TunnelState::Up);
+        let socks = engine.socks_login(&cluster.id).unwrap();
+        let file = KubeFile::read_from(&path).unwrap();
+        let options = KubeConfigOptions {
+            context: Some(status.context.clone()),
+            ..Default::default()
+        };
+        let config = world
+            .rt
+            .block_on(kube::Config::from_custom_kubeconfig(file, &options))
+            .unwrap();
+        assert_eq!(
+            config.cluster_url.to_string().trim_end_matches('/'),
+            cluster.api.url.as_str().trim_end_matches('/')
+        );
+        assert_eq!(config.root_cert.as_ref(), Some(&lab_ca), "{}", cluster.name);
+        assert_eq!(config.tls_server_name, cluster.api.tls_server_name);
+        let proxy = config.proxy_url.clone().expect("a proxy-url");
+        assert_eq!(proxy.scheme_str(), Some("socks5"));
+        assert_eq!(proxy.host(), Some("127.0.0.1"));
+        assert_eq!(proxy.port_u16(), Some(status.port));
+        assert_eq!(
+            proxy
+                .authority()
+                .unwrap()
+                .as_str()
+                .split_once('@')
+                .unwrap()
+                .0,
+            format!("{}:{}", socks.username, socks.password.expose()),
+            "the credentials are in the URL kubectl reads"
+        );
+
+        // kube's own stack from the proxy-url: the SOCKS port refuses it (no credentials).
+        let refused_before = engine.status_of(&cluster.id).unwrap().refused_connections;
+        let client = kube::Client::try_from(config.clone()).unwrap();
+        let err = world
+            .rt
+            .block_on(client.apiserver_version())
+            .expect_err("kube 5 sends no SOCKS credentials");
+        assert!(
+            k8s_tunnels::error_chain(&err).contains("auth"),
+            "{}",
+            k8s_tunnels::error_chain(&err)
+        );
+        assert!(engine.status_of(&cluster.id).unwrap().refused_connections > refused_before);
+
+        // The same configuration with the proxy's credentials handed over: the cluster answers.
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let socks_connector = SocksV5::new(proxy, http)
+            .with_auth(socks.username.clone(), socks.password.expose().to_string());
+        let https = config
+            .rustls_https_connector_with_connector(socks_connector)
+            .unwrap();
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(config.auth_layer().unwrap())
+            .map_err(tower::BoxError::from)
+            .service(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build::<_, kube::client::Body>(https),
+            );
+        let client = kube::Client::new(service, config.default_namespace.clone());
+        let namespaces = world.rt.block_on(async {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+            api.list(&Default::default()).await
+        });
+        let names: Vec<String> = namespaces
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        assert!(names.contains(&"kube-system".to_string()), "{names:?}");
+    }
+    world.rt.block_on(engine.shutdown(Duration::from_secs(3)));
+}

@@ -114,10 +114,21 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
         },
     ));
 
-    assert_eq!(
-        rt.block_on(tray.item_string("Title")),
-        "k8s-tunnels: 1 tunnel up"
+    // The title says the state, then what the cluster's API server answered through the
+    // tunnel (within a probe period of the tunnel coming up).
+    let title = rt.block_on(wait_until(
+        "the API's answer in the title",
+        Duration::from_secs(30),
+        || async {
+            let title = tray.item_string("Title").await;
+            title.contains(" — prod-us v1.").then_some(title)
+        },
+    ));
+    assert!(
+        title.starts_with("k8s-tunnels: 1 tunnel up — prod-us v1."),
+        "{title}"
     );
+    assert!(title.ends_with(" ms"), "{title}");
 
     // The design's invariant: the process that runs all day never loads the window's
     // libraries. Read from its memory map, which lists every shared object it has loaded.

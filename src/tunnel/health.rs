@@ -4,6 +4,7 @@
 //! `/version` ([`api`](crate::tunnel::api)): the edge's answer and the cluster's in one upgrade.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -127,6 +128,10 @@ pub struct HealthFigures {
 pub struct Health {
     current: Mutex<HealthState>,
     figures: Mutex<HealthFigures>,
+    /// The last probe reached the edge and not the API server. One such probe only makes an
+    /// up tunnel "checking": an edge that stalls after the upgrade looks the same, and the next
+    /// probe tells the two apart.
+    api_suspect: AtomicBool,
     wake: Notify,
     on_change: OnChange,
 }
@@ -143,6 +148,7 @@ impl Health {
         Self {
             current: Mutex::new(initial),
             figures: Mutex::new(HealthFigures::default()),
+            api_suspect: AtomicBool::new(false),
             wake: Notify::new(),
             on_change: Box::new(on_change),
         }
@@ -216,6 +222,8 @@ impl Health {
     }
 
     fn record_probe(&self, outcome: ProbeOutcome) {
+        let api_down = matches!(outcome, ProbeOutcome::ApiDown { .. });
+        let confirmed = self.api_suspect.swap(api_down, Ordering::Relaxed);
         // A failing tunnel has no round trip: the last one would be read as current.
         match outcome {
             ProbeOutcome::Up { edge, api } => {
@@ -238,7 +246,15 @@ impl Health {
                     figures.latency_ms = Some(millis(edge));
                     figures.api_ms = None;
                 }
-                self.set(TunnelState::ApiDown, Some(reason))
+                if confirmed || self.current().state == TunnelState::ApiDown {
+                    self.set(TunnelState::ApiDown, Some(reason))
+                } else {
+                    self.set_when(
+                        |now| now == TunnelState::Up,
+                        TunnelState::Checking,
+                        Some(reason),
+                    )
+                }
             }
             ProbeOutcome::Edge(err) => {
                 {
@@ -349,7 +365,10 @@ pub async fn run_probes(
             outcome = probe_once(dialer, api, &schedule) => outcome,
         };
         health.record_probe(outcome);
-        let wait = if health.current().state.is_failing() {
+        let state = health.current().state;
+        // A suspect API (or a "checking" tunnel) is asked again soon, as a failing one is.
+        let suspect = health.api_suspect.load(Ordering::Relaxed);
+        let wait = if state.is_failing() || suspect {
             let wait = down_wait;
             down_wait = (down_wait * 2).min(schedule.down_max);
             jittered(wait)
