@@ -247,11 +247,10 @@ pub fn from_engine(event: &Event, engine: &Engine) -> Vec<UiEvent> {
             }
             let (level, message) = match (state, reason) {
                 (TunnelState::Connecting, _) => (Level::Info, "connecting".to_string()),
-                (TunnelState::Checking, Some(reason)) => (
-                    Level::Warning,
-                    format!("a connection failed, checking the edge: {reason}"),
-                ),
-                (TunnelState::Checking, None) => (Level::Warning, "checking the edge".to_string()),
+                (TunnelState::Checking, Some(reason)) => {
+                    (Level::Warning, format!("checking again: {reason}"))
+                }
+                (TunnelState::Checking, None) => (Level::Warning, "checking again".to_string()),
                 (TunnelState::Up, _) => (Level::Info, "up".to_string()),
                 (TunnelState::Down, Some(reason)) => (Level::Error, format!("down: {reason}")),
                 (TunnelState::Down, None) => (Level::Error, "down".to_string()),

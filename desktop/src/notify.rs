@@ -198,11 +198,23 @@ impl Coalescer {
         }
     }
 
-    /// When the current burst ends, if one is open.
+    /// When the current burst ends, if one is open. A burst with a tunnel still checking waits
+    /// for its verdict (within `max`): a stalled edge takes the tunnel whose probe was midway
+    /// down a probe later than the others, and it belongs to the same news.
     pub fn deadline(&self) -> Option<Instant> {
-        self.burst
-            .as_ref()
-            .map(|b| (b.last + self.quiet).min(b.started + self.max))
+        let burst = self.burst.as_ref()?;
+        let checking = burst.before.keys().any(|cluster| {
+            matches!(
+                self.tunnels.get(cluster),
+                Some((_, TunnelState::Checking, _))
+            )
+        });
+        let limit = burst.started + self.max;
+        Some(if checking {
+            limit
+        } else {
+            (burst.last + self.quiet).min(limit)
+        })
     }
 
     /// The notifications of the burst if it has ended by `now`; nothing otherwise.
@@ -476,7 +488,7 @@ impl Click {
 }
 
 /// The clicks of shown notifications: what a click on each id does now (a replacement changes
-/// it), and the ids a thread already waits on.
+/// it), and which waiting thread speaks for each id.
 #[derive(Clone, Default)]
 pub struct Clicks {
     inner: Arc<std::sync::Mutex<ClicksInner>>,
@@ -488,8 +500,12 @@ pub struct Clicks {
 #[derive(Default)]
 struct ClicksInner {
     what: std::collections::HashMap<u32, Click>,
+    /// The newest waiting thread of each id (a generation). A replacement gets a thread of its
+    /// own: the replaced one's may end any moment (a server that says "closed" on replacing).
     #[cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
-    waiting: std::collections::HashSet<u32>,
+    waiting: std::collections::HashMap<u32, u64>,
+    #[cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
+    generation: u64,
 }
 
 impl Clicks {
@@ -509,7 +525,8 @@ impl Clicks {
         self.lock().what.get(&id).copied()
     }
 
-    /// Records what a click on `id` does, and waits for clicks on it (once per id).
+    /// Records what a click on `id` does, and waits for clicks on it; only the newest thread of
+    /// an id reports them.
     #[cfg(all(unix, not(target_os = "macos")))]
     fn follow(&self, id: u32, click: Option<Click>, handle: notify_rust::NotificationHandle) {
         let mut inner = self.lock();
@@ -520,25 +537,31 @@ impl Clicks {
         let Some(sender) = self.sender.clone() else {
             return;
         };
-        if click.is_none() || !inner.waiting.insert(id) {
+        if click.is_none() {
             return;
         }
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.waiting.insert(id, generation);
         drop(inner);
         let this = self.clone();
-        // Blocks until the notification is clicked or closed (a replacement keeps it open).
+        let newest = move |this: &Clicks| this.lock().waiting.get(&id) == Some(&generation);
+        // Blocks until the notification is clicked or closed.
         let spawned = std::thread::Builder::new()
             .name("notification-click".into())
             .spawn(move || {
                 handle.wait_for_action(|action| {
-                    if action == "default" {
+                    if action == "default" && newest(&this) {
                         let _ = sender.send(id);
                     }
                 });
-                this.lock().waiting.remove(&id);
+                let mut inner = this.lock();
+                if inner.waiting.get(&id) == Some(&generation) {
+                    inner.waiting.remove(&id);
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot wait for notification clicks");
-            self.lock().waiting.remove(&id);
         }
     }
 }
@@ -787,6 +810,24 @@ mod tests {
         let n = c.flush(ms(t0, 7000));
         assert_eq!(n[0].summary, "2 tunnels failing", "{n:?}");
         assert_eq!(n[0].body, "a (API not answering): x\nc (dropped): z");
+    }
+
+    #[test]
+    fn a_burst_waits_for_a_checking_tunnels_verdict() {
+        let t0 = Instant::now();
+        let mut c = three_up(t0);
+        c.push(
+            ms(t0, 1000),
+            tunnel("a", TunnelState::Checking, Some("slow")),
+        );
+        c.push(ms(t0, 1100), tunnel("b", TunnelState::Down, Some("gone")));
+        assert_eq!(c.deadline(), Some(ms(t0, 6000)), "up to max while a checks");
+        assert_eq!(c.flush(ms(t0, 3000)), []);
+        c.push(ms(t0, 3500), tunnel("a", TunnelState::Down, Some("gone")));
+        assert_eq!(c.deadline(), Some(ms(t0, 5000)), "quiet again once decided");
+        let n = c.flush(ms(t0, 5000));
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].summary, "2 tunnels dropped");
     }
 
     #[test]
