@@ -203,3 +203,121 @@ fn a_missing_keychain_is_said_once_and_logs_to_a_pipe_are_plain() {
         assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
     }
 }
+
+/// Waits for `child` to exit within `limit`, killing it and failing the test otherwise.
+fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> i32 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The long-lived and interactive streams users run through such tunnels, with the real
+/// kubectl through each origin mode: `logs -f` gets each line as the container writes it and
+/// ends with the log, and `exec -it` runs a shell on a TTY (kubectl inside a pseudo-terminal
+/// that `script` gives it), typed lines going up and their output coming back.
+#[test]
+fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["alpha", "bravo", "charlie"];
+    let world = LabWorld::start(
+        &tmp.path().join("lab"),
+        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
+    );
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+    let _connect = cli.spawn_connect(&names);
+    cli.wait_for_state(&names, "up");
+    let kubectl = support::kubectl_path();
+
+    for (i, name) in names.iter().enumerate() {
+        let context = format!("k8s-tunnels/{name}");
+        let api = world.lab.api_server(i).unwrap();
+        let mut logs = Command::new(&kubectl)
+            .args(["--context", &context, "logs", "-f", "web"])
+            .env("KUBECONFIG", &cli.kubeconfig)
+            .env("HOME", &cli.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(logs.stdout.take().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        assert_eq!(line, "web: started\n", "{name}");
+        // kubectl is following now: each new line reaches it while the stream stays open.
+        for n in 1..=3 {
+            assert_eq!(
+                api.log_line(&format!("line {n} via {name}")),
+                1,
+                "one follower"
+            );
+            line.clear();
+            lines.read_line(&mut line).unwrap();
+            assert_eq!(line, format!("line {n} via {name}\n"));
+        }
+        api.end_logs();
+        let code = wait_exit(&mut logs, std::time::Duration::from_secs(20), "logs -f");
+        assert_eq!(code, 0, "logs -f via {name} ends with the log");
+
+        let mut shell = Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!(
+                "{} --context {context} exec -it web -- sh",
+                kubectl.display()
+            ))
+            .arg("/dev/null")
+            .env("KUBECONFIG", &cli.kubeconfig)
+            .env("HOME", &cli.home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs kubectl in a pseudo-terminal");
+        let mut typed = shell.stdin.take().unwrap();
+        typed
+            .write_all(format!("tty\recho typed via {name}\rexit\r").as_bytes())
+            .unwrap();
+        let code = wait_exit(&mut shell, std::time::Duration::from_secs(30), "exec -it");
+        drop(typed);
+        let mut screen = String::new();
+        std::io::Read::read_to_string(&mut shell.stdout.take().unwrap(), &mut screen).unwrap();
+        assert_eq!(code, 0, "exec -it via {name}: {screen}");
+        assert!(
+            screen.contains("/dev/pts/0"),
+            "a TTY via {name}: {screen:?}"
+        );
+        // The command's output on a line of its own, as a terminal shows it (CR LF).
+        assert!(
+            screen.contains(&format!("\r\ntyped via {name}\r\n")),
+            "{screen:?}"
+        );
+
+        // Without -t the same shell has no terminal: nothing echoed, plain newlines.
+        let mut piped = Command::new(&kubectl)
+            .args(["--context", &context, "exec", "-i", "web", "--", "sh"])
+            .env("KUBECONFIG", &cli.kubeconfig)
+            .env("HOME", &cli.home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        piped
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"tty\nexit\n")
+            .unwrap();
+        let out = piped.wait_with_output().unwrap();
+        assert!(out.status.success(), "exec -i via {name}");
+        assert_eq!(text(&out.stdout), "$ not a tty\n$ ");
+    }
+}

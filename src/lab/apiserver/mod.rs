@@ -68,6 +68,8 @@ struct FakeState {
     bearer_token: Option<Secret>,
     created: SystemTime,
     requests: AtomicU64,
+    /// Lines for every `logs -f` following now; `None` ends their logs.
+    logs: tokio::sync::broadcast::Sender<Option<String>>,
 }
 
 impl FakeApiServer {
@@ -85,6 +87,7 @@ impl FakeApiServer {
             // A fixed age makes table output stable and plausible.
             created: SystemTime::now() - Duration::from_secs(3 * 86_400),
             requests: AtomicU64::new(0),
+            logs: tokio::sync::broadcast::channel(64).0,
         });
         let router = axum::Router::new()
             .route("/version", axum::routing::get(version))
@@ -102,6 +105,10 @@ impl FakeApiServer {
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{pod}",
                 axum::routing::get(pods::get_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                axum::routing::get(pods::logs),
             )
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
@@ -149,6 +156,21 @@ impl FakeApiHandle {
     /// How many HTTP requests it has received (refused ones included).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Sends `line` to every `logs -f` following a pod now; returns how many follow.
+    pub fn log_line(&self, line: &str) -> usize {
+        self.state.logs.send(Some(line.to_string())).unwrap_or(0)
+    }
+
+    /// How many `logs -f` follow a pod now.
+    pub fn log_followers(&self) -> usize {
+        self.state.logs.receiver_count()
+    }
+
+    /// Ends the log of every `logs -f` following now (the container stopped).
+    pub fn end_logs(&self) {
+        let _ = self.state.logs.send(None);
     }
 
     /// Stops it and waits up to `bound` for its connections to close.
