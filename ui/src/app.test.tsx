@@ -111,7 +111,7 @@ test("tunnel events update the row live", async () => {
   await act(() => emit("tunnel", status));
   await settle();
   expect(row().getAttribute("data-state")).toBe("up");
-  expect(row().querySelector(".fig-port")?.textContent).toBe("17042");
+  expect(row().querySelector(".port")?.textContent).toBe("127.0.0.1:17042");
   expect(row().querySelector(".fig-up")?.textContent).toBe("2 KiB");
   expect(row().querySelector(".fig-api")?.textContent).toBe("v1.32.0 · 7 ms");
   expect(row().querySelector(".last-error")?.textContent).toBe("Last error: EOF from origin");

@@ -529,10 +529,6 @@ function Row(props: {
       </div>
       {t ? (
         <dl class="figures">
-          <div>
-            <dt>Port</dt>
-            <dd class="fig-port">{t.port}</dd>
-          </div>
           <div title={`${t.total_connections} connections since it opened, ${t.refused_connections} refused`}>
             <dt>Open</dt>
             <dd class="fig-open">{t.open_connections}</dd>
