@@ -238,6 +238,26 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
     cli.wait_for_state(&names, "up");
     let kubectl = support::kubectl_path();
 
+    // `status` says what each cluster's API server answered through its tunnel.
+    let (major, minor) = k8s_tunnels::lab::apiserver::FAKE_VERSION;
+    let version = format!("v{major}.{minor}.0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cli
+        .status()
+        .iter()
+        .all(|t| t["kubernetes_version"] == version.as_str() && t["api_ms"].is_u64())
+    {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", cli.status());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let table = text(&cli.run(&["status"]).stdout);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains(" API "), "{table}");
+    for name in names {
+        let row = table.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(row.contains(&format!("{version} · ")), "{table}");
+    }
+
     for (i, name) in names.iter().enumerate() {
         let context = format!("k8s-tunnels/{name}");
         let api = world.lab.api_server(i).unwrap();
