@@ -341,3 +341,90 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
         assert_eq!(text(&out.stdout), "$ not a tty\n$ ");
     }
 }
+
+/// `kubectl port-forward` through each origin mode, as kubectl ≥ 1.31 speaks it (SPDY in a
+/// WebSocket): bytes both ways, two connections in turn over one forward, and a port nothing
+/// listens on refused with the pod's reason. (kubernetes#105632: port-forward behind
+/// cloudflared broke on the upgrade.)
+#[test]
+fn kubectl_port_forward_carries_bytes_both_ways_through_every_origin_mode() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["alpha", "bravo", "charlie"];
+    let world = LabWorld::start(
+        &tmp.path().join("lab"),
+        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
+    );
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+    let _connect = cli.spawn_connect(&names);
+    cli.wait_for_state(&names, "up");
+    let forward = |context: &str, port: &str| {
+        let mut child = Command::new(support::kubectl_path())
+            .args(["--context", context, "port-forward", "pod/web"])
+            .arg(format!(":{port}"))
+            .env("KUBECONFIG", &cli.kubeconfig)
+            .env("HOME", &cli.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        // kubectl says "Handling connection for 80" on each one: its stdout must stay open (a
+        // closed pipe ends it with SIGPIPE), so the rest is read away.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        // "Forwarding from 127.0.0.1:40123 -> 80"
+        let local: u16 = line
+            .split_once("127.0.0.1:")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no local port in {line:?}"));
+        (child, local)
+    };
+    let talk = |port: u16, said: &str| -> String {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        conn.write_all(format!("{said}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(&conn).read_line(&mut answer).unwrap();
+        answer
+    };
+    for name in names {
+        let context = format!("k8s-tunnels/{name}");
+        let (mut child, local) = forward(&context, "80");
+        assert_eq!(
+            talk(local, &format!("hello via {name}")),
+            format!("web:80 hello via {name}\n")
+        );
+        assert_eq!(
+            talk(local, "and again"),
+            "web:80 and again\n",
+            "{name}: a second connection"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // A port nothing listens on: the connection closes and kubectl says why.
+    let (mut child, local) = forward("k8s-tunnels/bravo", "81");
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let _ = conn.write_all(b"anyone?\n");
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    let _ = child.kill();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = child.wait();
+    assert!(err.contains("connection refused"), "{err}");
+}

@@ -18,6 +18,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 mod pods;
+mod portforward;
 
 use crate::gateway::serve::{Lifecycle, bind_and_serve};
 use crate::lab::pki::CertifiedPem;
@@ -109,6 +110,10 @@ impl FakeApiServer {
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{pod}/log",
                 axum::routing::get(pods::logs),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
+                axum::routing::get(portforward::portforward).post(portforward::portforward),
             )
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
