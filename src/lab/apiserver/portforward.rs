@@ -211,7 +211,10 @@ impl Headers {
             if plain.capacity() - plain.len() < 256 {
                 plain.reserve(plain.capacity());
             }
-            let before = self.inflate.total_in();
+            let (before, produced) = (self.inflate.total_in(), plain.len());
+            // The stream's header names the dictionary: it is set, and reading goes on after
+            // the header bytes it consumed.
+            let mut asked_dictionary = false;
             match self
                 .inflate
                 .decompress_vec(input, &mut plain, FlushDecompress::Sync)
@@ -221,11 +224,15 @@ impl Headers {
                     self.inflate
                         .set_dictionary(dictionary())
                         .map_err(|e| std::io::Error::other(format!("SPDY dictionary: {e}")))?;
+                    asked_dictionary = true;
                 }
                 Err(e) => return Err(std::io::Error::other(e)),
             }
             let used = usize::try_from(self.inflate.total_in() - before).unwrap_or(input.len());
-            input = &input[used..];
+            if used == 0 && plain.len() == produced && !asked_dictionary {
+                return Err(std::io::Error::other("SPDY header block does not inflate"));
+            }
+            input = &input[used.min(input.len())..];
         }
         parse_block(&plain)
     }
@@ -423,4 +430,51 @@ async fn pod_port(
         }
     }
     finish(&frames);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut plain = (pairs.len() as u32).to_be_bytes().to_vec();
+        for (name, value) in pairs {
+            for text in [name, value] {
+                plain.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                plain.extend_from_slice(text.as_bytes());
+            }
+        }
+        plain
+    }
+
+    #[test]
+    fn header_blocks_read_across_one_zlib_stream_and_garbage_is_an_error() {
+        // A peer's compressor: one zlib stream with the dictionary, sync-flushed per block.
+        let mut peer = Compress::new(Compression::best(), true);
+        peer.set_dictionary(dictionary()).unwrap();
+        let mut ours = Headers::new().unwrap();
+        for (request, kind) in [("0", "error"), ("0", "data"), ("1", "error")] {
+            let plain = block(&[("streamtype", kind), ("port", "80"), ("requestid", request)]);
+            let mut wire = Vec::with_capacity(plain.len() + 64);
+            peer.compress_vec(&plain, &mut wire, FlushCompress::Sync)
+                .unwrap();
+            let fields = ours.read(&wire).unwrap();
+            assert_eq!(fields["streamtype"], kind);
+            assert_eq!(fields["requestid"], request);
+            assert_eq!(fields["port"], "80");
+        }
+        let mut fresh = Headers::new().unwrap();
+        assert!(
+            fresh
+                .read(&[0x78, 0xbb, 0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+                .is_err()
+        );
+        assert!(
+            Headers::new()
+                .unwrap()
+                .read(&[0x78, 0x9c, 0xff, 0xfe])
+                .is_err()
+        );
+        assert!(parse_block(&[0, 0, 0, 1, 0, 0, 0, 9, b'x']).is_err());
+    }
 }
