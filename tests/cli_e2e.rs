@@ -204,6 +204,28 @@ fn a_missing_keychain_is_said_once_and_logs_to_a_pipe_are_plain() {
     }
 }
 
+/// The clusters of [`every_origin_mode_up`], one per origin mode.
+const MODES: [&str; 3] = ["alpha", "bravo", "charlie"];
+
+/// A lab with a cluster per origin mode (alpha socks, bravo tcp, charlie bastion) and the real
+/// CLI's tunnels to all three up.
+fn every_origin_mode_up() -> (
+    tempfile::TempDir,
+    LabWorld,
+    CliWorld,
+    support::ConnectProcess,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = LabWorld::start(
+        &tmp.path().join("lab"),
+        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
+    );
+    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
+    let connect = cli.spawn_connect(&MODES);
+    cli.wait_for_state(&MODES, "up");
+    (tmp, world, cli, connect)
+}
+
 /// Waits for `child` to exit within `limit`, killing it and failing the test otherwise.
 fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> i32 {
     let deadline = std::time::Instant::now() + limit;
@@ -227,15 +249,7 @@ fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration, what: 
 fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let tmp = tempfile::tempdir().unwrap();
-    let names = ["alpha", "bravo", "charlie"];
-    let world = LabWorld::start(
-        &tmp.path().join("lab"),
-        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
-    );
-    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
-    let _connect = cli.spawn_connect(&names);
-    cli.wait_for_state(&names, "up");
+    let (_tmp, world, cli, _connect) = every_origin_mode_up();
     let kubectl = support::kubectl_path();
 
     // `status` says what each cluster's API server answered through its tunnel.
@@ -253,18 +267,16 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
     let table = text(&cli.run(&["status"]).stdout);
     let header = table.lines().next().unwrap_or_default();
     assert!(header.contains(" API "), "{table}");
-    for name in names {
+    for name in MODES {
         let row = table.lines().find(|l| l.starts_with(name)).unwrap();
         assert!(row.contains(&format!("{version} · ")), "{table}");
     }
 
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in MODES.iter().enumerate() {
         let context = format!("k8s-tunnels/{name}");
         let api = world.lab.api_server(i).unwrap();
-        let mut logs = Command::new(&kubectl)
-            .args(["--context", &context, "logs", "-f", "web"])
-            .env("KUBECONFIG", &cli.kubeconfig)
-            .env("HOME", &cli.home)
+        let mut logs = cli
+            .kubectl_command(&["--context", &context, "logs", "-f", "web"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -322,10 +334,8 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
         );
 
         // Without -t the same shell has no terminal: nothing echoed, plain newlines.
-        let mut piped = Command::new(&kubectl)
-            .args(["--context", &context, "exec", "-i", "web", "--", "sh"])
-            .env("KUBECONFIG", &cli.kubeconfig)
-            .env("HOME", &cli.home)
+        let mut piped = cli
+            .kubectl_command(&["--context", &context, "exec", "-i", "web", "--", "sh"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -349,22 +359,12 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
 #[test]
 fn kubectl_port_forward_carries_bytes_both_ways_through_every_origin_mode() {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::{Command, Stdio};
-    let tmp = tempfile::tempdir().unwrap();
-    let names = ["alpha", "bravo", "charlie"];
-    let world = LabWorld::start(
-        &tmp.path().join("lab"),
-        &[("alpha", Socks), ("bravo", Tcp), ("charlie", Bastion)],
-    );
-    let cli = CliWorld::new(tmp.path(), world.lab.inventory_path());
-    let _connect = cli.spawn_connect(&names);
-    cli.wait_for_state(&names, "up");
+    use std::process::Stdio;
+    let (_tmp, _world, cli, _connect) = every_origin_mode_up();
     let forward = |context: &str, port: &str| {
-        let mut child = Command::new(support::kubectl_path())
-            .args(["--context", context, "port-forward", "pod/web"])
+        let mut child = cli
+            .kubectl_command(&["--context", context, "port-forward", "pod/web"])
             .arg(format!(":{port}"))
-            .env("KUBECONFIG", &cli.kubeconfig)
-            .env("HOME", &cli.home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -392,7 +392,7 @@ fn kubectl_port_forward_carries_bytes_both_ways_through_every_origin_mode() {
         BufReader::new(&conn).read_line(&mut answer).unwrap();
         answer
     };
-    for name in names {
+    for name in MODES {
         let context = format!("k8s-tunnels/{name}");
         let (mut child, local) = forward(&context, "80");
         assert_eq!(

@@ -155,13 +155,18 @@ impl CliWorld {
         ConnectProcess::spawn(command)
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(kubectl_path())
+    /// The real kubectl on this world's kubeconfig, to spawn (a `logs -f`, a `port-forward`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(kubectl_path());
+        command
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.home)
-            .args(args)
-            .output()
-            .expect("run kubectl")
+            .args(args);
+        command
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command(args).output().expect("run kubectl")
     }
 
     /// `status --json`, parsed.

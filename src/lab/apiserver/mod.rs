@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 mod pods;
 mod portforward;
+mod upgrade;
 
 use crate::gateway::serve::{Lifecycle, bind_and_serve};
 use crate::lab::pki::CertifiedPem;

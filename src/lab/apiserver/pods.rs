@@ -19,7 +19,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
@@ -37,7 +36,7 @@ const CLOSE: u8 = 255;
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// The API server's answer for a pod in a namespace that does not exist.
-fn missing_namespace(state: &FakeState, namespace: &str) -> Option<Response> {
+pub(super) fn missing_namespace(state: &FakeState, namespace: &str) -> Option<Response> {
     (!state.namespaces.iter().any(|n| n == namespace)).then(|| {
         status_response(
             StatusCode::NOT_FOUND,
@@ -121,23 +120,7 @@ pub(super) async fn exec(
     if let Some(missing) = missing_namespace(&state, &namespace) {
         return missing;
     }
-    let headers = req.headers();
-    let is_websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let offered: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    let protocol = PROTOCOLS
-        .iter()
-        .find(|p| offered.iter().any(|o| o == *p))
-        .copied();
-    let (Some(key), Some(protocol), true) = (key, protocol, is_websocket) else {
+    let Some((key, protocol)) = super::upgrade::offer(req.headers(), &PROTOCOLS) else {
         // Only the WebSocket protocols are spoken here; SPDY clients get a clear refusal.
         return status_response(
             StatusCode::BAD_REQUEST,
@@ -186,17 +169,7 @@ pub(super) async fn exec(
             }))
             .await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(axum::body::Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    super::upgrade::switching_protocols(&key, protocol)
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use http::{StatusCode, header};
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -41,26 +41,10 @@ pub(super) async fn portforward(
     Path((namespace, pod)): Path<(String, String)>,
     mut req: Request,
 ) -> Response {
-    if !state.namespaces.iter().any(|n| n == &namespace) {
-        return status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("namespaces \"{namespace}\" not found"),
-        );
+    if let Some(missing) = super::pods::missing_namespace(&state, &namespace) {
+        return missing;
     }
-    let headers = req.headers();
-    let websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let offered = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == PROTOCOL);
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, true, Some(key)) = (websocket, offered, key) else {
+    let Some((key, protocol)) = super::upgrade::offer(req.headers(), &[PROTOCOL]) else {
         // kubectl falls back to a plain SPDY upgrade when this is refused; the fake speaks
         // the tunnelled form only, and says so.
         return status_response(
@@ -80,17 +64,7 @@ pub(super) async fn portforward(
             tracing::debug!(cluster = %state.cluster_name, %pod, error = %e, "port-forward ended");
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            crate::wire::handshake::accept_key(key.as_bytes()),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
-        .body(axum::body::Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    super::upgrade::switching_protocols(&key, protocol)
 }
 
 /// The SPDY/3 header-compression dictionary (draft 3, 2.6.10.1): these words, each after its
