@@ -13,7 +13,7 @@ use super::TrayThread as MainThread;
 use super::icons::{IconError, Icons, Style};
 use super::muda_menu;
 use super::{TRAY_ID, fit_tooltip};
-use crate::menu::{MenuAction, MenuState, TrayLook, model, tray_look};
+use crate::menu::{MenuAction, MenuNode, MenuState, TrayLook, model, tray_look};
 
 /// What differs between the systems, in one place.
 struct Platform {
@@ -112,7 +112,7 @@ impl TraySlot {
                 self.latest = state.clone();
                 self.icon.as_mut().map(|tray| tray.show(state))
             }
-            Command::Redraw => self.icon.as_mut().map(|tray| tray.show(tray.shown.clone())),
+            Command::Redraw => self.icon.as_mut().map(NativeTray::redraw),
             Command::Remove => {
                 self.icon = None;
                 None
@@ -128,19 +128,21 @@ impl TraySlot {
 struct NativeTray {
     icon: TrayIcon,
     icons: Icons,
-    shown: MenuState,
+    /// The menu drawn now.
+    menu: Vec<MenuNode>,
     look: TrayLook,
 }
 
 impl NativeTray {
     fn create(state: MenuState, icons: Icons) -> Result<Self, NativeError> {
         let (look, tooltip) = tray_look(&state);
+        let menu = model(&state);
         let tooltip = fit_tooltip(&tooltip, TOOLTIP_UNITS);
         let mut builder = TrayIconBuilder::new()
             .with_id(TRAY_ID)
             .with_icon(native_icon(&icons, look)?)
             .with_icon_as_template(PLATFORM.style == Style::Template)
-            .with_menu(Box::new(muda_menu::build(&model(&state))?))
+            .with_menu(Box::new(muda_menu::build(&menu)?))
             .with_menu_on_left_click(!PLATFORM.left_click_opens_window);
         if PLATFORM.state_as_title {
             builder = builder.with_title(&tooltip);
@@ -149,7 +151,7 @@ impl NativeTray {
         Ok(Self {
             icon,
             icons,
-            shown: state,
+            menu,
             look,
         })
     }
@@ -170,10 +172,18 @@ impl NativeTray {
         self.icon.set_tooltip(Some(tooltip))?;
         // A new round trip changes the tooltip only; rebuilding an open menu would close it.
         let menu = model(&state);
-        if menu != model(&self.shown) {
-            self.icon.set_menu(Some(Box::new(muda_menu::build(&menu)?)));
+        if menu != self.menu {
+            self.menu = menu;
+            self.redraw()?;
         }
-        self.shown = state;
+        Ok(())
+    }
+
+    /// Builds the menu drawn now again: also after a click, since a checkbox that was clicked
+    /// ticked itself, and only the tunnel's state may tick it.
+    fn redraw(&mut self) -> Result<(), NativeError> {
+        self.icon
+            .set_menu(Some(Box::new(muda_menu::build(&self.menu)?)));
         Ok(())
     }
 }
