@@ -30,8 +30,7 @@ impl MenuCluster {
     /// Whether its tunnel is open and not working: down, the API not answering, or waiting for
     /// a login.
     fn failing(&self) -> bool {
-        self.tunnel
-            .is_some_and(|s| s.is_failing() || s == TunnelState::LoginRequired)
+        self.tunnel.is_some_and(TunnelState::is_troubled)
     }
 }
 

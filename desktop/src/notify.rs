@@ -234,8 +234,7 @@ impl Coalescer {
             let Some((name, after, reason)) = self.tunnels.get(cluster) else {
                 continue;
             };
-            let was_failing =
-                before.is_some_and(|b| b.is_failing() || b == TunnelState::LoginRequired);
+            let was_failing = before.is_some_and(TunnelState::is_troubled);
             match after {
                 // Down after "API not answering" (or the other way) is news: what fails changed.
                 failing if failing.is_failing() && *before != Some(*failing) => dropped.push((

@@ -55,6 +55,12 @@ impl TunnelState {
     pub fn is_failing(self) -> bool {
         matches!(self, TunnelState::Down | TunnelState::ApiDown)
     }
+
+    /// Whether an open tunnel is not working, whoever must act: failing, or waiting for a
+    /// login (what the tray and the window count as "failing").
+    pub fn is_troubled(self) -> bool {
+        self.is_failing() || self == TunnelState::LoginRequired
+    }
 }
 
 /// A state with its reason and when it began.
@@ -168,8 +174,10 @@ impl Health {
     /// not answer stays so until a probe hears the API again: the edge letting a connection
     /// through says nothing about the cluster, so the prober asks now.
     pub fn report_success(&self) {
-        self.set_when(|now| now != TunnelState::ApiDown, TunnelState::Up, None);
-        if self.current().state == TunnelState::ApiDown {
+        // Every connection passes here: one lock, no copy of the state.
+        if self.set_when(|now| now != TunnelState::ApiDown, TunnelState::Up, None)
+            == TunnelState::ApiDown
+        {
             self.wake.notify_one();
         }
     }
@@ -201,15 +209,16 @@ impl Health {
     }
 
     /// Moves to `state` if the current state satisfies `when`, judged under the same lock.
+    /// Returns the state it is in afterwards.
     fn set_when(
         &self,
         when: impl FnOnce(TunnelState) -> bool,
         state: TunnelState,
         reason: Option<String>,
-    ) {
+    ) -> TunnelState {
         let mut current = lock(&self.current);
         if !when(current.state) || (current.state == state && current.reason == reason) {
-            return;
+            return current.state;
         }
         if current.state != state {
             current.since = SystemTime::now();
@@ -219,6 +228,7 @@ impl Health {
         // Announced under the lock, so that listeners hear changes in the order they happened
         // (`on_change` only queues an event).
         (self.on_change)(&current);
+        state
     }
 
     fn record_probe(&self, outcome: ProbeOutcome) {
@@ -253,7 +263,7 @@ impl Health {
                         |now| now == TunnelState::Up,
                         TunnelState::Checking,
                         Some(reason),
-                    )
+                    );
                 }
             }
             ProbeOutcome::Edge(err) => {

@@ -169,11 +169,6 @@ impl FakeApiHandle {
         self.state.logs.send(Some(line.to_string())).unwrap_or(0)
     }
 
-    /// How many `logs -f` follow a pod now.
-    pub fn log_followers(&self) -> usize {
-        self.state.logs.receiver_count()
-    }
-
     /// Ends the log of every `logs -f` following now (the container stopped).
     pub fn end_logs(&self) {
         let _ = self.state.logs.send(None);
