@@ -235,6 +235,7 @@ impl App {
                 state: self.state.clone(),
                 schedule,
                 keepalive: crate::tunnel::keepalive::Keepalive::default(),
+                warm: self.config.warm,
                 wake: Some(crate::wake::WakeSettings::default()),
                 kubeconfig_refresh: KUBECONFIG_KEEPER_PERIOD,
             },

@@ -23,6 +23,8 @@ pub struct AppConfig {
     pub sources: SourcesConfig,
     /// The Access login: auth domains, transfer service, browser, token files.
     pub access: crate::access::settings::AccessSettings,
+    /// Warm connections to the edge per tunnel in use (`warm: {connections: 0}` turns them off).
+    pub warm: crate::tunnel::warm::WarmSettings,
 }
 
 /// The discovery sources; a source runs when its section is present (`eks: {}` runs EKS with

@@ -72,6 +72,8 @@ pub struct EngineConfig {
     pub schedule: ProbeSchedule,
     /// How streams ping and notice a dead edge.
     pub keepalive: Keepalive,
+    /// Warm connections to each tunnel's edge.
+    pub warm: crate::tunnel::warm::WarmSettings,
     /// Watch for wake-ups and network changes, and check every tunnel at once after one
     /// (`None`: no watch, for tests).
     pub wake: Option<crate::wake::WakeSettings>,
@@ -392,10 +394,12 @@ impl Engine {
         self.start_wake_watch();
         // Validate the edge settings before anything is bound or written, so a cluster that
         // cannot work leaves no kubeconfig entry pointing at a dead port.
-        let edge = Edge::for_cluster(cluster).map_err(|source| EngineError::Edge {
-            cluster: cluster.name.clone(),
-            source,
-        })?;
+        let edge = Edge::for_cluster(cluster)
+            .map_err(|source| EngineError::Edge {
+                cluster: cluster.name.clone(),
+                source,
+            })?
+            .with_warm(self.inner.config.warm);
         let listener = self.bind(cluster).await?;
         let port = listener
             .local_addr()

@@ -113,6 +113,7 @@ impl World {
                 ..ProbeSchedule::default()
             },
             keepalive: Keepalive::default(),
+            warm: k8s_tunnels::tunnel::warm::WarmSettings::default(),
             // Wake-ups are driven by the test itself (`check_now`), not by this machine.
             wake: None,
             kubeconfig_refresh: Duration::from_secs(15),

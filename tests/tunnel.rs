@@ -17,6 +17,7 @@ use k8s_tunnels::inventory::{Cluster, OriginMode, OriginMode::Tcp};
 use k8s_tunnels::kubeconfig::Kubeconfig;
 use k8s_tunnels::state::StateStore;
 use k8s_tunnels::tunnel::health::{ProbeSchedule, TunnelState};
+use k8s_tunnels::tunnel::warm::WarmSettings;
 use support::{CountingRelay, LabWorld, redirect_inventory};
 
 fn quick_schedule() -> ProbeSchedule {
@@ -42,6 +43,15 @@ fn engine_with_kubeconfig(
     schedule: ProbeSchedule,
     kubeconfig: Option<Kubeconfig>,
 ) -> Setup {
+    engine_with(root, schedule, kubeconfig, WarmSettings::default())
+}
+
+fn engine_with(
+    root: &std::path::Path,
+    schedule: ProbeSchedule,
+    kubeconfig: Option<Kubeconfig>,
+    warm: WarmSettings,
+) -> Setup {
     let dirs = AppDirs::at(&root.join("home"));
     dirs.ensure().unwrap();
     let engine = Engine::new(EngineConfig {
@@ -50,6 +60,7 @@ fn engine_with_kubeconfig(
         state: StateStore::new(&dirs),
         schedule,
         keepalive: k8s_tunnels::tunnel::keepalive::Keepalive::default(),
+        warm,
         wake: None,
         kubeconfig_refresh: Duration::from_millis(200),
     });
@@ -215,11 +226,115 @@ fn the_local_port_refuses_strangers_before_dialling_the_edge() {
         5
     );
 
-    // The rightful client goes through, and that is one connection to the edge.
+    // The rightful client goes through: its own connection to the edge, and (a first use of
+    // the tunnel) the warm connections made for the next clients.
     let mut good = Socks::connect(port);
     assert_eq!(good.login(user, pass), 0);
     assert_eq!(good.connect_domain(&host.to_uppercase(), api_port), 0);
-    assert_eq!(relay.count(), edge_connections + 1);
+    let warm = WarmSettings::default().connections as u64;
+    wait_count(&relay, edge_connections + 1 + warm);
+}
+
+/// Waits until `relay` has accepted `n` connections, then checks that no more come.
+fn wait_count(relay: &CountingRelay, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections, expected {n}",
+            relay.count()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(relay.count(), n);
+}
+
+/// A tunnel probed once, at start (so only the test's connections reach the relay after it).
+fn warm_world(
+    tmp: &std::path::Path,
+    warm: WarmSettings,
+) -> (LabWorld, CountingRelay, Setup, Cluster) {
+    let world = LabWorld::start(&tmp.join("lab"), &[("warm", Tcp)]);
+    let relay = world
+        .rt
+        .block_on(CountingRelay::start(world.lab.gateway_addr()));
+    let cluster = load(&redirect_inventory(&world.lab, relay.addr)).unwrap()[0].clone();
+    let schedule = ProbeSchedule {
+        healthy: Duration::from_secs(3600),
+        ..ProbeSchedule::default()
+    };
+    let setup = engine_with(tmp, schedule, None, warm);
+    connect(&world, &setup.engine, &cluster);
+    wait_state(&setup.engine, &cluster, TunnelState::Up);
+    (world, relay, setup, cluster)
+}
+
+/// A SOCKS CONNECT to the cluster's API through the tunnel; 0 when the edge stream opened.
+fn open_through(engine: &Engine, cluster: &Cluster) -> (Socks, u8) {
+    let status = engine.status_of(&cluster.id).unwrap();
+    let socks = engine.socks_login(&cluster.id).unwrap();
+    let mut s = Socks::connect(status.port);
+    assert_eq!(s.login(&socks.username, socks.password.expose()), 0);
+    let (host, port) = api_host(cluster);
+    let reply = s.connect_domain(&host, port);
+    (s, reply)
+}
+
+#[test]
+fn a_tunnel_in_use_carries_new_connections_on_warm_connections_the_edge_already_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_world, relay, Setup { engine }, cluster) =
+        warm_world(tmp.path(), WarmSettings::default());
+    let base = relay.count();
+    let warm = WarmSettings::default().connections as u64;
+    // The first connection dials; its use warms the pool.
+    let (_first, reply) = open_through(&engine, &cluster);
+    assert_eq!(reply, 0);
+    wait_count(&relay, base + 1 + warm);
+    // The edge now answers no new connection: the next ones go through all the same, on the
+    // connections made ahead (the upgrade, with the token, is sent only now).
+    relay.hold_new_connections(true);
+    let mut kept = Vec::new();
+    for i in 0..warm {
+        let (s, reply) = open_through(&engine, &cluster);
+        assert_eq!(reply, 0, "connection {i} on a warm connection");
+        kept.push(s);
+    }
+    let status = engine.status_of(&cluster.id).unwrap();
+    assert_eq!(status.open_connections, 1 + warm);
+    assert_eq!(status.state, TunnelState::Up);
+}
+
+#[test]
+fn warm_connections_the_edge_closed_are_skipped_and_a_pool_turned_off_dials_each_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_world, relay, Setup { engine }, cluster) =
+        warm_world(tmp.path(), WarmSettings::default());
+    let base = relay.count();
+    let (first, reply) = open_through(&engine, &cluster);
+    assert_eq!(reply, 0);
+    drop(first);
+    wait_count(&relay, base + 3);
+    // The edge lets every connection go (the warm ones too): a new client still gets through,
+    // on a connection dialled for it, and no failure is reported.
+    relay.close_all();
+    std::thread::sleep(Duration::from_millis(100));
+    let (_again, reply) = open_through(&engine, &cluster);
+    assert_eq!(reply, 0);
+    let status = engine.status_of(&cluster.id).unwrap();
+    assert_eq!(status.state, TunnelState::Up);
+    assert_eq!(status.last_error, None);
+    drop(engine);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (_world, relay, Setup { engine }, cluster) = warm_world(tmp.path(), WarmSettings::OFF);
+    let base = relay.count();
+    for _ in 0..2 {
+        let (_s, reply) = open_through(&engine, &cluster);
+        assert_eq!(reply, 0);
+    }
+    wait_count(&relay, base + 2);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The carrier: one WebSocket to the Access edge per accepted local connection, as
 //! `cloudflared access tcp` opens them, followed by the origin mode's own handshake.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fast_socks5::Socks5Command;
@@ -8,11 +9,13 @@ use fast_socks5::client::{Config as SocksClientConfig, Socks5Stream};
 use fast_socks5::util::target_addr::TargetAddr;
 use http::HeaderValue;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::access::Credential;
 use crate::inventory::{Cluster, OriginMode};
+use crate::tunnel::warm::{Connect, WarmPool, WarmSettings};
 use crate::wire::handshake::{self, Refusal, UpgradeError, UpgradedStream};
 use crate::wire::read_ahead::ReadAhead;
 
@@ -92,6 +95,15 @@ fn origin_hint(status: u16) -> &'static str {
 }
 
 impl CarrierError {
+    /// Whether the edge closed the connection before answering the upgrade: for a warm
+    /// connection, one the edge let go while it waited.
+    fn is_closed_before_answer(&self) -> bool {
+        matches!(
+            self,
+            CarrierError::Handshake(UpgradeError::Closed | UpgradeError::Http(_))
+        )
+    }
+
     /// Whether the user must log in again (as opposed to a network or server fault).
     pub fn is_login_required(&self) -> bool {
         match self {
@@ -123,8 +135,8 @@ impl CarrierError {
 pub struct Edge {
     request_url: url::Url,
     host: String,
-    dial: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    dial: Arc<EdgeDial>,
+    warm: Option<WarmPool<EdgeDial>>,
     origin: OriginMode,
     destination_host: String,
     destination_port: u16,
@@ -135,9 +147,80 @@ impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edge")
             .field("url", &self.request_url.as_str())
-            .field("dial", &self.dial)
+            .field("dial", &self.dial.address)
             .field("origin", &self.origin)
+            .field("warm", &self.warm.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Where the edge is dialled and how its TLS is checked: what a connection needs before the
+/// upgrade request.
+struct EdgeDial {
+    address: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// A connection to the edge, ready for the upgrade request.
+pub(crate) enum EdgeConn {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`. Boxed: the TLS state is large and a pool holds several.
+    Tls(Box<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>),
+}
+
+impl EdgeDial {
+    async fn connect(&self) -> Result<EdgeConn, CarrierError> {
+        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| CarrierError::Timeout("connecting to the edge"))?
+            .map_err(|source| CarrierError::Unreachable {
+                edge: self.address.clone(),
+                source,
+            })?;
+        // No Nagle (kubectl writes small frames), TCP keepalive, a bound on unacknowledged data.
+        crate::tunnel::keepalive::tune_socket(&tcp);
+        let Some((connector, name)) = &self.tls else {
+            return Ok(EdgeConn::Plain(tcp));
+        };
+        // Read-ahead under TLS: rustls reads 4 KiB at a time; the buffer exists only while
+        // data flows.
+        let tls = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            connector.connect(name.clone(), ReadAhead::new(tcp)),
+        )
+        .await
+        .map_err(|_| CarrierError::Timeout("in the TLS handshake with the edge"))?
+        .map_err(|source| CarrierError::Tls {
+            edge: self.address.clone(),
+            source,
+        })?;
+        Ok(EdgeConn::Tls(Box::new(tls)))
+    }
+}
+
+impl Connect for EdgeDial {
+    type Conn = EdgeConn;
+    type Error = String;
+
+    async fn connect(&self) -> Result<EdgeConn, String> {
+        EdgeDial::connect(self)
+            .await
+            .map_err(|e| crate::error_chain(&e))
+    }
+
+    fn still_open(conn: &mut EdgeConn) -> bool {
+        // Nothing is due before the request: a read that would block means the edge still
+        // holds the connection. Under TLS the read also takes in what the edge may send
+        // unasked after the handshake (session tickets), which yields no bytes.
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = match conn {
+            EdgeConn::Plain(tcp) => std::pin::Pin::new(tcp).poll_read(&mut cx, &mut buf),
+            EdgeConn::Tls(tls) => std::pin::Pin::new(tls.as_mut()).poll_read(&mut cx, &mut buf),
+        };
+        polled.is_pending()
     }
 }
 
@@ -154,7 +237,7 @@ impl Edge {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| CarrierError::Config(format!("{url} has no port")))?;
-        let dial = match &cluster.access.connect_to {
+        let address = match &cluster.access.connect_to {
             Some(addr) => addr.clone(),
             None if host.contains(':') => format!("[{host}]:{port}"),
             None => format!("{host}:{port}"),
@@ -181,8 +264,8 @@ impl Edge {
         Ok(Self {
             request_url: url,
             host,
-            dial,
-            tls,
+            dial: Arc::new(EdgeDial { address, tls }),
+            warm: None,
             origin: cluster.access.origin,
             destination_host: cluster.api.host.clone(),
             destination_port: cluster.api.port,
@@ -195,67 +278,78 @@ impl Edge {
         &self.host
     }
 
-    /// Opens one stream through the edge to the cluster's API server: dial, TLS, WebSocket
-    /// upgrade with the credential, then the origin mode's handshake.
+    /// Keeps warm connections for this edge (see [`crate::tunnel::warm`]); `connections: 0`
+    /// keeps none.
+    pub fn with_warm(mut self, settings: WarmSettings) -> Self {
+        self.warm = (settings.connections > 0).then(|| WarmPool::new(settings, self.dial.clone()));
+        self
+    }
+
+    /// Closes the warm connections (after a wake-up or a network change they may be dead).
+    pub fn clear_warm(&self) {
+        if let Some(warm) = &self.warm {
+            warm.clear();
+        }
+    }
+
+    /// Opens one stream through the edge to the cluster's API server for a local connection:
+    /// a warm connection if one is ready (else dial and TLS), the WebSocket upgrade with the
+    /// credential, then the origin mode's handshake.
     pub async fn open(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
-        let ws = self.upgrade(credential).await?;
+        let ws = match self.warm.as_ref().and_then(WarmPool::take) {
+            Some(conn) => match self.upgrade_on(conn, credential).await {
+                // The edge closed it between the check and the request: dial as if none
+                // had been warm. A refusal is the edge's answer and is not asked twice.
+                Err(e) if e.is_closed_before_answer() => {
+                    tracing::debug!(edge = %self.dial.address, "a warm connection was closed by the edge; dialling");
+                    self.upgrade_on(self.dial.connect().await?, credential)
+                        .await?
+                }
+                other => other?,
+            },
+            None => {
+                self.upgrade_on(self.dial.connect().await?, credential)
+                    .await?
+            }
+        };
+        self.after_upgrade(ws).await
+    }
+
+    /// Opens one stream as [`open`](Self::open) does, always on a new connection: for the
+    /// health probe, which measures the whole path and is no use of the tunnel.
+    pub async fn open_fresh(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
+        let ws = self
+            .upgrade_on(self.dial.connect().await?, credential)
+            .await?;
+        self.after_upgrade(ws).await
+    }
+
+    async fn after_upgrade(&self, ws: EdgeStream) -> Result<EdgeStream, CarrierError> {
         match self.origin {
             OriginMode::Tcp | OriginMode::Bastion => Ok(ws),
             OriginMode::Socks => self.origin_socks_handshake(ws).await,
         }
     }
 
-    async fn upgrade(&self, credential: &Credential) -> Result<EdgeStream, CarrierError> {
-        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&self.dial))
-            .await
-            .map_err(|_| CarrierError::Timeout("connecting to the edge"))?
-            .map_err(|source| CarrierError::Unreachable {
-                edge: self.dial.clone(),
-                source,
-            })?;
-        // No Nagle (kubectl writes small frames), TCP keepalive, a bound on unacknowledged data.
-        crate::tunnel::keepalive::tune_socket(&tcp);
+    async fn upgrade_on(
+        &self,
+        conn: EdgeConn,
+        credential: &Credential,
+    ) -> Result<EdgeStream, CarrierError> {
         let request = self.request(credential)?;
-        let upgraded = match &self.tls {
-            None => self.upgrade_on(tcp, request, credential).await?,
-            Some((connector, name)) => {
-                // Read-ahead under TLS: rustls reads 4 KiB at a time; the buffer exists only
-                // while data flows.
-                let tls = tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    connector.connect(name.clone(), ReadAhead::new(tcp)),
-                )
-                .await
-                .map_err(|_| CarrierError::Timeout("in the TLS handshake with the edge"))?
-                .map_err(|source| CarrierError::Tls {
-                    edge: self.dial.clone(),
-                    source,
-                })?;
-                self.upgrade_on(tls, request, credential).await?
+        let upgrade = async {
+            match conn {
+                EdgeConn::Plain(tcp) => handshake::client_upgrade(tcp, request).await,
+                EdgeConn::Tls(tls) => handshake::client_upgrade(*tls, request).await,
             }
         };
-        Ok(upgraded)
-    }
-
-    async fn upgrade_on<S>(
-        &self,
-        stream: S,
-        request: http::Request<()>,
-        credential: &Credential,
-    ) -> Result<EdgeStream, CarrierError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            handshake::client_upgrade(stream, request),
-        )
-        .await
-        .map_err(|_| CarrierError::Timeout("in the WebSocket upgrade"))?
-        .map_err(|e| match e {
-            UpgradeError::Refused(refusal) => classify_refusal(&refusal, credential),
-            other => CarrierError::Handshake(other),
-        })
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade)
+            .await
+            .map_err(|_| CarrierError::Timeout("in the WebSocket upgrade"))?
+            .map_err(|e| match e {
+                UpgradeError::Refused(refusal) => classify_refusal(&refusal, credential),
+                other => CarrierError::Handshake(other),
+            })
     }
 
     fn request(&self, credential: &Credential) -> Result<http::Request<()>, CarrierError> {

@@ -38,16 +38,23 @@ impl Dialer {
         .await
     }
 
-    /// A stream for the health probe: opened as [`open`](Self::open) opens one, but never
+    /// A stream for the health probe: opened as [`open`](Self::open) opens one, but on a new
+    /// connection to the edge (never a warm one: the probe measures the whole path) and never
     /// opening a browser (stored tokens and the silent exchange only). Opening it proves the
     /// edge is reachable, its certificate valid and the credential accepted, and for a `socks`
     /// origin that the origin's SOCKS server takes the request for the API server; the prober
     /// then asks the API server over it.
     pub async fn probe(&self) -> Result<EdgeStream, CarrierError> {
         self.with_credential(Interaction::Silent, |credential| async move {
-            self.edge.open(&credential).await
+            self.edge.open_fresh(&credential).await
         })
         .await
+    }
+
+    /// Closes the edge's warm connections: after a wake-up or a network change they may be
+    /// dead without a word.
+    pub fn clear_warm(&self) {
+        self.edge.clear_warm();
     }
 
     /// Gets the credential for one attempt and runs `attempt` with it. When the edge refuses a

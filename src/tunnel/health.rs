@@ -378,6 +378,11 @@ pub async fn run_probes(
         let state = health.current().state;
         // A suspect API (or a "checking" tunnel) is asked again soon, as a failing one is.
         let suspect = health.api_suspect.load(Ordering::Relaxed);
+        if state.is_failing() {
+            // Warm connections to an edge that fails its probe may be as dead as the probe's;
+            // a new connection dials (and fails fast) instead of waiting on one of them.
+            dialer.clear_warm();
+        }
         let wait = if state.is_failing() || suspect {
             let wait = down_wait;
             down_wait = (down_wait * 2).min(schedule.down_max);

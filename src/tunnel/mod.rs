@@ -2,13 +2,15 @@
 //! edge per accepted connection ([`carrier`]) with the origin mode's handshake, dialled with
 //! the right credential by the [`dialer`], and the tunnel's [`health`], probed through the
 //! same dialer with the cluster's API server asked `/version` over the probe's stream
-//! ([`api`]).
+//! ([`api`]). While a tunnel is in use its edge keeps a few [`warm`] connections, so a new
+//! connection waits for the upgrade only.
 
 pub mod api;
 pub mod carrier;
 pub mod dialer;
 pub mod health;
 pub mod listener;
+pub mod warm;
 
 // Shared with the gateway; kept here under their old names for the tunnel's users.
 pub use crate::wire::{counted, keepalive};
@@ -58,6 +60,9 @@ pub struct TunnelHandle {
     stats: Arc<TunnelStats>,
     health: Arc<Health>,
     liveness: Liveness,
+    /// Shared with the listener and the prober; the edge's warm connections live in it and
+    /// close when the last of the three lets go.
+    ctx: Arc<ListenerContext>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -111,7 +116,7 @@ impl TunnelHandle {
         });
         tracker.spawn(listener::serve(
             spec.listener,
-            ctx,
+            ctx.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -121,6 +126,7 @@ impl TunnelHandle {
             stats,
             health,
             liveness,
+            ctx,
             cancel,
             tracker,
         }
@@ -130,6 +136,7 @@ impl TunnelHandle {
     /// stream pings its peer and closes if it does not answer in time. For a wake-up from
     /// sleep or a network change, after which streams may be dead without a word.
     pub fn check_now(&self) {
+        self.ctx.dialer.clear_warm();
         self.liveness.check_now();
         self.health.probe_now();
     }

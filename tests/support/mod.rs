@@ -52,10 +52,14 @@ impl LabWorld {
 }
 
 /// A TCP relay that counts the connections it accepts: put in front of the gateway, it shows
-/// whether anything reached the edge.
+/// whether anything reached the edge. It can also stop forwarding new connections (they are
+/// held open, unanswered: an edge that no longer answers new connections) and close every
+/// connection it relays (an edge that let them go).
 pub struct CountingRelay {
     pub addr: std::net::SocketAddr,
     pub accepted: Arc<AtomicU64>,
+    hold_new: Arc<std::sync::atomic::AtomicBool>,
+    close_all: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,13 +68,26 @@ impl CountingRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let addr = listener.local_addr().expect("relay addr");
         let accepted = Arc::new(AtomicU64::new(0));
+        let hold_new = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let close_all = Arc::new(tokio::sync::Notify::new());
         let count = accepted.clone();
+        let (hold, close) = (hold_new.clone(), close_all.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let held = hold.load(Ordering::SeqCst);
+                let close = close.clone();
                 tokio::spawn(async move {
+                    let closed = close.notified();
+                    if held {
+                        closed.await;
+                        return;
+                    }
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = closed => {}
+                        }
                     }
                 });
             }
@@ -78,12 +95,24 @@ impl CountingRelay {
         Self {
             addr,
             accepted,
+            hold_new,
+            close_all,
             task,
         }
     }
 
     pub fn count(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// From now on, new connections are accepted (and counted) but never forwarded.
+    pub fn hold_new_connections(&self, hold: bool) {
+        self.hold_new.store(hold, Ordering::SeqCst);
+    }
+
+    /// Closes every connection open through the relay now.
+    pub fn close_all(&self) {
+        self.close_all.notify_waiters();
     }
 }
 
