@@ -34,7 +34,9 @@ use tokio::net::{TcpListener, TcpStream};
 #[command(about = "Memory of the client and gateway processes under many idle connections")]
 struct Args {
     /// A build to measure: `name=dir`, optionally followed by `,VAR=value` environment settings
-    /// for both processes (e.g. `new-arena1=target/bench-new,MALLOC_ARENA_MAX=1`).
+    /// for both processes (e.g. `new-arena1=target/bench-new,MALLOC_ARENA_MAX=1`), and `,warm=off`
+    /// for a build with warm connections: this run measures the connections it opens, so the
+    /// client is configured to keep none (a build from before them has no such setting).
     #[arg(long = "variant", required = true)]
     variants: Vec<String>,
     /// Tunnels in the one `connect` process.
@@ -59,6 +61,7 @@ struct Variant {
     name: String,
     dir: PathBuf,
     env: Vec<(String, String)>,
+    warm_off: bool,
 }
 
 fn parse_variant(text: &str) -> anyhow::Result<Variant> {
@@ -67,7 +70,13 @@ fn parse_variant(text: &str) -> anyhow::Result<Variant> {
     let Some((name, dir)) = head.split_once('=') else {
         bail!("--variant {text}: expected name=dir[,VAR=value...]");
     };
+    let mut warm_off = false;
     let env = parts
+        .filter(|kv| {
+            let setting = *kv == "warm=off";
+            warm_off |= setting;
+            !setting
+        })
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -86,6 +95,7 @@ fn parse_variant(text: &str) -> anyhow::Result<Variant> {
         name: name.to_owned(),
         dir,
         env,
+        warm_off,
     })
 }
 
@@ -380,7 +390,13 @@ async fn measure(args: &Args, world: &World, variant: &Variant) -> anyhow::Resul
         .env("HOME", &home)
         .env("RUST_LOG", "warn")
         .env_remove("K8S_TUNNELS_ACCESS_TOKEN")
-        .envs(variant.env.iter().map(|(k, v)| (k, v)))
+        .envs(variant.env.iter().map(|(k, v)| (k, v)));
+    if variant.warm_off {
+        let config = run.join("config.yaml");
+        std::fs::write(&config, "warm: {connections: 0}\n")?;
+        connect.arg("--config").arg(config);
+    }
+    connect
         .arg("--inventory")
         .arg(&inventory)
         .arg("connect")

@@ -45,7 +45,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "relay,ws,wss,ws-socks,wss-socks"
+        default_value = "relay,ws,wss,ws-socks,wss-socks,websocat"
     )]
     rows: Vec<RowKind>,
     /// Also write the report into this markdown file, between the bench_tunnel markers.

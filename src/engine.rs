@@ -291,6 +291,8 @@ struct Inner {
     /// kubectl's current context before this engine first switched it (`Some(None)`: there was
     /// none), put back when every tunnel closes if the context is still one of the app's.
     context_before: Mutex<Option<Option<String>>>,
+    /// Gives memory back after connections of any tunnel close.
+    reclaim: crate::memory::Reclaim,
 }
 
 /// An open tunnel and the login its listener takes.
@@ -352,6 +354,7 @@ impl Engine {
                 keeper_started: std::sync::Once::new(),
                 wake: std::sync::OnceLock::new(),
                 context_before: Mutex::new(None),
+                reclaim: crate::memory::Reclaim::default(),
             }),
         }
     }
@@ -427,6 +430,7 @@ impl Engine {
             schedule: self.inner.config.schedule,
             keepalive: self.inner.config.keepalive,
             access: self.inner.access.clone(),
+            reclaim: self.inner.reclaim.clone(),
         };
         let handle = TunnelHandle::start(spec, edge, on_change);
         let mut tunnels = lock(&self.inner.tunnels);

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod keychain;
 pub mod kubeconfig;
 pub mod lab;
+pub mod memory;
 pub mod private_file;
 pub mod secret;
 pub mod signals;

@@ -48,6 +48,7 @@ async fn tunnel(world: &World, access: &AccessClient, schedule: ProbeSchedule) -
             schedule,
             keepalive: Keepalive::default(),
             access: Some(access.clone()),
+            reclaim: Default::default(),
         },
         edge,
         |_| {},

@@ -171,8 +171,18 @@ pub fn markdown(ctx: &Context, rows: &[(RowKind, RowFigures)]) -> String {
             ));
         }
     }
+    // Issue 12's: plain-ws download at least websocat's, upload kept ahead, in the same run.
+    let websocat = rows.iter().find(|(k, _)| *k == RowKind::Websocat);
+    let ws = rows.iter().find(|(k, _)| *k == RowKind::Ws);
+    if let (Some((_, w)), Some((_, t))) = (websocat, ws) {
+        let (down, up) = (t.download() / w.download(), t.upload() / w.upload());
+        targets.push(format!(
+            "ws, tcp origin download ≥ 1.0× websocat (issue 12): {down:.2}× — {}; upload {up:.2}× websocat",
+            verdict(down >= 1.0)
+        ));
+    }
     if !targets.is_empty() {
-        out.push_str("\nTargets (issue 2):\n\n");
+        out.push_str("\nTargets (issues 2 and 12):\n\n");
         for t in targets {
             out.push_str(&format!("- {t}\n"));
         }

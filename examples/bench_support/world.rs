@@ -40,6 +40,10 @@ pub enum RowKind {
     WsSocks,
     /// Tunnel over WebSocket + TLS, `socks` origin.
     WssSocks,
+    /// websocat 1.x as both ends over plain WebSocket (client `tcp-l:` → `ws://`, server
+    /// `ws-l:` → `tcp:`): the reference a ws tunnel is held against. Needs `websocat` on PATH
+    /// (or `WEBSOCAT`); `scripts/bench` installs it from crates.io.
+    Websocat,
 }
 
 impl RowKind {
@@ -51,6 +55,7 @@ impl RowKind {
             RowKind::Wss => "wss, tcp origin",
             RowKind::WsSocks => "ws, socks origin",
             RowKind::WssSocks => "wss, socks origin",
+            RowKind::Websocat => "websocat ws (reference)",
         }
     }
 
@@ -61,6 +66,7 @@ impl RowKind {
             RowKind::Wss => "bench-wss",
             RowKind::WsSocks => "bench-ws-socks",
             RowKind::WssSocks => "bench-wss-socks",
+            RowKind::Websocat => "websocat",
         }
     }
 
@@ -106,6 +112,7 @@ pub struct World {
     _gateways: Vec<GatewayHandle>,
     _relay: Server,
     _origin: Server,
+    _websocat: Vec<Killed>,
 }
 
 impl World {
@@ -149,7 +156,7 @@ impl World {
         let tunnel_kinds: Vec<RowKind> = kinds
             .iter()
             .copied()
-            .filter(|k| *k != RowKind::Relay)
+            .filter(|k| !matches!(k, RowKind::Relay | RowKind::Websocat))
             .collect();
         let inventory = inventory_yaml(
             &tunnel_kinds,
@@ -167,7 +174,18 @@ impl World {
         let password = Secret::random(32);
         let mut tunnels = Vec::new();
         let mut routes = Vec::new();
+        let mut websocat = Vec::new();
         for kind in kinds {
+            if *kind == RowKind::Websocat {
+                let (entry, children) = start_websocat(origin.addr()).await?;
+                websocat = children;
+                routes.push(Route {
+                    kind: *kind,
+                    entry,
+                    socks: None,
+                });
+                continue;
+            }
             if *kind == RowKind::Relay {
                 routes.push(Route {
                     kind: *kind,
@@ -199,6 +217,7 @@ impl World {
                     },
                     keepalive: k8s_tunnels::tunnel::keepalive::Keepalive::default(),
                     access: None,
+                    reclaim: Default::default(),
                 },
                 edge,
                 |_| {},
@@ -222,8 +241,70 @@ impl World {
             _gateways: vec![plain, tls],
             _relay: relay,
             _origin: origin,
+            _websocat: websocat,
         })
     }
+}
+
+/// A child process killed on drop.
+pub struct Killed(tokio::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// websocat's server (`ws-l:` → the origin) and client (`tcp-l:` → the server); returns the
+/// client's local port.
+async fn start_websocat(origin: SocketAddr) -> anyhow::Result<(SocketAddr, Vec<Killed>)> {
+    let bin = std::env::var_os("WEBSOCAT")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|p| p.join("websocat"))
+                .find(|p| p.is_file())
+        })
+        .context(
+            "the websocat row needs websocat on PATH or in WEBSOCAT (cargo install websocat)",
+        )?;
+    let free = || -> anyhow::Result<SocketAddr> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    };
+    let (server, client) = (free()?, free()?);
+    let spawn = |args: Vec<String>| -> anyhow::Result<Killed> {
+        let child = tokio::process::Command::new(&bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Killed(child))
+    };
+    let children = vec![
+        spawn(vec![
+            "--binary".into(),
+            format!("ws-l:{server}"),
+            format!("tcp:{origin}"),
+        ])?,
+        spawn(vec![
+            "--binary".into(),
+            format!("tcp-l:{client}"),
+            format!("ws://{server}/"),
+        ])?,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for addr in [server, client] {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "websocat did not listen on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok((client, children))
 }
 
 async fn start_gateway(

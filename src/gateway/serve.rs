@@ -25,6 +25,8 @@ pub(crate) struct Lifecycle {
     pub(crate) cancel: CancellationToken,
     /// Every task of the server.
     pub(crate) tracker: TaskTracker,
+    /// Told when a connection or stream ends, to give its memory back.
+    pub(crate) reclaim: crate::memory::Reclaim,
 }
 
 impl Lifecycle {
@@ -79,11 +81,13 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let cancel = life.cancel.clone();
+        let reclaim = life.reclaim.clone();
         life.tracker.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = serve_connection(tcp, peer, acceptor, router) => {}
             }
+            reclaim.connection_closed();
         });
     }
     // Dropping the listener here closes the port.

@@ -262,6 +262,7 @@ async fn tunnel(
     let socks = app.socks;
     let keepalive = state.config.keepalive;
     let cancel = state.life.cancel.clone();
+    let reclaim = state.life.reclaim.clone();
     let (host, mode) = (host.clone(), log.mode);
     state.life.tracker.spawn(async move {
         let log = StreamLog {
@@ -276,6 +277,7 @@ async fn tunnel(
             () = cancel.cancelled() => log.finish("closed: gateway shutting down", 0, 0),
             () = pipe(on_upgrade, upstream, socks, keepalive, &log) => {}
         }
+        reclaim.connection_closed();
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

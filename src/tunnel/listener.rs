@@ -56,6 +56,8 @@ pub struct ListenerContext {
     pub keepalive: Keepalive,
     /// Asks every open stream to check its edge now.
     pub liveness: Liveness,
+    /// Told when a connection ends, to give its memory back.
+    pub reclaim: crate::memory::Reclaim,
 }
 
 /// Accepts connections until `cancel` fires; each connection task is tracked by `tracker` and
@@ -87,6 +89,7 @@ pub async fn serve(
                 _ = cancel.cancelled() => {}
                 _ = handle(stream, peer, &ctx) => {}
             }
+            ctx.reclaim.connection_closed();
         });
     }
 }

@@ -50,6 +50,8 @@ pub struct TunnelSpec {
     /// The Access login, for clusters that configure no credential of their own; `None`
     /// reads credentials from the configuration and the environment only.
     pub access: Option<AccessClient>,
+    /// Gives memory back after connections close; one for all tunnels of a process.
+    pub reclaim: crate::memory::Reclaim,
 }
 
 /// An open tunnel. Dropping it closes the listener and every connection; [`TunnelHandle::shutdown`]
@@ -93,6 +95,7 @@ impl TunnelHandle {
             health: health.clone(),
             keepalive: spec.keepalive,
             liveness: liveness.clone(),
+            reclaim: spec.reclaim,
         });
         // A cluster whose API settings cannot make a client (a CA that is not PEM) is still
         // probed at the edge; the reason is said once, and the kubeconfig check says it too.

@@ -335,6 +335,29 @@ mod tests {
         assert_eq!(pool.ready(), 2);
     }
 
+    #[test]
+    fn settings_read_from_the_configuration_with_defaults_and_located_errors() {
+        let config: crate::config::AppConfig =
+            serde_norway::from_str("warm:\n  connections: 0\n").expect("parse");
+        assert_eq!(config.warm.connections, 0);
+        assert_eq!(config.warm.lifetime, WarmSettings::default().lifetime);
+        let config: crate::config::AppConfig =
+            serde_norway::from_str("warm: {lifetime: 10s, keep_for: 5m}\n").expect("parse");
+        assert_eq!(
+            config.warm,
+            WarmSettings {
+                connections: 2,
+                lifetime: Duration::from_secs(10),
+                keep_for: Duration::from_secs(300),
+            }
+        );
+        let config: crate::config::AppConfig = serde_norway::from_str("{}").expect("parse");
+        assert_eq!(config.warm, WarmSettings::default());
+        let err = serde_norway::from_str::<crate::config::AppConfig>("warm:\n  lifetime: soon\n")
+            .expect_err("not a duration");
+        assert!(err.to_string().contains("warm.lifetime"), "{err}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn off_and_cleared_pools_hold_nothing() {
         let counting = Arc::new(Counting::default());
