@@ -124,6 +124,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
         }
     };
     ctx.health.report_success();
+    // Counted open before the client hears so: a status read right after the reply includes it.
+    ctx.stats.total.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard(&ctx.stats.open);
     let local = match proto
         .reply_success(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0))
         .await
@@ -132,9 +136,6 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) {
         Err(_) => return,
     };
 
-    ctx.stats.total.fetch_add(1, Ordering::Relaxed);
-    ctx.stats.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(&ctx.stats.open);
     let mut local = Counted {
         inner: local,
         read: &ctx.stats.bytes_up,
