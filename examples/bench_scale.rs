@@ -6,7 +6,9 @@
 //! (`--bursts`) opens `--connections` connections spread over the tunnels (each a real SOCKS5
 //! CONNECT with username/password and one round trip to an echo origin), holds them idle,
 //! closes them, and reads VmRSS and the open file descriptors of both processes before, during
-//! and after. The echo origin runs in this process, so the figures are the two binaries' own.
+//! and after. Then one connection carries `--bulk-mib` each way (sent and echoed back at once)
+//! and the CPU time each process spent on it is read from /proc. The echo origin runs in this
+//! process, so the figures are the two binaries' own.
 //!
 //! ```text
 //! cargo run --release --example bench_scale -- --variant base=target/bench-base --variant new=target/bench-new
@@ -54,6 +56,10 @@ struct Args {
     /// Seconds to wait before each reading, for the processes to settle.
     #[arg(long, default_value_t = 3)]
     settle: u64,
+    /// After the bursts, MiB sent through one connection and echoed back, for the CPU time
+    /// each process spends per GiB carried (0: none).
+    #[arg(long, default_value_t = 1024)]
+    bulk_mib: u64,
 }
 
 /// One build under test.
@@ -103,19 +109,64 @@ fn parse_variant(text: &str) -> anyhow::Result<Variant> {
 #[derive(Clone, Copy, Debug, Default)]
 struct Reading {
     rss_kib: u64,
+    /// The anonymous part of the RSS (heap, stacks): the rest is file pages, mostly the
+    /// binary's own code, which the kernel may drop and read again at will.
+    anon_kib: u64,
     fds: usize,
+    threads: usize,
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_secs(pid: u32, ticks_per_sec: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    // The command name, in parentheses, may hold spaces: fields count from after it, where
+    // the third is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .context("no ')' in /proc/<pid>/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("short /proc/<pid>/stat")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<_, _>>()?;
+    Ok(ticks as f64 / ticks_per_sec)
+}
+
+/// The kernel's clock ticks per second, in which /proc reports CPU time.
+fn ticks_per_sec() -> anyhow::Result<f64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 fn read_process(pid: u32) -> anyhow::Result<Reading> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("process {pid} is gone"))?;
-    let rss_kib = status
+    let kib = |key: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {key}"))
+    };
+    let (rss_kib, anon_kib) = (kib("VmRSS:")?, kib("RssAnon:")?);
+    // Threads, because each one's stack counts in RSS: tokio's blocking pool (name lookups)
+    // grows under a burst and lets its threads go after 10 s idle.
+    let threads = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no Threads")?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-    Ok(Reading { rss_kib, fds })
+    Ok(Reading {
+        rss_kib,
+        anon_kib,
+        fds,
+        threads,
+    })
 }
 
 /// Both processes at one moment.
@@ -134,6 +185,15 @@ struct Figures {
     errors: usize,
     first_error: Option<String>,
     open_secs: Vec<f64>,
+    bulk: Option<Bulk>,
+}
+
+/// One connection carrying `--bulk-mib` each way.
+#[derive(Debug, Clone, Copy)]
+struct Bulk {
+    mib_per_sec: f64,
+    client_cpu_per_gib: f64,
+    gateway_cpu_per_gib: f64,
 }
 
 /// The lab's files and the echo origin, shared by every variant.
@@ -248,10 +308,15 @@ async fn start_echo() -> anyhow::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = [0u8; 512];
+                // Small while idle (a thousand of these are held); large once a read fills it,
+                // so the bulk run is not held to 512-byte writes by the origin.
+                let mut buf = vec![0u8; 512];
                 while let Ok(n) = tcp.read(&mut buf).await {
                     if n == 0 || tcp.write_all(&buf[..n]).await.is_err() {
                         break;
+                    }
+                    if n == buf.len() && buf.len() < BULK_CHUNK {
+                        buf.resize(BULK_CHUNK, 0);
                     }
                 }
             });
@@ -355,6 +420,50 @@ async fn open_one(socks: &Socks) -> std::io::Result<TcpStream> {
         return Err(protocol("wrong echo".into()));
     }
     Ok(s)
+}
+
+/// The size of the bulk run's reads and writes, in the harness and the echo origin.
+const BULK_CHUNK: usize = 256 << 10;
+
+/// Sends `bytes` through one connection while reading the echo back, and reads how much CPU
+/// time the client and the gateway process spent on it.
+async fn bulk(socks: &Socks, bytes: u64, pids: (u32, u32)) -> anyhow::Result<Bulk> {
+    let ticks = ticks_per_sec()?;
+    let (mut r, mut w) = open_one(socks).await?.into_split();
+    let cpu_before = (cpu_secs(pids.0, ticks)?, cpu_secs(pids.1, ticks)?);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0x5a_u8; BULK_CHUNK];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            w.write_all(&chunk[..n]).await?;
+            left -= n as u64;
+        }
+        Ok::<_, std::io::Error>(w)
+    });
+    let mut buf = vec![0u8; BULK_CHUNK];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = r.read(&mut buf).await?;
+        ensure!(
+            n > 0,
+            "the bulk connection closed after {got} of {bytes} bytes"
+        );
+        ensure!(
+            buf[..n].iter().all(|&b| b == 0x5a),
+            "the echo came back altered"
+        );
+        got += n as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(writer.await??);
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    Ok(Bulk {
+        mib_per_sec: bytes as f64 / f64::from(1u32 << 20) / secs,
+        client_cpu_per_gib: (cpu_secs(pids.0, ticks)? - cpu_before.0) / gib,
+        gateway_cpu_per_gib: (cpu_secs(pids.1, ticks)? - cpu_before.1) / gib,
+    })
 }
 
 async fn measure(args: &Args, world: &World, variant: &Variant) -> anyhow::Result<Figures> {
@@ -494,6 +603,14 @@ async fn measure(args: &Args, world: &World, variant: &Variant) -> anyhow::Resul
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
         figures.after.push(read_both()?);
     }
+    if args.bulk_mib > 0 {
+        let b = bulk(&proxies[0], args.bulk_mib << 20, (cpid, gpid)).await?;
+        eprintln!(
+            "{}: bulk: {:.0} MiB/s each way, client {:.2} s/GiB, gateway {:.2} s/GiB",
+            variant.name, b.mib_per_sec, b.client_cpu_per_gib, b.gateway_cpu_per_gib
+        );
+        figures.bulk = Some(b);
+    }
     drop(client);
     drop(gateway);
     Ok(figures)
@@ -522,9 +639,12 @@ fn report(args: &Args, results: &[(Variant, Figures)]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| variant | process | RSS before MB | during (burst 1) MB | KiB per idle conn | after bursts 1 / 2 / 3 MB | after 3 vs before | fds before / during | errors |"
+        "| variant | process | RSS before MB | during (burst 1) MB | KiB per idle conn | after bursts 1 / 2 / 3 MB | after 3 vs before | anon before / after 3 MB | fds before / during | threads before / during / after 3 | errors |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (variant, f) in results {
         for (label, pick) in [
             ("client", (|p: &Pair| p.client) as fn(&Pair) -> Reading),
@@ -540,15 +660,20 @@ fn report(args: &Args, results: &[(Variant, Figures)]) -> String {
             let last = f.after.last().map(pick).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | {label} | {:.1} | {:.1} | {:.1} | {} | {:+.1} % | {} / {} | {} |",
+                "| {} | {label} | {:.1} | {:.1} | {:.1} | {} | {:+.1} % | {:.1} / {:.1} | {} / {} | {} / {} / {} | {} |",
                 variant.name,
                 mb(before.rss_kib),
                 mb(during.rss_kib),
                 per_conn(before.rss_kib, during.rss_kib, m),
                 after.join(" / "),
                 (last.rss_kib as f64 / before.rss_kib as f64 - 1.0) * 100.0,
+                mb(before.anon_kib),
+                mb(last.anon_kib),
                 before.fds,
                 during.fds,
+                before.threads,
+                during.threads,
+                last.threads,
                 f.errors
             );
         }
@@ -583,6 +708,35 @@ fn report(args: &Args, results: &[(Variant, Figures)]) -> String {
                 kib(f, g) / kib(bf, g),
                 after(f, c) / after(bf, c),
                 after(f, g) / after(bf, g),
+            );
+        }
+    }
+    let bulks: Vec<(&str, Bulk)> = results
+        .iter()
+        .filter_map(|(v, f)| Some((v.name.as_str(), f.bulk?)))
+        .collect();
+    if let Some(&(_, first)) = bulks.first() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "One connection after the bursts, {} MiB sent and echoed back at once (the data crosses each process once each way); CPU time (user + system, /proc) per GiB each way, ratios to `{}`:",
+            args.bulk_mib, bulks[0].0
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| variant | MiB/s each way | client CPU s/GiB | gateway CPU s/GiB | client CPU ratio | gateway CPU ratio |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for (name, b) in &bulks {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2}× | {:.2}× |",
+                b.mib_per_sec,
+                b.client_cpu_per_gib,
+                b.gateway_cpu_per_gib,
+                b.client_cpu_per_gib / first.client_cpu_per_gib,
+                b.gateway_cpu_per_gib / first.gateway_cpu_per_gib,
             );
         }
     }
