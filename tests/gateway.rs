@@ -871,18 +871,23 @@ mod binary {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_binary_serves_and_its_log_holds_no_secret() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = LabCa::new("bin CA").unwrap();
-        let issuer = TokenIssuer::generate().unwrap();
-        let echo = echo_server().await;
-        write_config(dir.path(), &ca, &issuer, echo.addr);
+    /// The gateway binary, serving.
+    struct Serving {
+        child: tokio::process::Child,
+        stderr: tokio::io::BufReader<tokio::process::ChildStderr>,
+        addr: SocketAddr,
+        /// Its log up to the "gateway listening" line.
+        log: String,
+    }
+
+    /// Starts the binary on the config in `dir` and waits until it listens.
+    async fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Serving {
         let mut child = tokio::process::Command::new(BIN)
             .arg("--config")
-            .arg(dir.path().join("gateway.yaml"))
+            .arg(dir.join("gateway.yaml"))
             .env(SECRET_VAR, SERVICE_SECRET)
             .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -903,6 +908,79 @@ mod binary {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
+        Serving {
+            child,
+            stderr,
+            addr,
+            log,
+        }
+    }
+
+    /// The binary restarts itself once, in place, with glibc's per-thread caches off (so
+    /// memory comes back after bursts of connections), keeping the user's own tunables and its
+    /// arguments; a user who sized the caches keeps their size.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_served_binary_runs_with_glibcs_thread_caches_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LabCa::new("bin CA").unwrap();
+        let issuer = TokenIssuer::generate().unwrap();
+        write_config(dir.path(), &ca, &issuer, "127.0.0.1:9".parse().unwrap());
+        for (given, expected) in [
+            (None, "glibc.malloc.tcache_count=0"),
+            (
+                Some("glibc.malloc.arena_max=4"),
+                "glibc.malloc.arena_max=4:glibc.malloc.tcache_count=0",
+            ),
+            (
+                Some("glibc.malloc.tcache_count=2"),
+                "glibc.malloc.tcache_count=2",
+            ),
+        ] {
+            let env: Vec<(&str, &str)> = given.map(|g| ("GLIBC_TUNABLES", g)).into_iter().collect();
+            // Listening proves the restarted program got its arguments (--config).
+            let Serving { child, log, .. } = serve(dir.path(), &env).await;
+            let pid = child.id().unwrap();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+            let key = b"GLIBC_TUNABLES=";
+            let at = environ
+                .windows(key.len())
+                .position(|w| w == key)
+                .map(|i| i + key.len())
+                .unwrap_or_else(|| panic!("no GLIBC_TUNABLES, given {given:?}"));
+            // glibc parses the variable in place, writing a NUL over each ':' between tunables.
+            let value: Vec<u8> = environ[at..]
+                .iter()
+                .take(expected.len())
+                .map(|&b| if b == 0 { b':' } else { b })
+                .collect();
+            assert_eq!(
+                String::from_utf8_lossy(&value),
+                expected,
+                "given {given:?}; log:\n{log}"
+            );
+            assert_eq!(
+                environ.get(at + expected.len()),
+                Some(&0),
+                "given {given:?}"
+            );
+            assert!(!log.contains("restart failed"), "{log}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_binary_serves_and_its_log_holds_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LabCa::new("bin CA").unwrap();
+        let issuer = TokenIssuer::generate().unwrap();
+        let echo = echo_server().await;
+        write_config(dir.path(), &ca, &issuer, echo.addr);
+        let Serving {
+            mut child,
+            mut stderr,
+            addr,
+            mut log,
+        } = serve(dir.path(), &[]).await;
         let token = issuer
             .mint(&Claims::for_user(
                 AUD,

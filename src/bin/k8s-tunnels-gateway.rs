@@ -65,10 +65,29 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // Serving, before any thread exists: memory comes back after bursts of connections only
+    // without glibc's per-thread caches (see the function).
+    let restart = if args.check {
+        Ok(())
+    } else {
+        k8s_tunnels::memory::restart_without_thread_caches()
+    };
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(args, restart)),
+        Err(e) => {
+            eprintln!("k8s-tunnels-gateway: cannot start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args, restart: std::io::Result<()>) -> ExitCode {
     init_logging(args.log_format);
+    if let Err(e) = restart {
+        tracing::debug!(error = %e, "running with glibc's thread caches: the restart failed");
+    }
     // Every stream holds two sockets; the default soft limit (1024, or 256 on macOS) is low.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::debug!(error = %e, "cannot raise the open-file limit");
