@@ -102,8 +102,8 @@ fn trim() {}
 ///
 /// Why: each thread's cache keeps up to seven freed chunks of every small size for itself,
 /// counted as in use. Tokio moves tasks between worker threads, so after a burst of
-/// connections those caches hold chunks scattered over the burst's pages, and [`trim`] can give
-/// none of those pages back: the gateway kept +14–20 % of its idle RSS after three bursts of
+/// connections those caches hold chunks scattered over the burst's pages, and `malloc_trim`
+/// can give none of those pages back: the gateway kept +14–20 % of its idle RSS after three bursts of
 /// 1000 with the caches, +1 % without, at the same CPU per GiB (BENCHMARKS.md, "Scale").
 ///
 /// Returns `Ok` without doing anything where there is nothing to do (the setting is there, or

@@ -237,6 +237,9 @@ fn listening(port: u16) -> bool {
     TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
+/// A window's PNG of fewer bytes than this is blank or near blank.
+const PAINTED_PNG_BYTES: usize = 40_000;
+
 /// Checks the PNG is a real picture of a window: its size, and more bytes than a blank or
 /// near-blank page compresses to.
 fn check_screenshot(png: &[u8]) -> (u32, u32) {
@@ -245,7 +248,7 @@ fn check_screenshot(png: &[u8]) -> (u32, u32) {
     let (w, h) = (be(16), be(20));
     assert!(w >= 900 && h >= 600, "screenshot only {w}×{h}");
     assert!(
-        png.len() > 40_000,
+        png.len() > PAINTED_PNG_BYTES,
         "screenshot of {w}×{h} is only {} bytes: blank?",
         png.len()
     );
@@ -312,7 +315,25 @@ async fn take_screenshot(client: &Client, dir: &Path, name: &str) {
         )
         .await
         .expect("scroll to the top");
-    let png = client.screenshot().await.expect("screenshot");
+    // Right after a change (rows switching state, a theme's first paint) WebKit may not have
+    // painted the page yet, and under load a picture can come out blank: wait for two frames
+    // and take it again until it shows the page, for a bound; then the check below fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let png = loop {
+        client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)))",
+                vec![],
+            )
+            .await
+            .expect("wait for the page to paint");
+        let png = client.screenshot().await.expect("screenshot");
+        if png.len() > PAINTED_PNG_BYTES || std::time::Instant::now() > deadline {
+            break png;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let (w, h) = check_screenshot(&png);
     let shot = if std::env::var_os("DESKTOP_SCREENSHOT").is_some_and(|v| v == "1") {
         Path::new(env!("CARGO_MANIFEST_DIR"))
