@@ -116,9 +116,35 @@ def template(look):
     return pixel
 
 
-for size, name in [(32, "32x32.png"), (128, "128x128.png"), (256, "icon.png")]:
+def icns(path, entries, pixel):
+    """A macOS icon file: one PNG per (OSType, size) entry, as the .app bundle's icon."""
+    body = b"".join(
+        kind + struct.pack(">I", 8 + len(data)) + data
+        for kind, data in ((kind, png_bytes(size, pixel)) for kind, size in entries)
+    )
+    with open(path, "wb") as f:
+        f.write(b"icns" + struct.pack(">I", 8 + len(body)) + body)
+
+
+# The app icon in each size a system asks for: the Linux package's hicolor PNGs (named as the
+# Tauri bundler installs them, `128x128@2x` being the 256 px one), the Windows .ico, the macOS
+# .icns (16 to 512 pt at 1x and 2x).
+for size, name in [
+    (32, "32x32.png"),
+    (64, "64x64.png"),
+    (128, "128x128.png"),
+    (256, "128x128@2x.png"),
+    (256, "icon.png"),
+    (512, "512x512.png"),
+]:
     png(os.path.join(HERE, name), size, icon(APP))
-ico(os.path.join(HERE, "icon.ico"), [16, 32, 48, 256], icon(APP))
+ico(os.path.join(HERE, "icon.ico"), [16, 24, 32, 48, 64, 256], icon(APP))
+icns(
+    os.path.join(HERE, "icon.icns"),
+    [(b"icp4", 16), (b"icp5", 32), (b"ic11", 32), (b"icp6", 64), (b"ic12", 64), (b"ic07", 128),
+     (b"ic08", 256), (b"ic13", 256), (b"ic09", 512), (b"ic14", 512), (b"ic10", 1024)],
+    icon(APP),
+)
 for name, colour in TRAY.items():
     png(os.path.join(HERE, name), 64, icon(colour))
 # 18 pt, the menu bar's icon height, at 2x.
