@@ -171,6 +171,10 @@ fn cluster_label(c: &MenuCluster) -> String {
     }
 }
 
+/// The menu's about line, the version the app was built as: the same version
+/// `k8s-tunnels --version`, the window's Settings page and the packages show.
+pub const VERSION_LINE: &str = concat!("k8s-tunnels ", env!("CARGO_PKG_VERSION"));
+
 /// The status line: "3 tunnels up", with the failing ones counted.
 pub fn status_line(state: &MenuState) -> String {
     let count = |s: TunnelState| {
@@ -305,6 +309,11 @@ pub fn model(state: &MenuState) -> Vec<MenuNode> {
         action: Some(MenuAction::OpenWindow),
         label: "Open window".into(),
         enabled: true,
+    });
+    nodes.push(MenuNode::Item {
+        action: None,
+        label: VERSION_LINE.into(),
+        enabled: false,
     });
     nodes.push(MenuNode::Item {
         action: Some(MenuAction::Quit),
@@ -468,6 +477,7 @@ mod tests {
                 "Refresh discovery",
                 "---",
                 "Open window",
+                VERSION_LINE,
                 "Quit",
             ]
         );

@@ -97,6 +97,8 @@ pub struct RunInfo {
 /// Where the app's files are and how it runs, for the window (`about`).
 #[derive(Clone, Debug, Serialize)]
 pub struct AboutInfo {
+    /// The version the app was built as (the workspace's; `k8s-tunnels --version` says the same).
+    pub version: &'static str,
     /// config.yaml: discovery sources and Access settings (it may not exist yet).
     pub config_file: PathBuf,
     /// Whether it exists.
@@ -614,6 +616,7 @@ impl Shell {
             .map(|k| k.paths().to_vec())
             .unwrap_or_default();
         AboutInfo {
+            version: env!("CARGO_PKG_VERSION"),
             config_exists: config_file.exists(),
             config_file,
             inventory_file: self.run.inventory_file.clone(),

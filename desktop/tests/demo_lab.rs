@@ -46,6 +46,7 @@ fn an_unconfigured_app_runs_on_the_demo_lab() {
     assert_eq!(about.inventory_file, home.config.join("inventory.yaml"));
     assert_eq!(about.config_file, home.config.join("config.yaml"));
     assert!(!about.config_exists);
+    assert_eq!(about.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(about.kubeconfig_files, [tmp.path().join("kubeconfig")]);
     assert_eq!(
         about.keychain_unavailable.as_deref(),

@@ -84,6 +84,7 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
             "Refresh discovery",
             "---",
             "Open window",
+            k8s_tunnels_desktop::menu::VERSION_LINE,
             "Quit",
         ],
         "{layout:#?}"

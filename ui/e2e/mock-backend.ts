@@ -121,6 +121,7 @@ function initialState(): MockState {
     nextPort: 17001,
     // A first run on the demo lab, with a keychain.
     about: {
+      version: "0.1.0",
       config_file: "/home/dev/.config/k8s-tunnels/config.yaml",
       config_exists: false,
       inventory_file: "/home/dev/.config/k8s-tunnels/inventory.yaml",

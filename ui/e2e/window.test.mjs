@@ -375,6 +375,8 @@ test("a first run explains itself: the demo lab, where clusters come from, the f
     const listed = (await files.textContent()) ?? "";
     assert.match(listed, /config\.yaml \(not created yet\)/);
     assert.match(listed, /\/home\/dev\/\.kube\/config/);
+    // And the version the app was built as, as the tray menu and the CLI show it.
+    assert.equal((await page.getByLabel("Version").textContent())?.trim(), "k8s-tunnels 0.1.0");
 
     // Without a keychain the window says what that means and what to do, with the reason.
     await page.evaluate(() =>

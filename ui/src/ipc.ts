@@ -78,6 +78,8 @@ export interface SourceInfo {
 
 /** Where the app's files are and how it runs (mirrors `k8s_tunnels_desktop::shell::AboutInfo`). */
 export interface AboutInfo {
+  /** The version the app was built as ("0.1.0"), the same the CLI and the tray menu show. */
+  version: string;
   /** config.yaml: discovery sources and Access settings (it may not exist yet). */
   config_file: string;
   config_exists: boolean;

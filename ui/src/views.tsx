@@ -335,6 +335,11 @@ export function SettingsView({ ipc, about }: { ipc: Ipc; about: AboutInfo | null
             ))}
           </ul>
         ))}
+      {about && (
+        <p class="about-line hint" aria-label="Version">
+          k8s-tunnels {about.version}
+        </p>
+      )}
     </main>
   );
 }
