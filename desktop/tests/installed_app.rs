@@ -22,7 +22,7 @@ use k8s_tunnels::state::Settings;
 use k8s_tunnels_desktop::control::{Client, Request};
 use support::desktop::{
     Desktop, Reaped, Tray, close_app_window, descendants, describe, require, serve_watcher,
-    wait_until,
+    viewable_windows, wait_until,
 };
 
 /// The package's name (the bundler's kebab-case of the product name).
@@ -133,8 +133,9 @@ fn exe(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Running (a zombie, ended but not yet reaped by its parent, counts as ended).
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 /// The window process below `root` running the installed window binary.
@@ -205,7 +206,9 @@ async fn the_installed_deb_runs_as_a_user_gets_it_and_removes_cleanly() {
     let icon = entry_value(&entry, "Icon").expect("Icon");
     let icons: Vec<&str> = files
         .lines()
-        .filter(|l| l.starts_with("/usr/share/icons/hicolor/") && l.ends_with(&format!("/apps/{icon}.png")))
+        .filter(|l| {
+            l.starts_with("/usr/share/icons/hicolor/") && l.ends_with(&format!("/apps/{icon}.png"))
+        })
         .collect();
     for size in ["32x32", "128x128", "256x256", "512x512"] {
         assert!(
@@ -265,6 +268,10 @@ async fn the_installed_deb_runs_as_a_user_gets_it_and_removes_cleanly() {
         installed_window(tray_pid)
     })
     .await;
+    wait_until("the window on screen", START, || async {
+        (viewable_windows(&desktop.display, "k8s-tunnels").len() == 1).then_some(())
+    })
+    .await;
     close_app_window(&desktop.display, "k8s-tunnels", START).await;
     wait_until("the first window's process to end", CHANGE, || async {
         (!alive(first)).then_some(())
@@ -308,6 +315,7 @@ async fn the_installed_deb_runs_as_a_user_gets_it_and_removes_cleanly() {
     })
     .await;
     assert!(namespaces.contains("default"), "{namespaces}");
+    eprintln!("kubectl --context {context} get ns, through the installed app:\n{namespaces}");
 
     // "Start at login" (set as the window's Settings page does) writes an autostart entry
     // that starts the installed tray app, hidden.
@@ -346,7 +354,10 @@ async fn the_installed_deb_runs_as_a_user_gets_it_and_removes_cleanly() {
     // keeps their own context (and their current one), the app's state stays where it was.
     installed.remove();
     for program in ["k8s-tunnels", "k8s-tunnels-desktop", "k8s-tunnels-window"] {
-        assert!(!Path::new("/usr/bin").join(program).exists(), "{program} left behind");
+        assert!(
+            !Path::new("/usr/bin").join(program).exists(),
+            "{program} left behind"
+        );
     }
     let contexts = kubectl(&[&kubeconfig_arg, "config", "get-contexts", "-o", "name"])
         .await

@@ -128,6 +128,7 @@ mod tests {
     fn the_model_becomes_a_muda_menu_whose_ids_are_the_actions() {
         let menu = build(&model(&state())).expect("menu");
         let items = menu.items();
+        let version = format!("{} (text)", crate::menu::VERSION_LINE);
         assert_eq!(
             describe(&items),
             [
@@ -144,6 +145,7 @@ mod tests {
                 "Refresh discovery #refresh_discovery",
                 "---",
                 "Open window #open_window",
+                version.as_str(),
                 "Quit #quit",
             ]
         );
@@ -189,9 +191,10 @@ mod tests {
             action_of(&event(&items[3])),
             Some(MenuAction::Retry(ClusterId("file:analytics".into())))
         );
-        assert_eq!(action_of(&event(&items[13])), Some(MenuAction::Quit));
-        // The status line and the submenus are no actions.
+        assert_eq!(action_of(&event(&items[14])), Some(MenuAction::Quit));
+        // The status line, the version line and the submenus are no actions.
         assert_eq!(action_of(&event(&items[8])), None);
+        assert_eq!(action_of(&event(&items[13])), None);
         assert_eq!(action_of(&event(&items[5])), None);
     }
 }
