@@ -55,6 +55,7 @@ export function App({ ipc }: { ipc: Ipc }) {
 
   const loadClusters = useCallback(async () => {
     const seq = ++fetchSeq.current;
+    dispatch({ type: "fetching" });
     try {
       const rows = await ipc.call("clusters");
       if (seq === fetchSeq.current) dispatch({ type: "clusters", rows });

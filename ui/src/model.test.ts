@@ -260,6 +260,32 @@ describe("state reducer", () => {
     expect(find(eventFirst, "analytics").tunnel?.state).toBe("up");
   });
 
+  test("a catalog answer older than a tunnel event does not undo it", () => {
+    const id = "gcp/prod/analytics";
+    // Asked for (a star changed the catalog), then the tunnel came up, then the answer taken
+    // before it arrived: the row stays up; rows without news take the answer's state.
+    const answer = ROWS.map((r) =>
+      r.name === "lab" ? { ...r, tunnel: status("onprem/dev/lab", { state: "down" }) } : r,
+    );
+    const s = run(
+      [{ type: "fetching" }, { type: "tunnel", status: status(id) }, { type: "clusters", rows: answer }],
+      loaded,
+    );
+    expect(find(s, "analytics").tunnel?.state).toBe("up");
+    expect(find(s, "lab").tunnel?.state).toBe("down");
+    // Closed after the ask: stays closed even though the answer still has it.
+    const open = run([{ type: "tunnel", status: status(id) }], loaded);
+    const withTunnel = ROWS.map((r) => (r.id === id ? { ...r, tunnel: status(id) } : r));
+    const closed = run(
+      [{ type: "fetching" }, { type: "tunnel_closed", cluster: id }, { type: "clusters", rows: withTunnel }],
+      open,
+    );
+    expect(find(closed, "analytics").tunnel).toBeNull();
+    // A change before the ask is what the answer already knows: the answer wins.
+    const later = run([{ type: "fetching" }, { type: "clusters", rows: ROWS }], open);
+    expect(find(later, "analytics").tunnel).toBeNull();
+  });
+
   test("an event for an unknown cluster changes nothing", () => {
     expect(run([{ type: "tunnel", status: status("nope") }], loaded)).toBe(loaded);
     expect(run([{ type: "tunnel_closed", cluster: "nope" }], loaded)).toBe(loaded);

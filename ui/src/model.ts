@@ -269,6 +269,14 @@ export interface UiState {
   /** A passing message. `code` is text to copy by hand (selectable); a `sticky` notice stays
    *  until dismissed instead of fading. */
   notice: Notice | null;
+  /** Counts the tunnel changes applied (events and connect's reply). A catalog answer is a
+   *  snapshot taken some time after it was asked for; its requests run beside the tunnel
+   *  commands, so it can be older than an event that came before it. */
+  tunnelClock: number;
+  /** Per row id, the `tunnelClock` of the last tunnel change applied to it. */
+  tunnelChanged: Record<string, number>;
+  /** The `tunnelClock` when the catalog was last asked for (`fetching`). */
+  fetchedSince: number;
 }
 
 export const ACTIVITY_LIMIT = 200;
@@ -283,9 +291,13 @@ export const INITIAL_STATE: UiState = {
   activity: [],
   logins: {},
   notice: null,
+  tunnelClock: 0,
+  tunnelChanged: {},
+  fetchedSince: 0,
 };
 
 export type Action =
+  | { type: "fetching" }
   | { type: "clusters"; rows: ClusterRow[] }
   | { type: "load_failed"; message: string }
   | { type: "tunnel"; status: TunnelStatus }
@@ -314,6 +326,14 @@ function updateRow(
   return next;
 }
 
+/** Applies a tunnel change to row `id`, stamping it with the next `tunnelClock`. */
+function setTunnel(s: UiState, id: string, tunnel: TunnelStatus | null): UiState | null {
+  const rows = updateRow(s.rows, id, (r) => ({ ...r, tunnel }));
+  if (!rows) return null;
+  const tunnelClock = s.tunnelClock + 1;
+  return { ...s, rows, tunnelClock, tunnelChanged: { ...s.tunnelChanged, [id]: tunnelClock } };
+}
+
 function without<T>(m: Record<string, T>, id: string): Record<string, T> {
   if (!(id in m)) return m;
   const { [id]: _, ...rest } = m;
@@ -323,18 +343,29 @@ function without<T>(m: Record<string, T>, id: string): Record<string, T> {
 /** Folds one command result or shell event into the window's state. */
 export function reduce(s: UiState, a: Action): UiState {
   switch (a.type) {
-    case "clusters":
-      return { ...s, rows: a.rows, loaded: true, loadError: null };
+    case "fetching":
+      return { ...s, fetchedSince: s.tunnelClock };
+    case "clusters": {
+      // A row whose tunnel changed after the catalog was asked for keeps that newer tunnel: the
+      // answer may have been taken before the change, and no event would bring it back.
+      const current = new Map(s.rows.map((r) => [r.id, r]));
+      const rows = a.rows.map((r) => {
+        const mine = current.get(r.id);
+        const newer = (s.tunnelChanged[r.id] ?? -1) > s.fetchedSince;
+        return mine && newer ? { ...r, tunnel: mine.tunnel } : r;
+      });
+      return { ...s, rows, loaded: true, loadError: null };
+    }
     case "load_failed":
       return { ...s, loaded: true, loadError: a.message };
     case "tunnel": {
       // `cluster` is the row's id. A tunnel for a row we don't know yet (the catalog is being
       // fetched) is picked up by that fetch, which carries each row's tunnel.
-      const rows = updateRow(s.rows, a.status.cluster, (r) => ({ ...r, tunnel: a.status }));
-      if (!rows) return s;
+      const next = setTunnel(s, a.status.cluster, a.status);
+      if (!next) return s;
       // Up means whatever failed before is over.
       const rowErrors = a.status.state === "up" ? without(s.rowErrors, a.status.cluster) : s.rowErrors;
-      return { ...s, rows, rowErrors };
+      return { ...next, rowErrors };
     }
     case "connected": {
       // The `connect` command's reply is a snapshot taken when the tunnel opened. Its events
@@ -344,10 +375,8 @@ export function reduce(s: UiState, a: Action): UiState {
       if (row?.tunnel) return s;
       return reduce(s, { type: "tunnel", status: a.status });
     }
-    case "tunnel_closed": {
-      const rows = updateRow(s.rows, a.cluster, (r) => ({ ...r, tunnel: null }));
-      return rows ? { ...s, rows } : s;
-    }
+    case "tunnel_closed":
+      return setTunnel(s, a.cluster, null) ?? s;
     case "discovery_started":
       return {
         ...s,
