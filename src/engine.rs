@@ -293,6 +293,8 @@ struct Inner {
     context_before: Mutex<Option<Option<String>>>,
     /// Gives memory back after connections of any tunnel close.
     reclaim: crate::memory::Reclaim,
+    /// The tunnels' TLS configurations to their edges, shared with the Access client's.
+    tls: crate::tls::ClientConfigs,
 }
 
 /// An open tunnel and the login its listener takes.
@@ -341,6 +343,10 @@ impl Engine {
 
     fn build(config: EngineConfig, access: Option<crate::access::AccessClient>) -> Self {
         let (events, _) = broadcast::channel(256);
+        let tls = access
+            .as_ref()
+            .map(|a| a.client_configs().clone())
+            .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -355,6 +361,7 @@ impl Engine {
                 wake: std::sync::OnceLock::new(),
                 context_before: Mutex::new(None),
                 reclaim: crate::memory::Reclaim::default(),
+                tls,
             }),
         }
     }
@@ -397,7 +404,7 @@ impl Engine {
         self.start_wake_watch();
         // Validate the edge settings before anything is bound or written, so a cluster that
         // cannot work leaves no kubeconfig entry pointing at a dead port.
-        let edge = Edge::for_cluster(cluster)
+        let edge = Edge::for_cluster(cluster, &self.inner.tls)
             .map_err(|source| EngineError::Edge {
                 cluster: cluster.name.clone(),
                 source,

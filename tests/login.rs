@@ -38,7 +38,7 @@ const SOCKS_PASSWORD: &str = "socks-password-for-tests";
 async fn tunnel(world: &World, access: &AccessClient, schedule: ProbeSchedule) -> TunnelHandle {
     let cluster = world.cluster();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let edge = Edge::for_cluster(&cluster).unwrap();
+    let edge = Edge::for_cluster(&cluster, &Default::default()).unwrap();
     TunnelHandle::start(
         TunnelSpec {
             cluster,

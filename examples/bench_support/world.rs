@@ -202,7 +202,7 @@ impl World {
             let listener = TcpListener::bind(("127.0.0.1", 0))
                 .await
                 .context("binding a tunnel port")?;
-            let edge = Edge::for_cluster(&cluster)
+            let edge = Edge::for_cluster(&cluster, &Default::default())
                 .with_context(|| format!("the {} tunnel's edge", kind.cluster_name()))?;
             let handle = TunnelHandle::start(
                 TunnelSpec {

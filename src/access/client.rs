@@ -22,6 +22,7 @@ use crate::access::settings::AccessSettings;
 use crate::access::store::{TokenKey, TokenStore};
 use crate::access::transfer::{BrowserOpener, PollSettings, Transfer, TransferError};
 use crate::access::{AccessError, Credential};
+use crate::tls::ClientConfigs;
 use crate::inventory::{AccessAuth, Cluster};
 use crate::secret::Secret;
 use crate::sync::lock;
@@ -211,6 +212,11 @@ struct Inner {
     events: broadcast::Sender<AccessEvent>,
     apps: Mutex<HashMap<String, AppInfo>>,
     clients: Mutex<HashMap<String, access_http::Clients>>,
+    /// The TLS configurations of those clients (and, through [`AccessClient::client_configs`],
+    /// of the engine's tunnels).
+    tls: ClientConfigs,
+    /// The one client for auth domains, key sets and the transfer service, built on first use.
+    auth_client: Mutex<Option<reqwest::Client>>,
     jwks: JwksCache,
     silent: SingleFlight<String, LoginResult>,
     browser: SingleFlight<String, LoginResult>,
@@ -256,6 +262,8 @@ impl AccessClient {
                 events,
                 apps: Mutex::default(),
                 clients: Mutex::default(),
+                tls: ClientConfigs::default(),
+                auth_client: Mutex::default(),
                 jwks: JwksCache::default(),
                 silent: SingleFlight::default(),
                 browser: SingleFlight::default(),
@@ -276,6 +284,12 @@ impl AccessClient {
     /// How many logins of each kind ran.
     pub fn counters(&self) -> &LoginCounters {
         &self.inner.counters
+    }
+
+    /// The TLS client configurations this client builds its HTTP clients from, for others to
+    /// share (an engine's tunnels).
+    pub fn client_configs(&self) -> &ClientConfigs {
+        &self.inner.tls
     }
 
     /// The token store (for its durability warning).
@@ -754,7 +768,17 @@ impl AccessClient {
         if let Some(clients) = lock(&self.inner.clients).get(&host) {
             return Ok(clients.clone());
         }
-        let clients = access_http::clients_for(&self.inner.settings, cluster)?;
+        let cached = lock(&self.inner.auth_client).clone();
+        let auth = match cached {
+            Some(auth) => auth,
+            None => {
+                let auth = access_http::auth_client(&self.inner.settings, &self.inner.tls)?;
+                *lock(&self.inner.auth_client) = Some(auth.clone());
+                auth
+            }
+        };
+        let clients =
+            access_http::clients_for(&self.inner.settings, cluster, &self.inner.tls, &auth)?;
         lock(&self.inner.clients).insert(host, clients.clone());
         Ok(clients)
     }

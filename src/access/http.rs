@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::access::settings::AccessSettings;
 use crate::inventory::Cluster;
+use crate::tls::ClientConfigs;
 
 /// Every request of the login is bounded; the transfer long-poll sets its own, longer limit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,44 +62,67 @@ impl Clients {
     }
 }
 
-/// Builds the login's clients for `cluster`.
+/// The client for the auth domain, its key set and the transfer service: the platform roots
+/// and `access.ca_file` only. It does not depend on the cluster, so one serves every
+/// application (its connection pool and TLS configuration with it).
+pub fn auth_client(
+    settings: &AccessSettings,
+    tls: &ClientConfigs,
+) -> Result<reqwest::Client, HttpSetupError> {
+    build(settings, tls, &ca_file_pem(settings)?, None)
+}
+
+/// Builds the login's clients for `cluster`, sharing `auth` (see [`auth_client`]).
 pub fn clients_for(
     settings: &AccessSettings,
     cluster: &Cluster,
+    tls: &ClientConfigs,
+    auth: &reqwest::Client,
 ) -> Result<Clients, HttpSetupError> {
-    let mut pem = Vec::new();
-    if let Some(path) = &settings.ca_file {
-        pem.extend(
-            std::fs::read(path).map_err(|source| HttpSetupError::CaFile {
-                path: path.clone(),
-                source,
-            })?,
-        );
-        pem.push(b'\n');
-    }
-    let auth = build(settings, &pem, None)?;
-    if let Some(edge_ca) = &cluster.access.edge_ca_pem {
-        pem.extend_from_slice(edge_ca.as_bytes());
-    }
     let connect_to = match (cluster.access.url.host_str(), &cluster.access.connect_to) {
         (Some(host), Some(connect_to)) => resolve_connect_to(connect_to).map(|addr| (host, addr)),
         _ => None,
     };
-    let app = build(settings, &pem, connect_to)?;
+    let app = match (&cluster.access.edge_ca_pem, connect_to) {
+        // Nothing of the cluster's own: the app host is reached as the auth domain is.
+        (None, None) => auth.clone(),
+        (edge_ca, connect_to) => {
+            let mut pem = ca_file_pem(settings)?;
+            if let Some(edge_ca) = edge_ca {
+                pem.extend_from_slice(edge_ca.as_bytes());
+            }
+            build(settings, tls, &pem, connect_to)?
+        }
+    };
     Ok(Clients {
         app,
-        auth,
+        auth: auth.clone(),
         edge_host: app_host(cluster),
     })
 }
 
+/// `access.ca_file`'s PEM text (empty without one), ending in a line break.
+fn ca_file_pem(settings: &AccessSettings) -> Result<Vec<u8>, HttpSetupError> {
+    let Some(path) = &settings.ca_file else {
+        return Ok(Vec::new());
+    };
+    let mut pem = std::fs::read(path).map_err(|source| HttpSetupError::CaFile {
+        path: path.clone(),
+        source,
+    })?;
+    pem.push(b'\n');
+    Ok(pem)
+}
+
 fn build(
     settings: &AccessSettings,
+    tls: &ClientConfigs,
     pem: &[u8],
     connect_to: Option<(&str, SocketAddr)>,
 ) -> Result<reqwest::Client, HttpSetupError> {
-    let tls =
-        crate::tls::client_config((!pem.is_empty()).then_some(pem)).map_err(HttpSetupError::Tls)?;
+    let tls = tls
+        .get((!pem.is_empty()).then_some(pem))
+        .map_err(HttpSetupError::Tls)?;
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())

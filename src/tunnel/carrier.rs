@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::access::Credential;
 use crate::inventory::{Cluster, OriginMode};
+use crate::tls::ClientConfigs;
 use crate::tunnel::warm::{Connect, WarmPool, WarmSettings};
 use crate::wire::handshake::{self, Refusal, UpgradeError, UpgradedStream};
 use crate::wire::read_ahead::ReadAhead;
@@ -225,8 +226,9 @@ impl Connect for EdgeDial {
 }
 
 impl Edge {
-    /// Prepares the edge of `cluster`: URL, address to dial, TLS settings.
-    pub fn for_cluster(cluster: &Cluster) -> Result<Self, CarrierError> {
+    /// Prepares the edge of `cluster`: URL, address to dial, TLS settings (from `tls`, shared
+    /// with the other tunnels that trust the same roots).
+    pub fn for_cluster(cluster: &Cluster, tls: &ClientConfigs) -> Result<Self, CarrierError> {
         let url = cluster.access.url.clone();
         let host = url
             .host_str()
@@ -244,10 +246,9 @@ impl Edge {
         };
         let tls = match url.scheme() {
             "wss" => {
-                let config = crate::tls::client_config(
-                    cluster.access.edge_ca_pem.as_deref().map(str::as_bytes),
-                )
-                .map_err(|e| CarrierError::Config(format!("edge CA: {e}")))?;
+                let config = tls
+                    .get(cluster.access.edge_ca_pem.as_deref().map(str::as_bytes))
+                    .map_err(|e| CarrierError::Config(format!("edge CA: {e}")))?;
                 let name = ServerName::try_from(host.clone())
                     .map_err(|_| CarrierError::Config(format!("{host} is not a valid TLS name")))?;
                 Some((TlsConnector::from(config), name))
