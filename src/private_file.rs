@@ -115,7 +115,7 @@ pub fn replace(temp: NamedTempFile, target: &Path) -> io::Result<()> {
                         return Err(e.error);
                     }
                     temp = e.file;
-                    std::thread::sleep(pause);
+                    crate::sync::pause_blocking(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e.error),
@@ -417,7 +417,7 @@ mod tests {
             .unwrap();
         let held = Duration::from_millis(300);
         let releaser = std::thread::spawn(move || {
-            std::thread::sleep(held);
+            crate::sync::pause_blocking(held);
             drop(reader);
         });
         write_private(&path, b"new").unwrap();

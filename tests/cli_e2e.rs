@@ -237,7 +237,7 @@ fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration, what: 
             let _ = child.kill();
             panic!("{what} did not end within {limit:?}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        k8s_tunnels::sync::pause_blocking(std::time::Duration::from_millis(50));
     }
 }
 
@@ -262,7 +262,7 @@ fn kubectl_logs_follow_and_exec_with_a_tty_cross_every_origin_mode() {
         .all(|t| t["kubernetes_version"] == version.as_str() && t["api_ms"].is_u64())
     {
         assert!(std::time::Instant::now() < deadline, "{:#?}", cli.status());
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        k8s_tunnels::sync::pause_blocking(std::time::Duration::from_millis(200));
     }
     let table = text(&cli.run(&["status"]).stdout);
     let header = table.lines().next().unwrap_or_default();

@@ -213,7 +213,7 @@ fn child_step() {
                     Ok(Some(v)) => break v,
                     other => {
                         assert!(Instant::now() < deadline, "no recovery: {other:?}");
-                        std::thread::sleep(Duration::from_millis(200));
+                        k8s_tunnels::sync::pause_blocking(Duration::from_millis(200));
                     }
                 }
             };

@@ -497,7 +497,7 @@ fn a_no_op_upsert_does_not_rewrite_the_file() {
     assert!(k.upsert(&entry("k8s-tunnels/same", 5)).unwrap());
     let before = fs::metadata(&path).unwrap();
     let bytes = fs::read(&path).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    k8s_tunnels::sync::pause_blocking(Duration::from_millis(20));
     assert!(!k.upsert(&entry("k8s-tunnels/same", 5)).unwrap());
     let after = fs::metadata(&path).unwrap();
     assert_eq!(after.ino(), before.ino(), "not replaced");
@@ -531,7 +531,7 @@ fn the_stamp_tells_a_keeper_whether_anyone_wrote_and_upsert_all_writes_once() {
     }
 
     // Nobody writes: the stamp holds, and a check finds nothing to do.
-    std::thread::sleep(Duration::from_millis(20));
+    k8s_tunnels::sync::pause_blocking(Duration::from_millis(20));
     assert_eq!(k.stamp(), stamp);
     let (changed, again) = k.upsert_all(&entries).unwrap();
     assert!(!changed);
@@ -676,7 +676,7 @@ fn a_live_lock_is_waited_on_and_times_out_with_a_clear_error() {
     let released = {
         let lock = lock.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(400));
+            k8s_tunnels::sync::pause_blocking(Duration::from_millis(400));
             fs::remove_file(lock).unwrap();
         })
     };
@@ -727,7 +727,7 @@ fn kubectl_writing_concurrently_loses_no_entry() {
                     lock_conflicts += 1;
                     attempts += 1;
                     assert!(attempts < 200, "kubectl never got the lock");
-                    std::thread::sleep(Duration::from_millis(5));
+                    k8s_tunnels::sync::pause_blocking(Duration::from_millis(5));
                 }
             }
             lock_conflicts
@@ -833,7 +833,7 @@ fn a_writer_killed_mid_write_leaves_the_old_or_the_new_file() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rand::random_range(20..120)));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(rand::random_range(20..120)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 

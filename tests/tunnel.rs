@@ -82,7 +82,7 @@ fn wait_for_last_error(engine: &Engine, cluster: &Cluster) -> String {
             return error;
         }
         assert!(Instant::now() < deadline, "no last error recorded");
-        std::thread::sleep(Duration::from_millis(20));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(20));
     }
 }
 
@@ -98,7 +98,7 @@ fn wait_state(engine: &Engine, cluster: &Cluster, state: TunnelState) -> Option<
             "{} never became {state}; now {status:#?}",
             cluster.name
         );
-        std::thread::sleep(Duration::from_millis(50));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(50));
     }
 }
 
@@ -219,7 +219,7 @@ fn the_local_port_refuses_strangers_before_dialling_the_edge() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while engine.status_of(&cluster.id).unwrap().refused_connections < 5 {
         assert!(Instant::now() < deadline, "refusals not counted");
-        std::thread::sleep(Duration::from_millis(20));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(20));
     }
     assert_eq!(
         engine.status_of(&cluster.id).unwrap().refused_connections,
@@ -244,9 +244,9 @@ fn wait_count(relay: &CountingRelay, n: u64) {
             "{} connections, expected {n}",
             relay.count()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    k8s_tunnels::sync::pause_blocking(Duration::from_millis(200));
     assert_eq!(relay.count(), n);
 }
 
@@ -319,7 +319,7 @@ fn warm_connections_the_edge_closed_are_skipped_and_a_pool_turned_off_dials_each
     // The edge lets every connection go (the warm ones too): a new client still gets through,
     // on a connection dialled for it, and no failure is reported.
     relay.close_all();
-    std::thread::sleep(Duration::from_millis(100));
+    k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     let (_again, reply) = open_through(&engine, &cluster);
     assert_eq!(reply, 0);
     let status = engine.status_of(&cluster.id).unwrap();
@@ -474,7 +474,7 @@ fn disconnect_closes_the_port_and_open_connections_in_bounded_time() {
             Instant::now() < deadline,
             "connection never counted as open"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(20));
     }
 
     let started = Instant::now();
@@ -557,7 +557,7 @@ fn entries_removed_by_another_kubeconfig_writer_come_back() {
             break;
         }
         assert!(Instant::now() < deadline, "the context was never restored");
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     }
 }
 
@@ -665,7 +665,7 @@ fn a_socks_origins_probe_is_a_whole_stream_to_the_api_server() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while probes(&log.text()) < 3 {
         assert!(Instant::now() < deadline, "no probes seen:\n{}", log.text());
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     }
     let text = log.text();
     assert!(
@@ -706,7 +706,7 @@ fn the_probe_asks_the_api_server_through_the_tunnel_in_every_origin_mode() {
             if status.api_ms.is_some() || Instant::now() > deadline {
                 break status;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            k8s_tunnels::sync::pause_blocking(Duration::from_millis(50));
         };
         let version = status.kubernetes_version.clone().unwrap_or_default();
         assert!(
@@ -732,7 +732,7 @@ fn the_probe_asks_the_api_server_through_the_tunnel_in_every_origin_mode() {
                 "{}: /version never asked",
                 cluster.name
             );
-            std::thread::sleep(Duration::from_millis(50));
+            k8s_tunnels::sync::pause_blocking(Duration::from_millis(50));
         }
     }
 

@@ -188,7 +188,7 @@ fn the_windows_cli_under_wine_serves_the_linux_kubectl() {
             "no tunnels within {WINE_PATIENCE:?}:\n{}",
             connect.log()
         );
-        std::thread::sleep(Duration::from_millis(250));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(250));
     };
     assert_ne!(ports[0], ports[1], "a port per tunnel");
 
@@ -283,7 +283,7 @@ fn the_windows_cli_under_wine_serves_the_linux_kubectl() {
             break;
         }
         assert!(Instant::now() < deadline, "not up in time: {status:#?}");
-        std::thread::sleep(Duration::from_millis(500));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(500));
     }
 
     // Ctrl-C (Wine turns SIGINT into the console's CTRL_C_EVENT): tunnels close, exit 0.

@@ -102,6 +102,10 @@ pub fn run() {
         }
     });
     if code != 0 {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the tray's entry point, after the runtime and every handle have ended"
+        )]
         std::process::exit(code);
     }
 }

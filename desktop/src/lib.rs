@@ -96,6 +96,10 @@ pub fn runtime_or_exit(thread_name: &str) -> tokio::runtime::Runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "an entry point's first step: nothing is open yet"
+            )]
             std::process::exit(1);
         }
     }

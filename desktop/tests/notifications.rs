@@ -236,7 +236,7 @@ fn dunstctl(bus: &str, args: &[&str]) -> Result<String, String> {
 /// by id: a notification that takes the place of a closed one may keep its id.
 fn history(bus: &str) -> Vec<(String, String)> {
     dunstctl(bus, &["close-all"]).expect("dunstctl close-all");
-    std::thread::sleep(Duration::from_millis(100));
+    k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     let json = dunstctl(bus, &["history"]).expect("dunstctl history");
     let value: serde_json::Value = serde_json::from_str(&json).expect("history is JSON");
     let text =
@@ -264,7 +264,7 @@ fn settled_displayed(bus: &str, n: usize) {
     wait_for("a notification on screen", || {
         (displayed() > 0).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(4));
+    k8s_tunnels::sync::pause_blocking(Duration::from_secs(4));
     assert_eq!(displayed(), n, "notifications on screen");
 }
 
@@ -301,7 +301,7 @@ fn scenario_in_child_process() {
             .expect("connect");
     }
     wait_all(&world, TunnelState::Up);
-    std::thread::sleep(Duration::from_secs(3));
+    k8s_tunnels::sync::pause_blocking(Duration::from_secs(3));
     assert_eq!(history(&bus), [], "connecting is not news");
 
     match &relay {

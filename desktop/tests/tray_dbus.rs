@@ -152,7 +152,7 @@ fn the_tray_is_a_status_notifier_item_with_favourites_first() {
             break status;
         }
         assert!(std::time::Instant::now() < deadline, "the app did not exit");
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}");
 }
@@ -199,7 +199,7 @@ fn without_a_tray_host_the_app_runs_on_and_shows_its_item_when_one_comes() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while app.0.try_wait().expect("wait").is_none() {
         assert!(std::time::Instant::now() < deadline, "the app did not exit");
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     }
 }
 
@@ -220,7 +220,7 @@ fn wait_exit(app: &mut Reaped) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while app.0.try_wait().expect("wait").is_none() {
         assert!(std::time::Instant::now() < deadline, "the app did not exit");
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     }
 }
 
@@ -297,7 +297,7 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 2, Duration::from_secs(60)));
     rt.block_on(tray.built_layout(Duration::from_secs(30)));
     // Reopening starts right after the tray is shown; give it ample time to show if it would.
-    std::thread::sleep(Duration::from_secs(2));
+    k8s_tunnels::sync::pause_blocking(Duration::from_secs(2));
     let clusters = rt
         .block_on(client.call(Request::Clusters))
         .expect("clusters");

@@ -117,6 +117,10 @@ pub fn run() {
         Ok(connected) => connected,
         Err(e) => {
             eprintln!("error: {e:#}");
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the window's entry point, before its window exists: nothing to clean up"
+            )]
             std::process::exit(1);
         }
     };
@@ -130,6 +134,10 @@ pub fn run() {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: cannot start the window: {e}");
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the window's entry point, before its window exists: nothing to clean up"
+            )]
             std::process::exit(1);
         }
     };

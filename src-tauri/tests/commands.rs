@@ -214,7 +214,7 @@ fn commands_drive_real_tunnels_and_errors_cross_as_code_and_message() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut messages = alpha_activity();
     while !messages.contains(&"closed".to_string()) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        k8s_tunnels::sync::pause_blocking(std::time::Duration::from_millis(50));
         messages = alpha_activity();
     }
     assert!(messages.contains(&"up".to_string()), "{messages:?}");

@@ -102,7 +102,7 @@ impl FileLock {
                     if error.kind() == io::ErrorKind::PermissionDenied
                         && started.elapsed() < policy.timeout =>
                 {
-                    std::thread::sleep(RETRY_INTERVAL);
+                    crate::sync::pause_blocking(RETRY_INTERVAL);
                     continue;
                 }
                 Err(source) => {
@@ -127,7 +127,7 @@ impl FileLock {
                     waited: policy.timeout,
                 });
             }
-            std::thread::sleep(RETRY_INTERVAL);
+            crate::sync::pause_blocking(RETRY_INTERVAL);
         }
     }
 }

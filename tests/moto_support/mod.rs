@@ -68,7 +68,7 @@ impl MotoServer {
                 Instant::now() < deadline,
                 "moto server did not answer on port {port} within 30 s"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
         }
     }
 

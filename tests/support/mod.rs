@@ -222,7 +222,7 @@ impl CliWorld {
                 Instant::now() < deadline,
                 "tunnels {names:?} not {state} in time; last status: {status:#?}"
             );
-            std::thread::sleep(Duration::from_millis(200));
+            k8s_tunnels::sync::pause_blocking(Duration::from_millis(200));
         }
     }
 
@@ -300,7 +300,7 @@ impl ConnectProcess {
         let child = self.child.take().expect("running");
         let status = interrupt_and_wait(child);
         // The reader thread ends with the pipe; give it a moment to take the last bytes.
-        std::thread::sleep(Duration::from_millis(100));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
         (status, self.log())
     }
 }
@@ -318,7 +318,7 @@ fn interrupt_and_wait(mut child: Child) -> std::process::ExitStatus {
             let _ = child.kill();
             panic!("k8s-tunnels connect did not exit within 15 s of Ctrl-C");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(50));
     }
 }
 

@@ -123,6 +123,6 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        k8s_tunnels::sync::pause_blocking(Duration::from_millis(50));
     }
 }
