@@ -173,7 +173,8 @@ const HEADER: &str = "\
 ";
 
 /// ts-rs writes a declaration's fields flush left, each followed by a space: indents the body
-/// (every line after the one that starts the type) and drops trailing blanks.
+/// (every line after the one that starts the type) and drops trailing blanks. Rustdoc links in
+/// the docs (``[`Shell`]``) become plain code: they lead nowhere in TypeScript.
 fn layout(declaration: &str) -> String {
     let mut out = String::new();
     let mut body = false;
@@ -183,7 +184,11 @@ fn layout(declaration: &str) -> String {
             out.push_str("  ");
         }
         body |= line.starts_with("export type ");
-        out.push_str(line);
+        if line.starts_with(" *") || line.starts_with("/**") {
+            out.push_str(&line.replace("[`", "`").replace("`]", "`"));
+        } else {
+            out.push_str(line);
+        }
         out.push('\n');
     }
     out.truncate(out.trim_end().len());

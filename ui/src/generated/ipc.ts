@@ -20,7 +20,7 @@ export type AboutInfo = {
    */
   config_exists: boolean,
   /**
-   * The inventory file of clusters listed by hand ([`RunInfo::inventory_file`]).
+   * The inventory file of clusters listed by hand (`RunInfo::inventory_file`).
    */
   inventory_file: string,
   /**
@@ -85,7 +85,7 @@ export type ClusterRow = {
   environment: string,
   /**
    * Where its environment goes in every list: its place among the catalog's environments in
-   * the library's order ([`k8s_tunnels::inventory::compare_environments`]), which the window
+   * the library's order (`k8s_tunnels::inventory::compare_environments`), which the window
    * follows rather than sorting names itself.
    */
   environment_order: number,
@@ -110,7 +110,7 @@ export type ClusterRow = {
    */
   context: string,
   /**
-   * What "Copy kubectl command" copies ([`kubectl_line`]): in the row, so that the window
+   * What "Copy kubectl command" copies (`kubectl_line`): in the row, so that the window
    * writes the clipboard inside the click itself, which a webview only allows there.
    */
   kubectl: string,
