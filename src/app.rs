@@ -78,7 +78,8 @@ pub struct AppOptions {
 }
 
 /// A configured discovery source, described for a settings page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SourceInfo {
     /// `file`, `eks`, `gke`, `vault`.
     pub name: String,

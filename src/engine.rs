@@ -168,6 +168,7 @@ impl From<crate::access::AccessEvent> for Event {
 
 /// The status of one open tunnel.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct TunnelStatus {
     /// Cluster id.
     pub cluster: ClusterId,

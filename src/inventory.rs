@@ -18,6 +18,21 @@ use crate::secret::Secret;
 #[serde(transparent)]
 pub struct ClusterId(pub String);
 
+// By hand: ts-rs's derive does not read `#[serde(transparent)]`. On the wire an id is its string.
+#[cfg(feature = "ts")]
+impl ts_rs::TS for ClusterId {
+    type WithoutGenerics = Self;
+    type OptionInnerType = Self;
+
+    fn name(config: &ts_rs::Config) -> String {
+        <String as ts_rs::TS>::name(config)
+    }
+
+    fn inline(config: &ts_rs::Config) -> String {
+        <String as ts_rs::TS>::inline(config)
+    }
+}
+
 impl fmt::Display for ClusterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -28,6 +43,7 @@ impl fmt::Display for ClusterId {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
     /// Amazon Web Services (EKS).

@@ -107,6 +107,7 @@ impl Default for AppState {
 
 /// User settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(default)]
 pub struct Settings {
     /// Prefix of the kubeconfig entries the app owns (`k8s-tunnels/` → `k8s-tunnels/prod-eu`).

@@ -11,7 +11,7 @@ use k8s_tunnels::keychain::Keychain;
 use k8s_tunnels::tunnel::health::ProbeSchedule;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{self, BindError, Client, Listener, Request, Windows};
+use crate::control::{self, BindError, Client, Listener, Windows};
 use crate::menu::MenuAction;
 use crate::shell::Shell;
 use crate::tray::TrayThread;
@@ -123,7 +123,7 @@ async fn serve(hidden: bool, main: &TrayThread) -> anyhow::Result<()> {
                     .await
                     .context("k8s-tunnels is already running but does not answer")?;
                 client
-                    .call(Request::OpenWindow)
+                    .open_window()
                     .await
                     .context("k8s-tunnels is already running but did not open its window")?;
             }

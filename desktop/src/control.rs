@@ -7,8 +7,9 @@
 //! a Unix socket in the user's runtime dir (the folder is 0700, the socket 0600, and a peer of
 //! another user is refused), or on Windows a named pipe whose ACL admits the current user only
 //! (see [`transport`]). The window sends the UI's commands as they are ([`Request`], the same
-//! names and arguments as `ui/src/ipc.ts`) and gets back the same JSON the commands return;
-//! after [`Request::Subscribe`] it also hears every UI event and "come to the front".
+//! names and arguments the UI invokes, generated from the one declaration in `ipc/commands.rs`)
+//! and gets back each command's typed reply ([`WindowCommands`] for [`Client`]); after
+//! [`Request::Subscribe`] it also hears every UI event and "come to the front".
 //!
 //! The tray process is a single instance (a file lock next to the socket; on Windows the pipe's
 //! first instance): a second launch finds it taken and asks the running one to open its window
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use k8s_tunnels::dirs::AppDirs;
-use k8s_tunnels::state::Settings;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWrite;
@@ -32,7 +33,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::ipc::{ErrorCode, IpcError};
+use crate::events::UiEvent;
+use crate::ipc::{ErrorCode, IpcError, WindowCommands};
 use crate::shell::Shell;
 use k8s_tunnels::sync::lock;
 
@@ -47,62 +49,64 @@ pub fn socket_path(dirs: &AppDirs) -> PathBuf {
     dirs.runtime.join("desktop.sock")
 }
 
-/// What a peer asks of the tray process: the UI's commands, named and shaped as in
-/// `ui/src/ipc.ts`, and the two the window process itself needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "cmd", content = "args", rename_all = "snake_case")]
-pub enum Request {
-    /// Every cluster with its tunnel.
-    Clusters,
-    /// Opens a cluster's tunnel.
-    Connect {
-        /// Cluster id.
-        id: String,
-    },
-    /// Closes a cluster's tunnel.
-    Disconnect {
-        /// Cluster id.
-        id: String,
-    },
-    /// Closes every tunnel.
-    DisconnectAll,
-    /// Pins or unpins a cluster.
-    SetFavourite {
-        /// Cluster id.
-        id: String,
-        /// Pinned or not.
-        favourite: bool,
-    },
-    /// Switches kubectl's current context to the cluster's.
-    UseContext {
-        /// Cluster id.
-        id: String,
-    },
-    /// The kubectl command that reaches the cluster.
-    KubectlCommand {
-        /// Cluster id.
-        id: String,
-    },
-    /// Runs discovery now.
-    RefreshDiscovery,
-    /// The settings.
-    Settings,
-    /// Saves the settings.
-    SaveSettings {
-        /// The new settings.
-        settings: Settings,
-    },
-    /// The discovery sources.
-    Sources,
-    /// Where the app's files are and how it runs (demo lab, keychain).
-    About,
-    /// The activity log.
-    Activity,
-    /// From now on, send this peer every UI event and "come to the front": it is a window.
-    Subscribe,
-    /// Show the window: bring a connected one to the front, or start one (a second launch).
-    OpenWindow,
+/// Expands the window's commands (declared in `ipc/commands.rs`) into [`Request`], the tray
+/// process's dispatch of each to [`WindowCommands`] (the [`Shell`]'s), and the [`Client`]'s
+/// typed side of each.
+macro_rules! control_protocol {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident : $variant:ident $({ $(
+            $(#[doc = $arg_doc:literal])*
+            $arg:ident : $arg_ty:ty
+        ),* $(,)? })? -> $reply:ty;
+    )*) => {
+        /// What a peer asks of the tray process: the UI's commands, named and shaped as the UI
+        /// invokes them, and the two the window process itself needs.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "cmd", content = "args", rename_all = "snake_case")]
+        pub enum Request {
+            $(
+                $(#[doc = $doc])*
+                $variant $({ $( $(#[doc = $arg_doc])* $arg: $arg_ty, )* })?,
+            )*
+            /// From now on, send this peer every UI event and "come to the front": it is a
+            /// window.
+            Subscribe,
+            /// Show the window: bring a connected one to the front, or start one (a second
+            /// launch).
+            OpenWindow,
+        }
+
+        impl Peer {
+            async fn answer(&self, request: Request) -> Result<Value, IpcError> {
+                match request {
+                    $(
+                        Request::$variant $({ $($arg),* })? => encode(
+                            WindowCommands::$name(&*self.shell $($(, $arg)*)?).await,
+                        ),
+                    )*
+                    Request::OpenWindow => {
+                        if !self.windows.focus() {
+                            (self.open_window)();
+                        }
+                        Ok(Value::Null)
+                    }
+                    Request::Subscribe => Ok(Value::Null),
+                }
+            }
+        }
+
+        impl WindowCommands for Client {
+            $(
+                async fn $name(&self $($(, $arg: $arg_ty)*)?) -> Result<$reply, IpcError> {
+                    self.command(stringify!($name), Request::$variant $({ $($arg),* })?).await
+                }
+            )*
+        }
+    };
 }
+
+crate::window_commands!(control_protocol);
 
 /// A request on the wire, numbered so that replies to concurrent requests find their caller.
 #[derive(Serialize, Deserialize)]
@@ -122,8 +126,8 @@ enum Down {
         #[serde(flatten)]
         outcome: Outcome,
     },
-    /// A UI event, as the webview hears it.
-    Event { name: String, payload: Value },
+    /// A UI event.
+    Event(UiEvent),
     /// Come to the front.
     Focus,
 }
@@ -136,15 +140,13 @@ enum Outcome {
 }
 
 /// What a subscribed window hears.
+// Nearly every message is an event: boxing it would add an allocation to each, to shrink the
+// two rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pushed {
-    /// A UI event: its name (`EventName` in ipc.ts) and payload.
-    Event {
-        /// Event name.
-        name: String,
-        /// Its payload.
-        payload: Value,
-    },
+    /// A UI event.
+    Event(UiEvent),
     /// The user asked for the window (tray "Open window", a second launch): come to the front.
     Focus,
     /// The tray process is gone (quit or crashed).
@@ -358,37 +360,6 @@ impl Peer {
         drop(tx);
         let _ = writer.await;
     }
-
-    async fn answer(&self, request: Request) -> Result<Value, IpcError> {
-        let shell = &self.shell;
-        match request {
-            Request::Clusters => json(shell.clusters()),
-            Request::Connect { id } => json(shell.connect(&id).await),
-            Request::Disconnect { id } => json(shell.disconnect(&id).await),
-            Request::DisconnectAll => {
-                shell.disconnect_all().await;
-                Ok(Value::Null)
-            }
-            Request::SetFavourite { id, favourite } => {
-                json(shell.set_favourite(&id, favourite).await)
-            }
-            Request::UseContext { id } => json(shell.use_context(&id).await),
-            Request::KubectlCommand { id } => json(shell.kubectl_command(&id)),
-            Request::RefreshDiscovery => json(shell.refresh_discovery().await),
-            Request::Settings => json(shell.settings()),
-            Request::SaveSettings { settings } => json(shell.save_settings(settings).await),
-            Request::Sources => json(Ok(shell.sources())),
-            Request::About => json(Ok(shell.about())),
-            Request::Activity => json(Ok(shell.activity())),
-            Request::OpenWindow => {
-                if !self.windows.focus() {
-                    (self.open_window)();
-                }
-                Ok(Value::Null)
-            }
-            Request::Subscribe => Ok(Value::Null),
-        }
-    }
 }
 
 /// Writes what `rx` carries as lines to `write` until `rx` closes, `stop` fires or the peer
@@ -414,7 +385,8 @@ async fn write_lines<T>(
     }
 }
 
-fn json<T: Serialize>(result: Result<T, IpcError>) -> Result<Value, IpcError> {
+/// A command's reply as it crosses the socket.
+fn encode<T: Serialize>(result: Result<T, IpcError>) -> Result<Value, IpcError> {
     result.and_then(|value| {
         serde_json::to_value(value)
             .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode: {e}")))
@@ -444,10 +416,7 @@ async fn forward_events(
         };
         match event {
             Ok(event) => {
-                let down = Down::Event {
-                    name: event.name().as_str().to_owned(),
-                    payload: event.payload(),
-                };
+                let down = Down::Event(event);
                 // A window that stopped reading loses events, not the tray process's memory.
                 if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(down) {
                     return;
@@ -511,8 +480,8 @@ impl Client {
                             let _ = waiter.send(outcome);
                         }
                     }
-                    Ok(Down::Event { name, payload }) => {
-                        let _ = reader_pushed.send(Pushed::Event { name, payload });
+                    Ok(Down::Event(event)) => {
+                        let _ = reader_pushed.send(Pushed::Event(event));
                     }
                     Ok(Down::Focus) => {
                         let _ = reader_pushed.send(Pushed::Focus);
@@ -534,8 +503,30 @@ impl Client {
         })
     }
 
+    /// Sends one of the window's commands and reads its typed reply ([`WindowCommands`] for
+    /// the client).
+    async fn command<R: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: Request,
+    ) -> Result<R, IpcError> {
+        let reply = self.call(request).await?;
+        serde_json::from_value(reply).map_err(|e| {
+            IpcError::new(
+                ErrorCode::Internal,
+                format!("the tray process's reply to {name} does not read: {e}"),
+            )
+        })
+    }
+
+    /// Asks the tray process to show its window: it brings a connected one to the front, or
+    /// starts one.
+    pub async fn open_window(&self) -> Result<(), IpcError> {
+        self.call(Request::OpenWindow).await.map(drop)
+    }
+
     /// Sends a request and waits for its answer: the JSON the command returns, or its error.
-    pub async fn call(&self, request: Request) -> Result<Value, IpcError> {
+    async fn call(&self, request: Request) -> Result<Value, IpcError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let line = serde_json::to_string(&Call { id, request })
             .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode: {e}")))?;
@@ -602,7 +593,7 @@ mod tests {
         let args = serde_json::json!({
             "id": "file:a",
             "favourite": true,
-            "settings": Settings::default(),
+            "settings": k8s_tunnels::state::Settings::default(),
         });
         for name in crate::ipc::CommandName::ALL {
             let with_args = serde_json::json!({"id": 1, "cmd": name.as_str(), "args": args});

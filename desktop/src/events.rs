@@ -1,5 +1,5 @@
-//! Typed events to the web UI, mirrored in `ui/src/ipc.ts` (`Events`, `EVENT_NAMES`), and the
-//! mapping of engine events onto them.
+//! Typed events to the web UI, declared once below ([`UiEvent`], with their names and the UI's
+//! TypeScript generated from the declaration), and the mapping of engine events onto them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -7,51 +7,93 @@ use std::time::{Duration, Instant};
 use k8s_tunnels::engine::{Engine, Event, TunnelStatus};
 use k8s_tunnels::inventory::ClusterId;
 use k8s_tunnels::tunnel::health::TunnelState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Event names, exactly as `ui/src/ipc.ts` spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventName {
-    /// `tunnel`
-    Tunnel,
-    /// `tunnel_closed`
-    TunnelClosed,
-    /// `discovery`
-    Discovery,
-    /// `clusters_changed`
-    ClustersChanged,
-    /// `activity`
-    Activity,
-    /// `login`
-    Login,
+/// Expands the declaration below into [`UiEvent`], [`EventName`] and the events' TypeScript.
+/// An event is `name: Variant(Payload);` (`name: Variant;` without a payload: the UI gets `{}`).
+macro_rules! declare_events {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident : $variant:ident $(($payload:ty))?;
+    )*) => {
+        /// Every event the shell sends to the UI. On the control socket an event is
+        /// `{"name": …, "payload": …}`; the webview hears `payload` under `name`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "name", content = "payload", rename_all = "snake_case")]
+        pub enum UiEvent {
+            $( $(#[doc = $doc])* $variant $(($payload))?, )*
+        }
+
+        /// Event names, as the UI listens to them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum EventName {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl EventName {
+            /// Every event, in the order of the declaration.
+            pub const ALL: &'static [EventName] = &[$(EventName::$variant),*];
+
+            /// The name the UI listens to.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( EventName::$variant => stringify!($name), )*
+                }
+            }
+        }
+
+        impl UiEvent {
+            /// The event's name.
+            pub fn name(&self) -> EventName {
+                match self {
+                    $( UiEvent::$variant { .. } => EventName::$variant, )*
+                }
+            }
+        }
+
+        /// Describes every event to the TypeScript generator, in the order of the declaration.
+        pub(crate) fn describe_events(ts: &mut crate::ipc::typescript::Generator) {
+            $(
+                let payload = None $(.or(Some(ts.type_name::<$payload>())))?;
+                ts.event(stringify!($name), &[$($doc),*], payload);
+            )*
+        }
+    };
 }
 
-impl EventName {
-    /// Every event name, in `EVENT_NAMES` order.
-    pub const ALL: [EventName; 6] = [
-        EventName::Tunnel,
-        EventName::TunnelClosed,
-        EventName::Discovery,
-        EventName::ClustersChanged,
-        EventName::Activity,
-        EventName::Login,
-    ];
+declare_events! {
+    /// A tunnel changed state (or its figures changed: sent at most once a second per tunnel).
+    tunnel: Tunnel(TunnelStatus);
+    /// A tunnel was closed.
+    tunnel_closed: TunnelClosed(TunnelClosed);
+    /// Discovery progress: `running` with done/total while it runs, then `finished`.
+    discovery: Discovery(DiscoveryPhase);
+    /// The catalog or the favourites changed (discovery finished, a favourite changed): fetch
+    /// `clusters` again.
+    clusters_changed: ClustersChanged;
+    /// A new activity log line.
+    activity: Activity(Activity);
+    /// Login state of an Access application.
+    login: Login(LoginNotice);
+}
 
-    /// The name the UI listens to.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventName::Tunnel => "tunnel",
-            EventName::TunnelClosed => "tunnel_closed",
-            EventName::Discovery => "discovery",
-            EventName::ClustersChanged => "clusters_changed",
-            EventName::Activity => "activity",
-            EventName::Login => "login",
+impl UiEvent {
+    /// The payload as the webview hears it (`{}` for an event without one).
+    pub fn payload(&self) -> serde_json::Value {
+        // The payload is what serde writes under `payload`: one encoding for the socket and
+        // the webview. These types serialise infallibly (no maps with non-string keys, no
+        // custom impls).
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut event)) => event
+                .remove("payload")
+                .unwrap_or_else(|| serde_json::json!({})),
+            _ => serde_json::Value::Null,
         }
     }
 }
 
-/// The result of one discovery source in the last refresh (`SourceOutcome` in ipc.ts).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The result of one discovery source in the last refresh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct SourceOutcome {
     /// Source name.
     pub source: String,
@@ -84,7 +126,7 @@ impl SourceOutcome {
 }
 
 /// Discovery progress (the `discovery` event's payload).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum DiscoveryPhase {
     /// A source made progress.
@@ -104,7 +146,7 @@ pub enum DiscoveryPhase {
 }
 
 /// Login state of an Access application (the `login` event's payload).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LoginNotice {
     /// The login ends soon.
@@ -134,7 +176,7 @@ pub enum LoginNotice {
 }
 
 /// How serious an activity line is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// Normal operation.
@@ -146,7 +188,7 @@ pub enum Level {
 }
 
 /// One line of the activity log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct Activity {
     /// RFC 3339.
     pub at: String,
@@ -171,61 +213,12 @@ impl Activity {
 }
 
 /// `tunnel_closed` payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct TunnelClosed {
     /// Cluster id.
     pub cluster: ClusterId,
     /// Cluster display name.
     pub name: String,
-}
-
-/// `clusters_changed` payload: an empty object.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Empty {}
-
-/// Every event the shell sends to the UI.
-#[derive(Clone, Debug, PartialEq)]
-pub enum UiEvent {
-    /// A tunnel changed state or figures.
-    Tunnel(TunnelStatus),
-    /// A tunnel was closed.
-    TunnelClosed(TunnelClosed),
-    /// Discovery progress or outcome.
-    Discovery(DiscoveryPhase),
-    /// The catalog or the favourites changed.
-    ClustersChanged,
-    /// A new activity line.
-    Activity(Activity),
-    /// Login state of an Access application.
-    Login(LoginNotice),
-}
-
-impl UiEvent {
-    /// The event's name.
-    pub fn name(&self) -> EventName {
-        match self {
-            UiEvent::Tunnel(_) => EventName::Tunnel,
-            UiEvent::TunnelClosed(_) => EventName::TunnelClosed,
-            UiEvent::Discovery(_) => EventName::Discovery,
-            UiEvent::ClustersChanged => EventName::ClustersChanged,
-            UiEvent::Activity(_) => EventName::Activity,
-            UiEvent::Login(_) => EventName::Login,
-        }
-    }
-
-    /// The payload as JSON, the shape ipc.ts declares for the event.
-    pub fn payload(&self) -> serde_json::Value {
-        let value = match self {
-            UiEvent::Tunnel(status) => serde_json::to_value(status),
-            UiEvent::TunnelClosed(closed) => serde_json::to_value(closed),
-            UiEvent::Discovery(phase) => serde_json::to_value(phase),
-            UiEvent::ClustersChanged => serde_json::to_value(Empty::default()),
-            UiEvent::Activity(activity) => serde_json::to_value(activity),
-            UiEvent::Login(login) => serde_json::to_value(login),
-        };
-        // These types serialise infallibly (no maps with non-string keys, no custom impls).
-        value.unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// Maps one engine event to UI events and, for state changes, an activity line.
@@ -489,5 +482,45 @@ mod tests {
         let activity = UiEvent::Activity(Activity::now(Level::Warning, None, "x")).payload();
         assert_eq!(activity["level"], "warning");
         assert!(activity["cluster"].is_null());
+    }
+
+    #[test]
+    fn events_cross_the_socket_under_their_names() {
+        let events = [
+            UiEvent::Tunnel(status(5)),
+            UiEvent::TunnelClosed(TunnelClosed {
+                cluster: ClusterId("file:a".into()),
+                name: "a".into(),
+            }),
+            UiEvent::Discovery(DiscoveryPhase::Finished {
+                outcomes: Vec::new(),
+            }),
+            UiEvent::ClustersChanged,
+            UiEvent::Activity(Activity::now(Level::Info, Some("a".into()), "up")),
+            UiEvent::Login(LoginNotice::Required {
+                application: "a.example".into(),
+            }),
+        ];
+        assert_eq!(events.len(), EventName::ALL.len(), "one of each");
+        for event in events {
+            let wire = serde_json::to_value(&event).expect("encode");
+            assert_eq!(wire["name"], event.name().as_str(), "{wire}");
+            let back: UiEvent = serde_json::from_value(wire).expect("decode");
+            assert_eq!(back, event);
+        }
+    }
+
+    #[test]
+    fn event_names_are_the_variants_in_snake_case() {
+        for name in EventName::ALL {
+            let mut snake = String::new();
+            for (i, c) in format!("{name:?}").chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            assert_eq!(name.as_str(), snake);
+        }
     }
 }

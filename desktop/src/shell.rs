@@ -17,14 +17,14 @@ use k8s_tunnels::keychain::KeychainStatus;
 use k8s_tunnels::lab::Lab;
 use k8s_tunnels::state::Settings;
 use k8s_tunnels::tunnel::health::TunnelState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{
     Activity, DiscoveryPhase, FigureThrottle, Level, SourceOutcome, UiEvent, from_engine,
 };
-use crate::ipc::{ErrorCode, IpcError};
+use crate::ipc::{ErrorCode, IpcError, WindowCommands};
 use crate::menu::{MenuCluster, MenuState};
 use k8s_tunnels::sync::lock;
 
@@ -33,8 +33,8 @@ const DISCONNECT_LIMIT: Duration = Duration::from_secs(5);
 /// The activity log keeps this many lines.
 const ACTIVITY_LINES: usize = 200;
 
-/// One cluster of the catalog, with its tunnel when one is open (`ClusterRow` in ipc.ts).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One cluster of the catalog, with its tunnel when one is open.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct ClusterRow {
     /// Cluster id.
     pub id: ClusterId,
@@ -95,10 +95,10 @@ pub struct RunInfo {
 }
 
 /// Where the app's files are and how it runs, for the window (`about`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct AboutInfo {
     /// The version the app was built as (the workspace's; `k8s-tunnels --version` says the same).
-    pub version: &'static str,
+    pub version: String,
     /// config.yaml: discovery sources and Access settings (it may not exist yet).
     pub config_file: PathBuf,
     /// Whether it exists.
@@ -616,7 +616,7 @@ impl Shell {
             .map(|k| k.paths().to_vec())
             .unwrap_or_default();
         AboutInfo {
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             config_exists: config_file.exists(),
             config_file,
             inventory_file: self.run.inventory_file.clone(),
@@ -652,6 +652,63 @@ impl Shell {
         if let Some(mut lab) = lab {
             lab.stop_gateway().await;
         }
+    }
+}
+
+/// The window's commands (declared in `ipc/commands.rs`), over the methods above, which the tray
+/// and the tests call directly. `Shell::name(self, …)` is the inherent method, not this trait's.
+impl WindowCommands for Shell {
+    async fn clusters(&self) -> Result<Vec<ClusterRow>, IpcError> {
+        Shell::clusters(self)
+    }
+
+    async fn connect(&self, id: String) -> Result<TunnelStatus, IpcError> {
+        Shell::connect(self, &id).await
+    }
+
+    async fn disconnect(&self, id: String) -> Result<(), IpcError> {
+        Shell::disconnect(self, &id).await
+    }
+
+    async fn disconnect_all(&self) -> Result<(), IpcError> {
+        Shell::disconnect_all(self).await;
+        Ok(())
+    }
+
+    async fn set_favourite(&self, id: String, favourite: bool) -> Result<(), IpcError> {
+        Shell::set_favourite(self, &id, favourite).await
+    }
+
+    async fn use_context(&self, id: String) -> Result<String, IpcError> {
+        Shell::use_context(self, &id).await
+    }
+
+    async fn kubectl_command(&self, id: String) -> Result<String, IpcError> {
+        Shell::kubectl_command(self, &id)
+    }
+
+    async fn refresh_discovery(&self) -> Result<Vec<SourceOutcome>, IpcError> {
+        Shell::refresh_discovery(self).await
+    }
+
+    async fn settings(&self) -> Result<Settings, IpcError> {
+        Shell::settings(self)
+    }
+
+    async fn save_settings(&self, settings: Settings) -> Result<Settings, IpcError> {
+        Shell::save_settings(self, settings).await
+    }
+
+    async fn sources(&self) -> Result<Vec<SourceInfo>, IpcError> {
+        Ok(Shell::sources(self))
+    }
+
+    async fn about(&self) -> Result<AboutInfo, IpcError> {
+        Ok(Shell::about(self))
+    }
+
+    async fn activity(&self) -> Result<Vec<Activity>, IpcError> {
+        Ok(Shell::activity(self))
     }
 }
 

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_tunnels::state::Settings;
-use k8s_tunnels_desktop::control::{Client, Request};
+use k8s_tunnels_desktop::control::Client;
+use k8s_tunnels_desktop::ipc::WindowCommands;
 use support::desktop::{Bus, Reaped, wait_until};
 
 #[test]
@@ -47,16 +48,12 @@ fn start_at_login_writes_and_removes_the_autostart_entry() {
         || async { Client::connect(&socket).await.ok() },
     ));
     let save = |start_at_login: bool| {
-        let current: Settings = serde_json::from_value(
-            rt.block_on(client.call(Request::Settings))
-                .expect("settings"),
-        )
-        .expect("settings JSON");
+        let current = rt.block_on(client.settings()).expect("settings");
         let settings = Settings {
             start_at_login,
             ..current
         };
-        rt.block_on(client.call(Request::SaveSettings { settings }))
+        rt.block_on(client.save_settings(settings))
             .expect("save the settings");
     };
     assert!(!entry.exists(), "an entry before any setting");

@@ -19,7 +19,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use k8s_tunnels::state::Settings;
-use k8s_tunnels_desktop::control::{Client, Request};
+use k8s_tunnels_desktop::control::Client;
+use k8s_tunnels_desktop::ipc::WindowCommands;
 use support::desktop::{
     Desktop, Reaped, Tray, close_app_window, descendants, describe, require, serve_watcher,
     viewable_windows, wait_until,
@@ -322,15 +323,11 @@ async fn the_installed_deb_runs_as_a_user_gets_it_and_removes_cleanly() {
     let client = Client::connect(&app_home.join("run/desktop.sock"))
         .await
         .expect("the control socket");
-    let current: Settings =
-        serde_json::from_value(client.call(Request::Settings).await.expect("settings"))
-            .expect("settings JSON");
+    let current = client.settings().await.expect("settings");
     client
-        .call(Request::SaveSettings {
-            settings: Settings {
-                start_at_login: true,
-                ..current
-            },
+        .save_settings(Settings {
+            start_at_login: true,
+            ..current
         })
         .await
         .expect("save the settings");

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use k8s_tunnels_desktop::control::{Client, Request};
+use k8s_tunnels::tunnel::health::TunnelState;
+use k8s_tunnels_desktop::control::Client;
+use k8s_tunnels_desktop::ipc::{ClusterRow, WindowCommands};
 use support::desktop::{Bus, Reaped, Tray, describe, mapped_libraries, serve_watcher, wait_until};
 
 /// What the tray process must never load: the window's toolkit and webview, and the GPU
@@ -178,10 +180,8 @@ fn without_a_tray_host_the_app_runs_on_and_shows_its_item_when_one_comes() {
         Duration::from_secs(30),
         || async { Client::connect(&socket).await.ok() },
     ));
-    let clusters = rt
-        .block_on(client.call(Request::Clusters))
-        .expect("clusters");
-    assert_eq!(clusters.as_array().map(Vec::len), Some(8), "{clusters}");
+    let clusters = rt.block_on(client.clusters()).expect("clusters");
+    assert_eq!(clusters.len(), 8, "{clusters:?}");
     assert!(app.0.try_wait().expect("wait").is_none(), "the app exited");
 
     // A tray host starts: the item registers, with its menu.
@@ -204,15 +204,13 @@ fn without_a_tray_host_the_app_runs_on_and_shows_its_item_when_one_comes() {
 }
 
 /// The tunnel state of cluster `id` in a `clusters` reply, `None` while it has no tunnel.
-fn tunnel_state(clusters: &serde_json::Value, id: &str) -> Option<String> {
+fn tunnel_state(clusters: &[ClusterRow], id: &str) -> Option<TunnelState> {
     clusters
-        .as_array()?
         .iter()
-        .find(|row| row["id"] == id)?
-        .get("tunnel")?
-        .get("state")?
-        .as_str()
-        .map(String::from)
+        .find(|row| row.id.0 == id)?
+        .tunnel
+        .as_ref()
+        .map(|tunnel| tunnel.state)
 }
 
 /// Waits until the app has ended by itself (after Quit).
@@ -243,13 +241,11 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
     let mut app = start_app(&bus, tmp.path());
     let client = connect();
     for id in ["file:prod-us", "file:sandbox"] {
-        rt.block_on(client.call(Request::Connect { id: id.into() }))
+        rt.block_on(WindowCommands::connect(&client, id.into()))
             .unwrap_or_else(|e| panic!("connect {id}: {e:?}"));
     }
-    rt.block_on(client.call(Request::Disconnect {
-        id: "file:sandbox".into(),
-    }))
-    .expect("disconnect sandbox");
+    rt.block_on(client.disconnect("file:sandbox".into()))
+        .expect("disconnect sandbox");
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 0, Duration::from_secs(60)));
     rt.block_on(wait_until(
         "the tray showing prod-us up",
@@ -271,22 +267,22 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
         "prod-us reopened and up",
         Duration::from_secs(60),
         || async {
-            let clusters = client.call(Request::Clusters).await.ok()?;
-            (tunnel_state(&clusters, "file:prod-us").as_deref() == Some("up")).then_some(clusters)
+            let clusters = client.clusters().await.ok()?;
+            (tunnel_state(&clusters, "file:prod-us") == Some(TunnelState::Up)).then_some(clusters)
         },
     ));
-    assert_eq!(tunnel_state(&clusters, "file:sandbox"), None, "{clusters}");
+    assert_eq!(
+        tunnel_state(&clusters, "file:sandbox"),
+        None,
+        "{clusters:?}"
+    );
 
     // The user switches "Reconnect at start" off: the next start opens nothing.
-    let mut settings = rt
-        .block_on(client.call(Request::Settings))
-        .expect("settings");
-    assert_eq!(settings["reconnect_at_start"], true, "on by default");
-    settings["reconnect_at_start"] = false.into();
-    rt.block_on(client.call(Request::SaveSettings {
-        settings: serde_json::from_value(settings).expect("settings"),
-    }))
-    .expect("save the settings");
+    let mut settings = rt.block_on(client.settings()).expect("settings");
+    assert!(settings.reconnect_at_start, "on by default");
+    settings.reconnect_at_start = false;
+    rt.block_on(client.save_settings(settings))
+        .expect("save the settings");
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 1, Duration::from_secs(60)));
     rt.block_on(tray.quit());
     wait_exit(&mut app);
@@ -298,10 +294,12 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
     rt.block_on(tray.built_layout(Duration::from_secs(30)));
     // Reopening starts right after the tray is shown; give it ample time to show if it would.
     k8s_tunnels::sync::pause_blocking(Duration::from_secs(2));
-    let clusters = rt
-        .block_on(client.call(Request::Clusters))
-        .expect("clusters");
-    assert_eq!(tunnel_state(&clusters, "file:prod-us"), None, "{clusters}");
+    let clusters = rt.block_on(client.clusters()).expect("clusters");
+    assert_eq!(
+        tunnel_state(&clusters, "file:prod-us"),
+        None,
+        "{clusters:?}"
+    );
     rt.block_on(tray.quit());
     wait_exit(&mut app);
 }

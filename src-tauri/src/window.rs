@@ -174,8 +174,8 @@ impl Relay {
                     message = pushed.recv() => message,
                 };
                 match message {
-                    Ok(Pushed::Event { name, payload }) => {
-                        if let Err(e) = app.emit(&name, payload) {
+                    Ok(Pushed::Event(event)) => {
+                        if let Err(e) = app.emit(event.name().as_str(), event.payload()) {
                             tracing::debug!(error = %e, "cannot emit an event");
                         }
                     }

@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_tunnels::state::StateStore;
-use k8s_tunnels_desktop::control::{self, Client, ControlHandle, Listener, Pushed, Request};
-use k8s_tunnels_desktop::ipc;
+use k8s_tunnels::tunnel::health::TunnelState;
+use k8s_tunnels_desktop::control::{self, Client, ControlHandle, Listener, Pushed};
+use k8s_tunnels_desktop::events::UiEvent;
+use k8s_tunnels_desktop::ipc::{self, WindowCommands};
 use k8s_tunnels_window::commands;
 use serde_json::{Value, json};
 use support::{World, wait_for};
@@ -273,26 +275,20 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
     world.rt.block_on(async {
         // With no window connected, "open window" (a second launch) starts one.
         let launcher = Client::connect(&socket).await.expect("connect");
-        launcher
-            .call(Request::OpenWindow)
-            .await
-            .expect("open window");
+        launcher.open_window().await.expect("open window");
         assert_eq!(opened.load(Ordering::SeqCst), 1);
 
         // A window subscribes; a tunnel it did not ask for comes up and it hears about it.
         let window = Client::connect(&socket).await.expect("connect");
         let mut pushed = window.subscribe().await.expect("subscribe");
-        launcher
-            .call(Request::Connect { id: alpha.clone() })
+        WindowCommands::connect(&launcher, alpha.clone())
             .await
             .expect("connect alpha");
         let up = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 match pushed.recv().await.expect("pushed") {
-                    Pushed::Event { name, payload }
-                        if name == "tunnel" && payload["state"] == "up" =>
-                    {
-                        return payload;
+                    Pushed::Event(UiEvent::Tunnel(status)) if status.state == TunnelState::Up => {
+                        return status;
                     }
                     _ => {}
                 }
@@ -300,11 +296,11 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
         })
         .await
         .expect("a tunnel event with state up");
-        assert_eq!(up["cluster"], alpha.as_str());
+        assert_eq!(up.cluster.0, alpha);
 
         // Figures change without a state change (here: a stranger knocking on the port is
         // refused); a window hears them within a second or so.
-        let port = up["port"].as_u64().expect("port") as u16;
+        let port = up.port;
         {
             use tokio::io::AsyncWriteExt as _;
             let mut knock = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -315,10 +311,8 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
         let refused = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match pushed.recv().await.expect("pushed") {
-                    Pushed::Event { name, payload }
-                        if name == "tunnel" && payload["refused_connections"] == 1 =>
-                    {
-                        return payload;
+                    Pushed::Event(UiEvent::Tunnel(status)) if status.refused_connections == 1 => {
+                        return status;
                     }
                     _ => {}
                 }
@@ -328,10 +322,7 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
         assert!(refused.is_ok(), "no figures update reached the window");
 
         // Now "open window" brings that window to the front instead of starting another.
-        launcher
-            .call(Request::OpenWindow)
-            .await
-            .expect("open window");
+        launcher.open_window().await.expect("open window");
         tokio::time::timeout(Duration::from_secs(5), async {
             while pushed.recv().await.expect("pushed") != Pushed::Focus {}
         })
@@ -348,10 +339,7 @@ fn a_window_hears_every_event_and_comes_to_the_front_when_asked() {
         drop(window);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            launcher
-                .call(Request::OpenWindow)
-                .await
-                .expect("open window");
+            launcher.open_window().await.expect("open window");
             if opened.load(Ordering::SeqCst) == 2 {
                 break;
             }
@@ -383,7 +371,7 @@ fn a_window_hears_when_the_tray_process_goes_and_calls_fail_clearly() {
         })
         .await;
         assert!(closed.is_ok(), "no Closed after the tray process went");
-        let err = window.call(Request::Clusters).await.unwrap_err();
+        let err = window.clusters().await.unwrap_err();
         assert_eq!(err.code, ipc::ErrorCode::Internal);
         assert!(err.message.contains("not running"), "{err}");
         world.shell.shutdown().await;

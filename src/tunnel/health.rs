@@ -17,6 +17,7 @@ use crate::tunnel::carrier::CarrierError;
 
 /// The state of a tunnel as users see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum TunnelState {
     /// The listener is up; the edge has not answered yet.

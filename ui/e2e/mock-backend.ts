@@ -1,9 +1,10 @@
 // A fake desktop shell for the end-to-end tests: installed by an init script before the window's
-// own code runs, it answers every command of `ipc.ts` through `@tauri-apps/api/mocks`' `mockIPC`,
+// own code runs, it answers every command of `Commands` through `@tauri-apps/api/mocks`' `mockIPC`,
 // records each call, keeps its state in localStorage (so a reload sees a starred row still
 // starred), and lets the test emit shell events through `window.__mock.emit`.
 //
-// Typed against `src/ipc.ts`: a command or payload that drifts from the contract fails `tsc`.
+// Typed against `src/ipc.ts` (the types generated from Rust): a command or payload that drifts from
+// the contract fails `tsc`.
 import { emit } from "@tauri-apps/api/event";
 import { mockIPC, mockWindows } from "@tauri-apps/api/mocks";
 import type {
