@@ -258,17 +258,13 @@ impl App {
     /// The configured discovery sources, or only those named in `only`.
     pub fn sources(&self, only: &[String]) -> Vec<Box<dyn ClusterSource>> {
         let configured = &self.config.sources;
-        let mut all: Vec<Box<dyn ClusterSource>> = Vec::new();
-        if let Some(eks) = &configured.eks {
-            all.push(Box::new(eks::EksSource::new(eks.clone())));
-        }
-        if let Some(gke) = &configured.gke {
-            all.push(Box::new(gke::GkeSource::new(gke.clone())));
-        }
-        if let Some(vault) = &configured.vault {
-            all.push(Box::new(vault::VaultSource::new(vault.clone())));
-        }
+        let all = [
+            configured.eks.as_ref().and_then(eks::source_for),
+            configured.gke.as_ref().and_then(gke::source_for),
+            configured.vault.as_ref().and_then(vault::source_for),
+        ];
         all.into_iter()
+            .flatten()
             .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name()))
             .collect()
     }

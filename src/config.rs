@@ -62,6 +62,17 @@ pub enum ConfigError {
         /// What is wrong, with the field path.
         message: String,
     },
+    /// The file names a discovery source this build of the program was made without.
+    #[error(
+        "{}: sources.{section}: this build of k8s-tunnels has no {section} discovery (built without the Cargo feature `{section}`)",
+        path.display()
+    )]
+    NotBuiltIn {
+        /// The file.
+        path: PathBuf,
+        /// The source's section (`eks`, `gke`, `vault`), which is also its feature's name.
+        section: &'static str,
+    },
 }
 
 /// Reads the configuration; a missing file is the default configuration.
@@ -80,7 +91,7 @@ pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
         return Ok(AppConfig::default());
     }
     let de = serde_norway::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let config: AppConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
         let location = inner.location().map(|l| (l.line(), l.column()));
@@ -99,7 +110,29 @@ pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
                 format!("{field}: {message}")
             },
         }
-    })
+    })?;
+    match config.sources.not_built_in() {
+        Some(section) => Err(ConfigError::NotBuiltIn {
+            path: path.to_path_buf(),
+            section,
+        }),
+        None => Ok(config),
+    }
+}
+
+impl SourcesConfig {
+    /// The first configured source this build lacks (see the `eks`, `gke` and `vault` features):
+    /// refused when the file is read, so that no run silently skips it.
+    pub fn not_built_in(&self) -> Option<&'static str> {
+        [
+            ("eks", self.eks.is_some(), cfg!(feature = "eks")),
+            ("gke", self.gke.is_some(), cfg!(feature = "gke")),
+            ("vault", self.vault.is_some(), cfg!(feature = "vault")),
+        ]
+        .into_iter()
+        .find(|&(_, configured, built)| configured && !built)
+        .map(|(name, ..)| name)
+    }
 }
 
 #[cfg(test)]

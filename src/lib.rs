@@ -14,10 +14,12 @@ pub mod dirs;
 pub mod discovery;
 mod duration;
 pub mod engine;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod inventory;
 pub mod keychain;
 pub mod kubeconfig;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod memory;
 pub mod private_file;

@@ -153,7 +153,10 @@ mod tests {
         let platform = configs.get(None).unwrap();
         let with_a = configs.get(Some(a.as_bytes())).unwrap();
         assert!(Arc::ptr_eq(&platform, &configs.get(None).unwrap()));
-        assert!(Arc::ptr_eq(&with_a, &configs.clone().get(Some(a.as_bytes())).unwrap()));
+        assert!(Arc::ptr_eq(
+            &with_a,
+            &configs.clone().get(Some(a.as_bytes())).unwrap()
+        ));
         let with_b = configs.get(Some(b.as_bytes())).unwrap();
         assert!(!Arc::ptr_eq(&with_a, &with_b));
         assert!(!Arc::ptr_eq(&with_a, &platform));

@@ -130,14 +130,17 @@ pub fn run() {
         open_window(app.handle());
         Ok(())
     });
+    // Tauri's generated context exits by itself when its embedded assets are unusable, as this
+    // entry point does below when the window cannot start: before any window exists, with
+    // nothing to clean up.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the window's entry point, before its window exists: nothing to clean up"
+    )]
     let app = match crate::commands::register(builder).build(tauri::generate_context!()) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: cannot start the window: {e}");
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "the window's entry point, before its window exists: nothing to clean up"
-            )]
             std::process::exit(1);
         }
     };

@@ -22,11 +22,11 @@ use crate::access::settings::AccessSettings;
 use crate::access::store::{TokenKey, TokenStore};
 use crate::access::transfer::{BrowserOpener, PollSettings, Transfer, TransferError};
 use crate::access::{AccessError, Credential};
-use crate::tls::ClientConfigs;
 use crate::inventory::{AccessAuth, Cluster};
 use crate::secret::Secret;
 use crate::sync::lock;
 use crate::timestamp::rfc3339;
+use crate::tls::ClientConfigs;
 
 /// Who is asking, which decides whether the user may be interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,19 +1,4 @@
-//! The GKE source: every cluster in the configured Google Cloud projects, found with one
-//! `projects.locations.clusters.list` call per project (`projects/<p>/locations/-`, every
-//! zone and region at once), projects asked in parallel.
-//!
-//! Resource labels carry the Access settings. GCP label keys allow only `[a-z0-9_-]`, so the
-//! default keys are `k8s-tunnels-hostname`, `env` / `environment` and `k8s-tunnels-origin`.
-//! GCP label *values* cannot hold dots either, so a hostname label writes each `.` as `_`
-//! (`k8s.example.com` → `k8s_example_com`; `_` never appears in a hostname, so this decodes
-//! unambiguously). A hostname that does not fit a label value (longer than 63 characters) can
-//! instead sit in the cluster's description on a line of its own, `k8s-tunnels-hostname=<host>`
-//! (or `key: value`); labels win over the description.
-//!
-//! The kubeconfig user is the `gke-gcloud-auth-plugin` exec plugin, as
-//! `gcloud container clusters get-credentials` writes it. Credentials for the API are
-//! Application Default Credentials.
-
+//! The GKE source itself: the Kubernetes Engine API client and what it finds (built with the `gke` feature).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,36 +7,21 @@ use futures_util::future::BoxFuture;
 use google_cloud_container_v1::client::ClusterManager;
 use google_cloud_container_v1::model::{Cluster as GkeCluster, ListClustersResponse};
 use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt as _};
-use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
-use super::metadata::{self, Discovered, MetadataKeys};
-use super::validate::shown;
-use super::{ClusterSource, Found, Progress, ProgressSink, Rejected, ScopeError, SourceReport};
+use super::{GkeConfig, SOURCE};
+use crate::discovery::metadata::{self, Discovered, MetadataKeys};
+use crate::discovery::validate::shown;
+use crate::discovery::{
+    ClusterSource, Found, Progress, ProgressSink, Rejected, ScopeError, SourceReport,
+};
 use crate::inventory::Cloud;
-
-/// The source name, also the first part of every cluster id (`gke:<project>:<location>:<name>`).
-pub const SOURCE: &str = "gke";
 
 /// Projects asked at the same time.
 const CONCURRENCY: usize = 8;
 
 /// Longest service message kept in a scope error: enough to name the permission or project.
 const MAX_MESSAGE: usize = 300;
-
-/// `sources.gke` in the app's config file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GkeConfig {
-    /// Google Cloud project ids to scan (each is one scope, `gke:<project>`).
-    pub projects: Vec<String>,
-    /// The Kubernetes Engine API endpoint; `https://container.googleapis.com` when unset.
-    /// For a private or regional endpoint, or a test server.
-    pub endpoint: Option<String>,
-    /// Which resource labels carry the Access hostname, environment and origin mode. Label
-    /// keys allow only `[a-z0-9_-]`; a hostname label value spells `.` as `_`.
-    pub keys: MetadataKeys,
-}
 
 /// Errors setting up the GKE source (per project, so that one project never fails the rest).
 #[derive(Debug, thiserror::Error)]
@@ -286,14 +256,16 @@ fn discovered(
     project: &str,
     cluster: GkeCluster,
     keys: &MetadataKeys,
-) -> Result<Discovered, super::Rejection> {
+) -> Result<Discovered, crate::discovery::Rejection> {
     let location = cluster.location.clone();
     if location.trim().is_empty() {
-        return Err(super::Rejection::Invalid("has no location".into()));
+        return Err(crate::discovery::Rejection::Invalid(
+            "has no location".into(),
+        ));
     }
     if cluster.endpoint.trim().is_empty() {
         let status = cluster.status.name().unwrap_or("unknown").to_string();
-        return Err(super::Rejection::Invalid(format!(
+        return Err(crate::discovery::Rejection::Invalid(format!(
             "has no API endpoint yet (status {status})"
         )));
     }
@@ -305,7 +277,7 @@ fn discovered(
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']'))
     {
-        return Err(super::Rejection::Invalid(
+        return Err(crate::discovery::Rejection::Invalid(
             "endpoint is not an IP address or host name".into(),
         ));
     }
@@ -331,13 +303,15 @@ fn discovered(
 }
 
 /// `masterAuth.clusterCaCertificate` is base64 of the PEM.
-fn decode_ca(b64: &str) -> Result<String, super::Rejection> {
+fn decode_ca(b64: &str) -> Result<String, crate::discovery::Rejection> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
-        .map_err(|e| super::Rejection::Invalid(format!("API server CA: not base64: {e}")))?;
+        .map_err(|e| {
+            crate::discovery::Rejection::Invalid(format!("API server CA: not base64: {e}"))
+        })?;
     String::from_utf8(bytes)
-        .map_err(|_| super::Rejection::Invalid("API server CA: not PEM text".into()))
+        .map_err(|_| crate::discovery::Rejection::Invalid("API server CA: not PEM text".into()))
 }
 
 /// The labels [`metadata::build`] reads: resource labels (a hostname label's `_` decoded to
