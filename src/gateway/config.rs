@@ -30,7 +30,7 @@
 //!   - hostname: bastion.k8s.example.com
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
-//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination off the gateway's host
+//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any address off the internal list
 //! access:                                # optional: play the Access login (auth domain, transfer service)
 //!   auth_domain: team.cloudflareaccess.com
 //!   signing_key: { file: /etc/k8s-tunnels-gateway/access-key.pem }   # RSA, signs app/org tokens
@@ -385,9 +385,11 @@ pub struct ApplicationConfig {
     #[serde(default)]
     pub socks: bool,
     /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
-    /// (`host`, `*.suffix`, any port). `None` allows every destination except addresses of the
-    /// gateway's own host and link-local ones (checked after DNS resolution); list such a
-    /// destination explicitly to allow it.
+    /// (`host`, `*.suffix`, any port). Every destination's resolved addresses are checked
+    /// against the internal list (the gateway's own host, link-local, cloud metadata; see
+    /// `docs/gateway.md`), with or without this list; only an entry naming the destination
+    /// exactly (`host:port`, or an IP address) lets it reach such an address. `None` allows
+    /// every destination off the internal list.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
     /// The key set for this application's JWTs; defaults to the top-level `jwks`.
