@@ -460,7 +460,8 @@ pub struct LimitsConfig {
     pub max_connections_per_client: usize,
     /// Connections at once that carry no stream yet: TLS handshakes, requests being read,
     /// login pages, transfer polls; at most `max_connections`. When full, a new connection
-    /// still gets in and the oldest such connection of the client holding the most is closed.
+    /// from a client holding fewer than the busiest still gets in and the busiest client's
+    /// oldest is closed; one from the busiest client itself is reset.
     pub max_unauthenticated: usize,
     /// Time a client has to finish the TLS handshake.
     #[serde(deserialize_with = "crate::duration::required")]
