@@ -221,7 +221,14 @@ impl World {
     }
 
     /// Writes the gateway config (on `gateway`) and the inventory; returns their paths.
-    fn write_files(&self, gateway: SocketAddr, run: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// `limits`: the gateway has a `limits:` section (issue 16), to be set so that the one
+    /// client address of the benchmark is not held to the per-client default.
+    fn write_files(
+        &self,
+        gateway: SocketAddr,
+        run: &Path,
+        limits: bool,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(run)?;
         let ca = LabCa::new("k8s-tunnels scale bench CA")?;
         let issuer = TokenIssuer::generate()?;
@@ -251,6 +258,10 @@ impl World {
             "jwks": {"file": jwks},
             "applications": applications,
         });
+        if limits {
+            gateway_config["limits"] =
+                json!({"max_connections_per_client": 1_000_000, "max_connections": 1_000_000});
+        }
         if !self.plain {
             let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
             let cert = ca.issue(&names)?;
@@ -323,6 +334,25 @@ async fn start_echo() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// Whether the gateway binary in `dir` knows the `limits:` section (builds before issue 16
+/// refuse it as an unknown key).
+fn has_limits_section(dir: &Path, run: &Path) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(run)?;
+    let probe = run.join("limits-probe.yaml");
+    std::fs::write(
+        &probe,
+        "listen: 127.0.0.1:0\nlimits: {}\napplications:\n  - {hostname: a.test, aud: a, origin: 'tcp://127.0.0.1:1', service_tokens: [{client_id: c, client_secret: {env: PATH}}]}\n",
+    )?;
+    let status = Command::new(dir.join("k8s-tunnels-gateway"))
+        .arg("--config")
+        .arg(&probe)
+        .arg("--check")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    Ok(status.success())
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -469,7 +499,8 @@ async fn bulk(socks: &Socks, bytes: u64, pids: (u32, u32)) -> anyhow::Result<Bul
 async fn measure(args: &Args, world: &World, variant: &Variant) -> anyhow::Result<Figures> {
     let run = world.dir.path().join(&variant.name);
     let gateway_addr = free_port()?;
-    let (gateway_config, inventory) = world.write_files(gateway_addr, &run)?;
+    let limits = has_limits_section(&variant.dir, &run)?;
+    let (gateway_config, inventory) = world.write_files(gateway_addr, &run, limits)?;
     let home = run.join("home");
     std::fs::create_dir_all(&home)?;
     let kubeconfig = run.join("kubeconfig");

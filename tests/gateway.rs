@@ -67,6 +67,19 @@ fn tcp_origin(addr: SocketAddr) -> Origin {
 }
 
 async fn start_lab(apps: Vec<ApplicationConfig>, ping: Option<Duration>) -> Lab {
+    start_lab_with(apps, |config| {
+        if let Some(ping) = ping {
+            config.ping_interval = ping;
+        }
+    })
+    .await
+}
+
+/// The lab with `adjust` applied to the gateway's configuration last.
+async fn start_lab_with(
+    apps: Vec<ApplicationConfig>,
+    adjust: impl FnOnce(&mut GatewayConfig),
+) -> Lab {
     let ca = LabCa::new("gateway test CA").unwrap();
     let leaf = ca
         .issue(&[
@@ -83,11 +96,9 @@ async fn start_lab(apps: Vec<ApplicationConfig>, ping: Option<Duration>) -> Lab 
         key: SecretSource::Value(Secret::new(leaf.key_pem.clone())),
     });
     config.jwks = Some(TextSource::Inline(issuer.jwks_json()));
-    if let Some(ping) = ping {
-        config.ping_interval = ping;
-    }
     config.connect_timeout = Duration::from_secs(2);
     config.applications = apps;
+    adjust(&mut config);
     let gateway = Gateway::start(config).await.unwrap();
     Lab {
         ca,
@@ -308,6 +319,459 @@ async fn a_bastion_without_an_allow_list_refuses_the_gateways_own_host() {
         assert_eq!(response.status(), http::StatusCode::FORBIDDEN, "{dest}");
     }
     assert_eq!(local.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// A TCP echo server on every interface (0.0.0.0), as the services a bastion must not reach
+/// through the gateway host's own addresses.
+async fn echo_on_every_interface() -> Echo {
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Echo { addr, accepted }
+}
+
+/// A non-loopback address of this machine: the source address the kernel picks for a route
+/// out (a UDP `connect` sends nothing). Fails loudly on a machine without one.
+fn own_interface_address() -> std::net::IpAddr {
+    for target in ["192.0.2.1:9", "198.51.100.1:9", "8.8.8.8:53"] {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        if socket.connect(target).is_ok()
+            && let Ok(local) = socket.local_addr()
+            && !local.ip().is_loopback()
+        {
+            return local.ip();
+        }
+    }
+    panic!("this test needs a non-loopback interface address and an IPv4 route out");
+}
+
+impl Lab {
+    /// The status of a bastion upgrade to `dest` with a valid token.
+    async fn bastion_status(&self, dest: &str) -> http::StatusCode {
+        let token = self.token();
+        match self
+            .dial(
+                "bastion.lab.test",
+                &[
+                    ("Cf-Access-Token", token.expose()),
+                    ("Cf-Access-Jump-Destination", dest),
+                ],
+            )
+            .await
+        {
+            Ok(_) => http::StatusCode::SWITCHING_PROTOCOLS,
+            Err(WsError::Http(response)) => response.status(),
+            Err(e) => panic!("{dest}: {e}"),
+        }
+    }
+}
+
+/// Issue 16: what the review found a bastion without an allow-list still reached — the
+/// gateway host's own interface address (a service bound to 0.0.0.0), AWS metadata over
+/// IPv6, Alibaba's metadata address, loopback as IPv4-compatible IPv6 and through NAT64 — is
+/// refused with 403 before anything is dialled.
+#[tokio::test]
+async fn a_bastion_refuses_the_hosts_own_addresses_and_every_metadata_endpoint() {
+    let service = echo_on_every_interface().await;
+    let port = service.addr.port();
+    let own = own_interface_address();
+    let lab = start_lab(vec![app("bastion.lab.test", Origin::Bastion)], None).await;
+    for dest in [
+        format!("{own}:{port}"),
+        format!("[::ffff:{own}]:{port}"),
+        format!("[::7f00:1]:{port}"),
+        format!("[64:ff9b::7f00:1]:{port}"),
+        "[fd00:ec2::254]:80".to_string(),
+        "100.100.100.200:80".to_string(),
+        format!("0.0.0.0:{port}"),
+    ] {
+        assert_eq!(
+            lab.bastion_status(&dest).await,
+            http::StatusCode::FORBIDDEN,
+            "{dest}"
+        );
+    }
+    assert_eq!(service.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// With an allow-list, a host entry or a `*.suffix` pattern admits a name, but what the name
+/// resolves to is checked like any other bastion destination; only an entry naming the
+/// destination exactly (`host:port`, as the lab's `localhost:<port>`) lets it reach an
+/// internal address.
+#[tokio::test]
+async fn an_allow_list_checks_the_addresses_its_names_resolve_to() {
+    let service = echo_server().await;
+    let port = service.addr.port();
+    let mut bastion = app("bastion.lab.test", Origin::Bastion);
+    bastion.allow = Some(vec!["localhost".into(), "*.lab.test".into()]);
+    let lab = start_lab(vec![bastion], None).await;
+    assert_eq!(
+        lab.bastion_status(&format!("localhost:{port}")).await,
+        http::StatusCode::FORBIDDEN
+    );
+    assert_eq!(service.accepted.load(Ordering::SeqCst), 0);
+
+    let mut bastion = app("bastion.lab.test", Origin::Bastion);
+    bastion.allow = Some(vec![format!("localhost:{port}")]);
+    let lab = start_lab(vec![bastion], None).await;
+    assert_eq!(
+        lab.bastion_status(&format!("localhost:{port}")).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+}
+
+/// A `socks` stream whose client never sends its SOCKS5 greeting is closed, and its origin
+/// connection with it, once `limits.socks_timeout` has passed.
+#[tokio::test]
+async fn a_socks_stream_without_its_request_is_closed_after_the_socks_timeout() {
+    let (origin_addr, origin_closed) = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let _ = tx.send(n);
+        });
+        (addr, rx)
+    };
+    let mut socks_app = app("socks.lab.test", tcp_origin(origin_addr));
+    socks_app.socks = true;
+    let lab = start_lab_with(vec![socks_app], |config| {
+        config.limits.socks_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut ws = lab.dial_with_token("socks.lab.test").await;
+    let started = std::time::Instant::now();
+    // The client answers pings (tungstenite does) but says nothing else.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream was still open after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let n = tokio::time::timeout(Duration::from_secs(2), origin_closed)
+        .await
+        .expect("the origin connection closed too")
+        .unwrap();
+    assert_eq!(n, 0, "the origin received bytes");
+}
+
+/// A token whose `nbf` is in the future (beyond the clock-skew leeway) is not good yet.
+#[tokio::test]
+async fn a_token_before_its_not_before_time_is_refused() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = |nbf: u64| {
+        lab.issuer
+            .sign(&serde_json::json!({
+                "aud": [AUD], "email": "ada@example.com", "sub": "ada",
+                "iat": now, "nbf": nbf, "exp": now + 3600,
+            }))
+            .unwrap()
+    };
+    let early = token(now + 600);
+    assert_login_redirect(
+        &refusal(
+            lab.dial("tcp.lab.test", &[("Cf-Access-Token", early.expose())])
+                .await,
+        ),
+        "tcp.lab.test",
+    );
+    let valid = token(now - 5);
+    let ws = lab
+        .dial("tcp.lab.test", &[("Cf-Access-Token", valid.expose())])
+        .await
+        .expect("a token past its nbf");
+    round_trip(&mut PeerBytes::new(ws), b"nbf").await;
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// The status of an upgrade to `tcp.lab.test` with `token`.
+async fn token_status(lab: &Lab, token: &Secret) -> http::StatusCode {
+    match lab
+        .dial("tcp.lab.test", &[("Cf-Access-Token", token.expose())])
+        .await
+    {
+        Ok(_) => http::StatusCode::SWITCHING_PROTOCOLS,
+        Err(WsError::Http(response)) => response.status(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn mint(issuer: &TokenIssuer) -> Secret {
+    issuer
+        .mint(&Claims::for_user(
+            AUD,
+            "ada@example.com",
+            Duration::from_secs(300),
+        ))
+        .unwrap()
+}
+
+/// Key rotation without a restart, step 1: a key added to the JWKS file opens the door with
+/// its first token, long before the next periodic read (an unknown `kid` makes the gateway
+/// read the file again).
+#[tokio::test]
+async fn a_key_added_to_the_jwks_file_opens_with_its_first_token() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let (old, new) = (
+        TokenIssuer::generate().unwrap(),
+        TokenIssuer::generate().unwrap(),
+    );
+    std::fs::write(&jwks, old.jwks_json()).unwrap();
+    let lab = start_lab_with(vec![app("tcp.lab.test", tcp_origin(echo.addr))], |config| {
+        config.jwks = Some(TextSource::File(jwks.clone()));
+        config.jwks_refresh = Duration::from_secs(3600);
+    })
+    .await;
+    let (old_token, new_token) = (mint(&old), mint(&new));
+    assert_eq!(
+        token_status(&lab, &old_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        token_status(&lab, &new_token).await,
+        http::StatusCode::FOUND
+    );
+
+    let both = serde_json::json!({"keys": [old.jwk_set().keys[0], new.jwk_set().keys[0]]});
+    std::fs::write(&jwks, both.to_string()).unwrap();
+    // An unknown kid has the file read at most once a second: the refusal above was one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        token_status(&lab, &new_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        token_status(&lab, &old_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+}
+
+/// Key rotation without a restart, step 2: a key withdrawn from the JWKS file stops opening
+/// by the next `jwks_refresh`; a file that no longer parses keeps the last good set.
+#[tokio::test]
+async fn a_key_withdrawn_from_the_jwks_file_stops_opening_at_the_next_refresh() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let (old, new) = (
+        TokenIssuer::generate().unwrap(),
+        TokenIssuer::generate().unwrap(),
+    );
+    let both = serde_json::json!({"keys": [old.jwk_set().keys[0], new.jwk_set().keys[0]]});
+    std::fs::write(&jwks, both.to_string()).unwrap();
+    let lab = start_lab_with(vec![app("tcp.lab.test", tcp_origin(echo.addr))], |config| {
+        config.jwks = Some(TextSource::File(jwks.clone()));
+        config.jwks_refresh = Duration::from_secs(1);
+    })
+    .await;
+    let (old_token, new_token) = (mint(&old), mint(&new));
+    assert_eq!(
+        token_status(&lab, &old_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+
+    std::fs::write(&jwks, new.jwks_json()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        token_status(&lab, &old_token).await,
+        http::StatusCode::FOUND
+    );
+    assert_eq!(
+        token_status(&lab, &new_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+
+    std::fs::write(&jwks, "not json").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        token_status(&lab, &new_token).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+}
+
+/// An idle TCP connection from `source` (a loopback address of its own, so the limits count
+/// it as its own client) to `to`; `None` when the gateway reset it before `connect` returned
+/// (a refusal at accept, on a fast loopback).
+async fn idle_from(source: &str, to: SocketAddr) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    match socket.connect(to).await {
+        Ok(stream) => Some(stream),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("connect from {source}: {e}"),
+    }
+}
+
+/// Whether the gateway closed `stream` within `within` (EOF or a reset, also before
+/// `connect` returned).
+async fn closed_within(stream: &mut Option<TcpStream>, within: Duration) -> bool {
+    let Some(stream) = stream else {
+        return true;
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(within, stream.read(&mut byte)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) => panic!("the gateway sent bytes unasked"),
+        Err(_) => false,
+    }
+}
+
+/// How many of `streams` the gateway closed within `within`.
+async fn count_closed(streams: &mut [Option<TcpStream>], within: Duration) -> usize {
+    let checks = streams.iter_mut().map(|s| closed_within(s, within));
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count()
+}
+
+/// Issue 16: the overall and per-client connection limits hold — a connection past either
+/// is closed at once — and free their places when connections close.
+#[tokio::test]
+async fn connections_past_the_overall_or_per_client_limit_are_closed_at_once() {
+    let echo = echo_server().await;
+    let lab = start_lab_with(vec![app("tcp.lab.test", tcp_origin(echo.addr))], |config| {
+        config.limits.max_connections = 10;
+        config.limits.max_connections_per_client = 4;
+        config.limits.max_unauthenticated = 10;
+    })
+    .await;
+    let addr = lab.gateway.local_addr();
+    let short = Duration::from_millis(300);
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(idle_from("127.0.0.2", addr).await);
+    }
+    let mut fifth = idle_from("127.0.0.2", addr).await;
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(2)).await,
+        "per-client limit"
+    );
+    assert_eq!(count_closed(&mut first, short).await, 0);
+    let mut others = Vec::new();
+    for source in [
+        "127.0.0.3",
+        "127.0.0.3",
+        "127.0.0.3",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.4",
+    ] {
+        others.push(idle_from(source, addr).await);
+    }
+    let mut eleventh = idle_from("127.0.0.5", addr).await;
+    assert!(
+        closed_within(&mut eleventh, Duration::from_secs(2)).await,
+        "overall limit"
+    );
+    assert_eq!(count_closed(&mut others, short).await, 0);
+    // A stream cannot get in either while the gateway is full...
+    let token = lab.token();
+    assert!(
+        lab.dial("tcp.lab.test", &[("Cf-Access-Token", token.expose())])
+            .await
+            .is_err()
+    );
+    // ...and gets in once connections close.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ws = lab.dial_with_token("tcp.lab.test").await;
+    round_trip(&mut PeerBytes::new(ws), b"after").await;
+}
+
+/// Issue 16: a flood of idle connections from many addresses fills only the unauthenticated
+/// pool, whose oldest are closed to make room, so a client's stream still opens during it, and
+/// open streams are never closed for room.
+#[tokio::test]
+async fn a_flood_of_idle_connections_leaves_room_for_streams() {
+    let echo = echo_server().await;
+    let lab = start_lab_with(vec![app("tcp.lab.test", tcp_origin(echo.addr))], |config| {
+        config.limits.max_connections = 200;
+        config.limits.max_connections_per_client = 200;
+        config.limits.max_unauthenticated = 8;
+    })
+    .await;
+    let addr = lab.gateway.local_addr();
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        flood.push(idle_from(&format!("127.0.1.{}", i % 5 + 1), addr).await);
+    }
+    // The pool holds 8: the other 32 were closed to make room.
+    assert_eq!(count_closed(&mut flood, Duration::from_secs(2)).await, 32);
+    let mut open = lab.dial_with_token("tcp.lab.test").await;
+    let mut stream = PeerBytes::new(open);
+    round_trip(&mut stream, b"during the flood").await;
+    let mut more = Vec::new();
+    for i in 0..40 {
+        more.push(idle_from(&format!("127.0.2.{}", i % 5 + 1), addr).await);
+    }
+    assert!(count_closed(&mut more, Duration::from_secs(2)).await >= 32);
+    // The stream opened during the flood is untouched, and another one opens.
+    round_trip(&mut stream, b"still open").await;
+    open = lab.dial_with_token("tcp.lab.test").await;
+    round_trip(&mut PeerBytes::new(open), b"a second one").await;
+}
+
+/// A client that stalls in the TLS handshake, or sends no request after it, is closed at
+/// `limits.tls_handshake_timeout` and `limits.request_timeout`.
+#[tokio::test]
+async fn a_slow_handshake_and_a_missing_request_are_cut_at_their_time_limits() {
+    let echo = echo_server().await;
+    let lab = start_lab_with(vec![app("tcp.lab.test", tcp_origin(echo.addr))], |config| {
+        config.limits.tls_handshake_timeout = Duration::from_secs(1);
+        config.limits.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = lab.gateway.local_addr();
+    // Half a ClientHello record header, then nothing.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(&[0x16, 0x03]).await.unwrap();
+    let mut slow = Some(slow);
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(4)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = k8s_tunnels::tls::client_config(Some(lab.ca.cert_pem().as_bytes())).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("tcp.lab.test").unwrap();
+    let mut silent = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(6), silent.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "still open 6 s after the handshake"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -44,12 +44,15 @@ const PASSWORD: &str = "correct horse battery staple";
 const SERVICE_ID: &str = "robot.access";
 const SERVICE_SECRET: &str = "s3rvice-secret-never-logged";
 
-/// Lifetimes and timeouts a test may shorten.
+/// Lifetimes, timeouts and limits a test may change.
 #[derive(Clone, Copy)]
 struct Timings {
     app_ttl: Duration,
     org_ttl: Duration,
     transfer_timeout: Duration,
+    max_transfer_polls: usize,
+    sign_in_failures: u32,
+    sign_in_window: Duration,
 }
 
 impl Default for Timings {
@@ -58,6 +61,9 @@ impl Default for Timings {
             app_ttl: Duration::from_secs(3600),
             org_ttl: Duration::from_secs(7200),
             transfer_timeout: Duration::from_secs(2),
+            max_transfer_polls: k8s_tunnels::gateway::config::DEFAULT_MAX_TRANSFER_POLLS,
+            sign_in_failures: k8s_tunnels::gateway::config::DEFAULT_SIGN_IN_FAILURES,
+            sign_in_window: k8s_tunnels::gateway::config::DEFAULT_SIGN_IN_WINDOW,
         }
     }
 }
@@ -104,6 +110,9 @@ impl World {
         access.app_token_ttl = timings.app_ttl;
         access.org_token_ttl = timings.org_ttl;
         access.transfer_timeout = timings.transfer_timeout;
+        access.max_transfer_polls = timings.max_transfer_polls;
+        access.sign_in_failures = timings.sign_in_failures;
+        access.sign_in_window = timings.sign_in_window;
         access.identities.push(IdentityConfig {
             email: EMAIL.into(),
             password: SecretSource::Value(Secret::new(PASSWORD)),
@@ -120,6 +129,16 @@ impl World {
     /// `https://<host>:<port><path>`: every name maps to the gateway's loopback address.
     fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.port())
+    }
+
+    /// A client without redirects or cookies whose connections come from `source`, a loopback
+    /// address of its own (another client address to the gateway's limits).
+    fn stepper_from(&self, source: &str) -> reqwest::Client {
+        self.client_builder()
+            .redirect(Policy::none())
+            .local_address(source.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
@@ -247,11 +266,75 @@ fn form_action(page_url: &url::Url, html: &str) -> url::Url {
     page_url.join(&action).unwrap()
 }
 
-fn form(email: &str, password: &str) -> String {
+/// The sign-in form's fields as a browser posts them: the hidden form token the page holds, the
+/// e-mail address and the password.
+fn form(page: &str, email: &str, password: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new())
+        .append_pair(CSRF_FIELD, &hidden_value(page, CSRF_FIELD))
         .append_pair("email", email)
         .append_pair("password", password)
         .finish()
+}
+
+const CSRF_FIELD: &str = "csrf";
+const CSRF_COOKIE: &str = "__Host-CF_Login_CSRF";
+
+/// The value of the page's hidden input `name`.
+fn hidden_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("the hidden input") + marker.len();
+    let end = start + html[start..].find('"').unwrap();
+    html[start..end].to_owned()
+}
+
+/// The sign-in page as a client without a cookie store gets it: the form's action, the page
+/// and the `Cookie` header the form token's cookie makes.
+struct SignInForm {
+    action: url::Url,
+    html: String,
+    cookie: String,
+}
+
+impl SignInForm {
+    async fn get(client: &reqwest::Client, url: &str) -> Self {
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|c| c.to_str().ok())
+            .find(|c| c.starts_with(&format!("{CSRF_COOKIE}=")))
+            .expect("the form token's cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let page_url = response.url().clone();
+        let html = response.text().await.unwrap();
+        Self {
+            action: form_action(&page_url, &html),
+            html,
+            cookie,
+        }
+    }
+
+    /// Posts the form, filled in, with its cookie.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.action.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &self.cookie)
+            .body(form(&self.html, email, password))
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 /// Signs in on the auth domain step by step: returns the org token and the redirect to
@@ -261,13 +344,10 @@ async fn sign_in(world: &World, client: &reqwest::Client) -> (String, url::Url) 
         AUTH_DOMAIN,
         &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2F"),
     );
-    let response = client
-        .post(&login)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(EMAIL, PASSWORD))
-        .send()
+    let response = SignInForm::get(client, &login)
         .await
-        .unwrap();
+        .post(client, EMAIL, PASSWORD)
+        .await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let (org, attributes) = set_cookie(&response);
     for attribute in ["Secure", "HttpOnly", "Path=/", "Expires=", "SameSite=Lax"] {
@@ -367,25 +447,16 @@ async fn the_sign_in_page_checks_the_password_and_sets_the_org_cookie() {
         AUTH_DOMAIN,
         &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2Fback"),
     );
-    let response = client.get(&login).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let page_url = response.url().clone();
-    let html = response.text().await.unwrap();
-    assert!(html.contains("type=\"password\""), "{html}");
-    let action = form_action(&page_url, &html);
+    let page = SignInForm::get(&client, &login).await;
+    assert!(page.html.contains("type=\"password\""), "{}", page.html);
+    let action = page.action.clone();
     assert_eq!(action.host_str(), Some(AUTH_DOMAIN));
     assert_eq!(action.path(), format!("/cdn-cgi/access/login/{APP}"));
     assert_eq!(query(&action)["redirect_url"], "/back");
 
     // Wrong password, unknown user: 401 with the form again, no cookie.
     for (email, password) in [(EMAIL, "wrong"), ("eve@example.com", PASSWORD)] {
-        let response = client
-            .post(action.clone())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(email, password))
-            .send()
-            .await
-            .unwrap();
+        let response = page.post(&client, email, password).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(response.headers().get("set-cookie").is_none());
         let html = response.text().await.unwrap();
@@ -394,13 +465,7 @@ async fn the_sign_in_page_checks_the_password_and_sets_the_org_cookie() {
     }
 
     // The right one: the org cookie, and on to the application with a fresh app token.
-    let response = client
-        .post(action)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form("Ada@Example.com", PASSWORD))
-        .send()
-        .await
-        .unwrap();
+    let response = page.post(&client, "Ada@Example.com", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let (org, attributes) = set_cookie(&response);
     for attribute in ["Secure", "HttpOnly", "Path=/", "Expires=", "SameSite=Lax"] {
@@ -604,7 +669,7 @@ async fn the_browser_transfer_hands_both_tokens_to_the_client_and_logs_no_secret
     let response = browser
         .post(action)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(EMAIL, PASSWORD))
+        .body(form(&html, EMAIL, PASSWORD))
         .send()
         .await
         .unwrap();
@@ -760,7 +825,7 @@ async fn consent(
         response = browser
             .post(form_action(&page, &html))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(EMAIL, PASSWORD))
+            .body(form(&html, EMAIL, PASSWORD))
             .send()
             .await
             .unwrap();
@@ -894,15 +959,15 @@ async fn the_lab_turns_the_login_on() {
     assert_eq!(claims["aud"], aud);
     assert_eq!(claims["auth_domain"], LAB_AUTH_DOMAIN);
 
-    let response = client
-        .post(format!(
+    let response = SignInForm::get(
+        &client,
+        &format!(
             "https://{LAB_AUTH_DOMAIN}:{port}/cdn-cgi/access/login/{host}?kid={aud}&redirect_url=%2F"
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(email, password.expose()))
-        .send()
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .post(&client, email, password.expose())
+    .await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let token = query(&location(&response))["token"].clone();
 
@@ -937,4 +1002,251 @@ async fn the_lab_turns_the_login_on() {
         auth("alpha")
     );
     assert!(matches!(auth("robot"), AccessAuth::ServiceToken { .. }));
+}
+
+/// Issue 16: the metadata answer is signed once per host and served from a cache, not signed
+/// again for every unauthenticated request.
+#[tokio::test]
+async fn the_metadata_answer_is_signed_once_and_served_from_a_cache() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let ask = |host: &'static str| {
+        let client = client.clone();
+        let url = world.url(host, "/");
+        async move {
+            let response = client
+                .head(url)
+                .header("cf-access-metadata-request", "true")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.headers()["cf-access-metadata"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = ask(APP).await;
+    // A second later a fresh signature would carry another `iat`.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(ask(APP).await, first, "signed again");
+    let other = ask(OTHER_APP).await;
+    assert_ne!(other, first);
+    let (_, claims) = world.verify(&other, OTHER_AUD).await;
+    assert_eq!(claims["hostname"], OTHER_APP);
+}
+
+/// Issue 16: wrong passwords are throttled per client address and per account: past
+/// `sign_in_failures` the page answers 429 with `Retry-After`, even to the right password,
+/// until one failure is forgiven.
+#[tokio::test]
+async fn wrong_passwords_are_throttled_per_address_and_per_account() {
+    let world = World::start(Timings {
+        sign_in_failures: 2,
+        sign_in_window: Duration::from_secs(4),
+        ..Timings::default()
+    })
+    .await;
+    let login = world.url(
+        AUTH_DOMAIN,
+        &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2F"),
+    );
+    let client = world.stepper();
+    let page = SignInForm::get(&client, &login).await;
+    for _ in 0..2 {
+        let response = page.post(&client, EMAIL, "wrong").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let throttled = page.post(&client, EMAIL, PASSWORD).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().get("set-cookie").is_none());
+    let retry: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!(
+        throttled
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many wrong passwords")
+    );
+
+    // The same account from another address is throttled too; another account from there is not.
+    let elsewhere = world.stepper_from("127.0.0.2");
+    let page2 = SignInForm::get(&elsewhere, &login).await;
+    assert_eq!(
+        page2.post(&elsewhere, EMAIL, PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        page2
+            .post(&elsewhere, "eve@example.com", "guess")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // And the first address is throttled for every account.
+    assert_eq!(
+        page.post(&client, "bob@example.com", "guess")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // One failure is forgiven every window / failures (2 s): then the right password works.
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(200)).await;
+    let response = page.post(&client, EMAIL, PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+}
+
+/// Issue 16: the sign-in form counts only when posted from its own page: with the page's
+/// form token in the field and in its cookie, and no other site's `Origin`.
+#[tokio::test]
+async fn a_sign_in_post_without_the_forms_token_is_refused() {
+    let world = World::start(Timings::default()).await;
+    let client = world.stepper();
+    let login = world.url(
+        AUTH_DOMAIN,
+        &format!("/cdn-cgi/access/login/{APP}?kid={AUD}&redirect_url=%2F"),
+    );
+    let page = SignInForm::get(&client, &login).await;
+    let token = hidden_value(&page.html, CSRF_FIELD);
+    assert!(page.cookie.ends_with(&format!("={token}")));
+    let other = SignInForm::get(&client, &login).await;
+    let fields = |csrf: Option<&str>| {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(csrf) = csrf {
+            form.append_pair(CSRF_FIELD, csrf);
+        }
+        form.append_pair("email", EMAIL)
+            .append_pair("password", PASSWORD)
+            .finish()
+    };
+    let post = |body: String, cookie: Option<&str>, origin: Option<&str>| {
+        let mut request = client
+            .post(page.action.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie.to_owned());
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin.to_owned());
+        }
+        request.send()
+    };
+    let own_origin = format!("https://{AUTH_DOMAIN}:{}", world.port());
+    for (what, body, cookie, origin) in [
+        (
+            "no token at all (another site's form)",
+            fields(None),
+            None,
+            None,
+        ),
+        (
+            "the field without its cookie",
+            fields(Some(&token)),
+            None,
+            None,
+        ),
+        (
+            "the cookie without the field",
+            fields(None),
+            Some(page.cookie.as_str()),
+            None,
+        ),
+        (
+            "a field and a cookie of two different pages",
+            fields(Some(&token)),
+            Some(other.cookie.as_str()),
+            None,
+        ),
+        (
+            "a forged token",
+            fields(Some("AAAA")),
+            Some(&*format!("{CSRF_COOKIE}=AAAA")),
+            None,
+        ),
+        (
+            "another site's Origin",
+            fields(Some(&token)),
+            Some(page.cookie.as_str()),
+            Some("https://evil.example"),
+        ),
+    ] {
+        let response = post(body, cookie, origin).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+        let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
+        assert!(
+            cookies
+                .iter()
+                .all(|c| !c.to_str().unwrap().starts_with("CF_Authorization")),
+            "{what}: signed in"
+        );
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("Please sign in again"),
+            "{what}"
+        );
+    }
+    // The page's own post, also with its own Origin, signs in.
+    let response = post(
+        fields(Some(&token)),
+        Some(page.cookie.as_str()),
+        Some(&own_origin),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(set_cookie(&response).0.len() > 20);
+}
+
+/// Issue 16: transfer long-polls are bounded (past `max_transfer_polls` a poll gets 429 at
+/// once), and a new poll for a key takes over from the earlier one, which answers "still
+/// waiting" at once.
+#[tokio::test]
+async fn transfer_polls_are_bounded_and_a_new_poll_takes_over_its_key() {
+    let world = World::start(Timings {
+        max_transfer_polls: 1,
+        transfer_timeout: Duration::from_secs(20),
+        ..Timings::default()
+    })
+    .await;
+    let key = || {
+        URL_SAFE.encode(
+            crypto_box::SecretKey::generate(&mut OsRng)
+                .public_key()
+                .as_bytes(),
+        )
+    };
+    let (a, b) = (key(), key());
+    let client = world.stepper();
+    let poll = |k: &str| {
+        let (client, url) = (
+            client.clone(),
+            world.url(TRANSFER_HOST, &format!("/transfer/{k}")),
+        );
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+    };
+    let first = poll(&a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let busy = poll(&b).await.unwrap();
+    assert_eq!(busy, StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let second = poll(&a);
+    let replaced = tokio::time::timeout(Duration::from_secs(2), first)
+        .await
+        .expect("the earlier poll answered at once")
+        .unwrap();
+    assert_eq!(replaced, StatusCode::NOT_FOUND);
+    assert!(!second.is_finished());
+    second.abort();
 }

@@ -315,6 +315,8 @@ async fn start_gateway(
     let mut config = GatewayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.jwks = Some(TextSource::Inline(issuer.jwks_json()));
     config.tls = tls;
+    // Every connection of the benchmark comes from loopback: one address for all of them.
+    config.limits.max_connections_per_client = config.limits.max_connections;
     let target = Origin::Tcp {
         host: origin.ip().to_string(),
         port: origin.port(),

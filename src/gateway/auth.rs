@@ -57,7 +57,7 @@ impl Refusal {
 }
 
 /// Checks the request's credentials for `app`.
-pub(crate) fn authorize(app: &Application, headers: &HeaderMap) -> Result<Subject, Refusal> {
+pub(crate) async fn authorize(app: &Application, headers: &HeaderMap) -> Result<Subject, Refusal> {
     if let Some(id) = header_str(headers, CLIENT_ID_HEADER) {
         let secret = header_str(headers, CLIENT_SECRET_HEADER).unwrap_or_default();
         return check_service_token(app, id, secret);
@@ -68,7 +68,7 @@ pub(crate) fn authorize(app: &Application, headers: &HeaderMap) -> Result<Subjec
     let Some(token) = token else {
         return Err(Refusal::Missing);
     };
-    check_jwt(app, token.trim())
+    check_jwt(app, token.trim()).await
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -124,16 +124,26 @@ struct Identity {
     kind: Option<String>,
 }
 
-fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
-    let Some(keys) = app.jwks.as_ref() else {
+async fn check_jwt(app: &Application, token: &str) -> Result<Subject, Refusal> {
+    let Some(store) = app.jwks.as_ref() else {
         return Err(Refusal::Invalid);
     };
     let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid)?;
     if header.alg != Algorithm::RS256 {
         return Err(Refusal::Invalid);
     }
+    let mut keys = store.current();
+    // A key id the set lacks: the key may have been rotated in since the set was read.
+    if let Some(kid) = &header.kid
+        && !keys.has_kid(kid)
+    {
+        store.unknown_kid(kid).await;
+        keys = store.current();
+    }
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = LEEWAY_SECS;
+    // A token is not good before its `nbf` either (jsonwebtoken checks only `exp` by default).
+    validation.validate_nbf = true;
     validation.set_audience(&[app.aud.as_str()]);
     validation.set_required_spec_claims(&["exp", "aud"]);
     if let Some(iss) = &app.issuer {

@@ -10,6 +10,14 @@
 //! ping_timeout: 20s                      # ... and its close when the client stays silent (default 20s)
 //! connect_timeout: 10s                   # dialling an origin (default 10s)
 //! jwks: { file: /etc/k8s-tunnels-gateway/jwks.json }   # default key set for every application
+//! jwks_refresh: 5m                       # key set files read again this often (and on an unknown kid)
+//! limits:                                # see `LimitsConfig` (every key optional)
+//!   max_connections: 10000
+//!   max_connections_per_client: 1024
+//!   max_unauthenticated: 1024
+//!   tls_handshake_timeout: 10s
+//!   request_timeout: 30s
+//!   socks_timeout: 10s
 //! applications:
 //!   - hostname: prod-eu.k8s.example.com
 //!     aud: 4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2
@@ -22,7 +30,7 @@
 //!   - hostname: bastion.k8s.example.com
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
-//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any destination off the gateway's host
+//!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any address off the internal list
 //! access:                                # optional: play the Access login (auth domain, transfer service)
 //!   auth_domain: team.cloudflareaccess.com
 //!   signing_key: { file: /etc/k8s-tunnels-gateway/access-key.pem }   # RSA, signs app/org tokens
@@ -30,6 +38,9 @@
 //!   org_token_ttl: 720h
 //!   transfer_host: login.cloudflareaccess.org
 //!   transfer_timeout: 60s
+//!   max_transfer_polls: 256
+//!   sign_in_failures: 5                  # wrong passwords per client address and per account ...
+//!   sign_in_window: 5m                   # ... in this long, then 429 until one is forgiven
 //!   identities:
 //!     - email: ada@example.com
 //!       password: { env: ADA_PASSWORD }
@@ -40,9 +51,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Deserializer};
+
+use super::keys::{KeySet, KeyStore};
 
 use crate::secret::Secret;
 
@@ -61,6 +72,28 @@ pub const DEFAULT_TRANSFER_HOST: &str = "login.cloudflareaccess.org";
 /// How long `GET /transfer/<key>` waits for the login before answering 404 (cloudflared's
 /// client timeout).
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often key set files are read again (also at once on a token naming an unknown key).
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Open connections at once, streams included.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Open connections at once from one client address (IPv6: one /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1024;
+/// Connections at once that carry no stream yet (handshakes, login pages, transfer polls).
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
+/// Time a client has to finish the TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers (k8s-tunnels' warm connections wait up to
+/// 20 s before their first request).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a stream of a `socks` application has for its SOCKS5 greeting and request.
+pub const DEFAULT_SOCKS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transfer long-polls waiting at once.
+pub const DEFAULT_MAX_TRANSFER_POLLS: usize = 256;
+/// Wrong passwords allowed per client address, and per account, in [`DEFAULT_SIGN_IN_WINDOW`].
+pub const DEFAULT_SIGN_IN_FAILURES: u32 = 5;
+/// The window of [`DEFAULT_SIGN_IN_FAILURES`].
+pub const DEFAULT_SIGN_IN_WINDOW: Duration = Duration::from_secs(300);
 
 /// Errors loading or validating a gateway configuration. Each names the field or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +236,7 @@ pub enum TextSource {
 }
 
 impl TextSource {
-    fn load(&self, field: &str) -> Result<String, ConfigError> {
+    pub(crate) fn load(&self, field: &str) -> Result<String, ConfigError> {
         match self {
             Self::Inline(text) => Ok(text.clone()),
             Self::File(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::File {
@@ -352,9 +385,11 @@ pub struct ApplicationConfig {
     #[serde(default)]
     pub socks: bool,
     /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
-    /// (`host`, `*.suffix`, any port). `None` allows every destination except addresses of the
-    /// gateway's own host and link-local ones (checked after DNS resolution); list such a
-    /// destination explicitly to allow it.
+    /// (`host`, `*.suffix`, any port). Every destination's resolved addresses are checked
+    /// against the internal list (the gateway's own host, link-local, cloud metadata; see
+    /// `docs/gateway.md`), with or without this list; only an entry naming the destination
+    /// exactly (`host:port`, or an IP address) lets it reach such an address. `None` allows
+    /// every destination off the internal list.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
     /// The key set for this application's JWTs; defaults to the top-level `jwks`.
@@ -394,6 +429,97 @@ fn default_transfer_host() -> String {
 
 fn default_transfer_timeout() -> Duration {
     DEFAULT_TRANSFER_TIMEOUT
+}
+
+fn default_max_transfer_polls() -> usize {
+    DEFAULT_MAX_TRANSFER_POLLS
+}
+
+fn default_sign_in_failures() -> u32 {
+    DEFAULT_SIGN_IN_FAILURES
+}
+
+fn default_sign_in_window() -> Duration {
+    DEFAULT_SIGN_IN_WINDOW
+}
+
+fn default_jwks_refresh() -> Duration {
+    DEFAULT_JWKS_REFRESH
+}
+
+/// The `limits:` section: what the gateway holds at once and how long a client may take, so it
+/// can face the internet. Every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open connections at once, streams included; past it a new connection is reset at
+    /// accept. Lowered at start to what the open-file limit allows (two descriptors a stream).
+    pub max_connections: usize,
+    /// Open connections at once per client address (an IPv6 client: its /64); at most
+    /// `max_connections`. Raise it when many users share one address (an office's NAT).
+    pub max_connections_per_client: usize,
+    /// Connections at once that carry no stream yet: TLS handshakes, requests being read,
+    /// login pages, transfer polls; at most `max_connections`. When full, a new connection
+    /// from a client holding fewer than the busiest still gets in and the busiest client's
+    /// oldest is closed; one from the busiest client itself is reset.
+    pub max_unauthenticated: usize,
+    /// Time a client has to finish the TLS handshake.
+    #[serde(deserialize_with = "crate::duration::required")]
+    pub tls_handshake_timeout: Duration,
+    /// Time a client has to send a request's headers, from the handshake or the previous
+    /// response on.
+    #[serde(deserialize_with = "crate::duration::required")]
+    pub request_timeout: Duration,
+    /// Time a `socks` application's stream has for its SOCKS5 greeting and request, once
+    /// its origin is dialled.
+    #[serde(deserialize_with = "crate::duration::required")]
+    pub socks_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            socks_timeout: DEFAULT_SOCKS_TIMEOUT,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits checked, the per-client and unauthenticated ones at most `max_connections`
+    /// (so lowering that one alone is enough).
+    fn resolve(&self) -> Result<Self, ConfigError> {
+        for (field, count) in [
+            ("limits.max_connections", self.max_connections),
+            (
+                "limits.max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+            ("limits.max_unauthenticated", self.max_unauthenticated),
+        ] {
+            if count == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        for (field, timeout) in [
+            ("limits.tls_handshake_timeout", self.tls_handshake_timeout),
+            ("limits.request_timeout", self.request_timeout),
+            ("limits.socks_timeout", self.socks_timeout),
+        ] {
+            if timeout < Duration::from_secs(1) {
+                return Err(invalid(field, "must be at least 1s"));
+            }
+        }
+        Ok(Self {
+            max_connections_per_client: self.max_connections_per_client.min(self.max_connections),
+            max_unauthenticated: self.max_unauthenticated.min(self.max_connections),
+            ..self.clone()
+        })
+    }
 }
 
 /// A user who can sign in on the gateway's login page (a stand-in for the identity provider).
@@ -440,6 +566,21 @@ pub struct AccessConfig {
         deserialize_with = "crate::duration::required"
     )]
     pub transfer_timeout: Duration,
+    /// Transfer long-polls waiting at once (each for its own client key); past it a poll is
+    /// answered 429 at once.
+    #[serde(default = "default_max_transfer_polls")]
+    pub max_transfer_polls: usize,
+    /// Wrong passwords on the sign-in page allowed per client address, and per account, in
+    /// `sign_in_window`; past it the page answers 429 until one is forgiven (one every
+    /// `sign_in_window / sign_in_failures`).
+    #[serde(default = "default_sign_in_failures")]
+    pub sign_in_failures: u32,
+    /// See `sign_in_failures`.
+    #[serde(
+        default = "default_sign_in_window",
+        deserialize_with = "crate::duration::required"
+    )]
+    pub sign_in_window: Duration,
     /// The users who can sign in.
     #[serde(default)]
     pub identities: Vec<IdentityConfig>,
@@ -455,6 +596,9 @@ impl AccessConfig {
             org_token_ttl: DEFAULT_ORG_TOKEN_TTL,
             transfer_host: DEFAULT_TRANSFER_HOST.to_owned(),
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
+            max_transfer_polls: DEFAULT_MAX_TRANSFER_POLLS,
+            sign_in_failures: DEFAULT_SIGN_IN_FAILURES,
+            sign_in_window: DEFAULT_SIGN_IN_WINDOW,
             identities: Vec::new(),
         }
     }
@@ -474,10 +618,17 @@ impl AccessConfig {
             ("access.app_token_ttl", self.app_token_ttl),
             ("access.org_token_ttl", self.org_token_ttl),
             ("access.transfer_timeout", self.transfer_timeout),
+            ("access.sign_in_window", self.sign_in_window),
         ] {
             if ttl < Duration::from_secs(1) {
                 return Err(invalid(field, "must be at least 1s"));
             }
+        }
+        if self.max_transfer_polls == 0 {
+            return Err(invalid("access.max_transfer_polls", "must be at least 1"));
+        }
+        if self.sign_in_failures == 0 {
+            return Err(invalid("access.sign_in_failures", "must be at least 1"));
         }
         let pem = self.signing_key.load("access.signing_key", false)?;
         let issuer = super::issuer::TokenIssuer::from_pem(&pem).map_err(|e| {
@@ -517,6 +668,9 @@ impl AccessConfig {
             app_token_ttl: self.app_token_ttl,
             org_token_ttl: self.org_token_ttl,
             transfer_timeout: self.transfer_timeout,
+            max_transfer_polls: self.max_transfer_polls,
+            sign_in_failures: self.sign_in_failures,
+            sign_in_window: self.sign_in_window,
             identities,
         })
     }
@@ -563,6 +717,17 @@ pub struct GatewayConfig {
     /// The default key set for applications that name none.
     #[serde(default)]
     pub jwks: Option<TextSource>,
+    /// How often key set files (this one and the applications') are read again, so a rotated
+    /// key is picked up without a restart. A token naming a key id the set lacks makes its file
+    /// be read at once too (at most once a second).
+    #[serde(
+        default = "default_jwks_refresh",
+        deserialize_with = "crate::duration::required"
+    )]
+    pub jwks_refresh: Duration,
+    /// Connection limits and client time limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The applications, one per hostname.
     pub applications: Vec<ApplicationConfig>,
     /// The Access login the gateway plays, if any.
@@ -580,6 +745,8 @@ impl GatewayConfig {
             ping_timeout: DEFAULT_PING_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             jwks: None,
+            jwks_refresh: DEFAULT_JWKS_REFRESH,
+            limits: LimitsConfig::default(),
             applications: Vec::new(),
             access: None,
         }
@@ -609,6 +776,10 @@ impl GatewayConfig {
         if self.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout", "must be more than 0s"));
         }
+        if self.jwks_refresh < Duration::from_secs(1) {
+            return Err(invalid("jwks_refresh", "must be at least 1s"));
+        }
+        let limits = self.limits.resolve()?;
         let tls = match &self.tls {
             None => None,
             Some(tls) => {
@@ -622,9 +793,18 @@ impl GatewayConfig {
                 Some(config)
             }
         };
-        let default_jwks = match &self.jwks {
+        let access = match &self.access {
             None => None,
-            Some(source) => Some(Arc::new(KeySet::load(source, "jwks")?)),
+            Some(access) => Some(Arc::new(access.resolve()?)),
+        };
+        let access_keys = access.as_ref().map(|a| &a.keys);
+        // One store for every application using the default set, so its file is read once.
+        let default_jwks = match (&self.jwks, access_keys) {
+            (Some(source), access_keys) => {
+                Some(Arc::new(KeyStore::load(source, "jwks", access_keys)?))
+            }
+            (None, Some(access_keys)) => Some(Arc::new(KeyStore::fixed(access_keys.clone()))),
+            (None, None) => None,
         };
         if self.applications.is_empty() {
             return Err(invalid(
@@ -632,18 +812,10 @@ impl GatewayConfig {
                 "at least one application is needed",
             ));
         }
-        let access = match &self.access {
-            None => None,
-            Some(access) => Some(Arc::new(access.resolve()?)),
-        };
         let mut applications = HashMap::new();
         for (i, app) in self.applications.iter().enumerate() {
             let field = format!("applications[{i}]");
-            let resolved = app.resolve(
-                &field,
-                default_jwks.as_ref(),
-                access.as_ref().map(|a| &a.keys),
-            )?;
+            let resolved = app.resolve(&field, default_jwks.as_ref(), access_keys)?;
             if let Some(access) = &access
                 && [&access.auth_domain, &access.transfer_host].contains(&&resolved.hostname)
             {
@@ -670,6 +842,8 @@ impl GatewayConfig {
                 timeout: self.ping_timeout,
             },
             connect_timeout: self.connect_timeout,
+            jwks_refresh: self.jwks_refresh,
+            limits,
             applications,
             access,
         })
@@ -694,7 +868,7 @@ impl ApplicationConfig {
     fn resolve(
         &self,
         field: &str,
-        default_jwks: Option<&Arc<KeySet>>,
+        default_jwks: Option<&Arc<KeyStore>>,
         access_keys: Option<&Arc<KeySet>>,
     ) -> Result<Application, ConfigError> {
         let hostname = self.hostname.trim().to_ascii_lowercase();
@@ -739,16 +913,15 @@ impl ApplicationConfig {
             ),
             (None, _) => None,
         };
-        let jwks = match &self.jwks {
-            Some(source) => Some(Arc::new(KeySet::load(source, &format!("{field}.jwks"))?)),
-            None => default_jwks.cloned(),
-        };
         // Tokens minted by the gateway's own login must open every application, as Access
-        // tokens signed by the team's key do.
-        let jwks = match (jwks, access_keys) {
-            (Some(own), Some(access)) => Some(Arc::new(own.merged(access))),
-            (None, Some(access)) => Some(access.clone()),
-            (own, None) => own,
+        // tokens signed by the team's key do: the access key is in every store.
+        let jwks = match &self.jwks {
+            Some(source) => Some(Arc::new(KeyStore::load(
+                source,
+                &format!("{field}.jwks"),
+                access_keys,
+            )?)),
+            None => default_jwks.cloned(),
         };
         let mut service_tokens = Vec::new();
         for (j, token) in self.service_tokens.iter().enumerate() {
@@ -793,6 +966,8 @@ pub struct ResolvedConfig {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) keepalive: crate::wire::keepalive::Keepalive,
     pub(crate) connect_timeout: Duration,
+    pub(crate) jwks_refresh: Duration,
+    pub(crate) limits: LimitsConfig,
     /// Applications by lower-case hostname.
     pub(crate) applications: HashMap<String, Arc<Application>>,
     /// The Access login, when configured.
@@ -810,6 +985,9 @@ pub(crate) struct AccessSettings {
     pub(crate) app_token_ttl: Duration,
     pub(crate) org_token_ttl: Duration,
     pub(crate) transfer_timeout: Duration,
+    pub(crate) max_transfer_polls: usize,
+    pub(crate) sign_in_failures: u32,
+    pub(crate) sign_in_window: Duration,
     pub(crate) identities: Vec<Identity>,
 }
 
@@ -845,7 +1023,7 @@ pub(crate) struct Application {
     pub(crate) origin: Origin,
     pub(crate) socks: bool,
     pub(crate) allow: Option<Vec<AllowRule>>,
-    pub(crate) jwks: Option<Arc<KeySet>>,
+    pub(crate) jwks: Option<Arc<KeyStore>>,
     pub(crate) issuer: Option<String>,
     pub(crate) service_tokens: Vec<ServiceToken>,
 }
@@ -881,6 +1059,16 @@ impl AllowRule {
         (!entry.is_empty() && !entry.contains(['*', ':', '/', ' '])).then_some(Self::Host(entry))
     }
 
+    /// Whether the rule names one destination exactly (`host:port`, or an IP address): only
+    /// such a rule lets a bastion reach an address on the internal list.
+    pub(crate) fn names_exactly(&self) -> bool {
+        match self {
+            Self::Exact(..) => true,
+            Self::Host(h) => h.parse::<std::net::IpAddr>().is_ok(),
+            Self::Suffix(_) => false,
+        }
+    }
+
     /// Whether the rule admits `host:port` (host already lower-case).
     pub(crate) fn admits(&self, host: &str, port: u16) -> bool {
         match self {
@@ -890,83 +1078,6 @@ impl AllowRule {
                 .strip_suffix(s.as_str())
                 .is_some_and(|head| head.ends_with('.') && head.len() > 1),
         }
-    }
-}
-
-/// A parsed key set: the JWKS document (served at `/cdn-cgi/access/certs`) and its keys.
-pub(crate) struct KeySet {
-    pub(crate) json: String,
-    pub(crate) keys: Vec<(Option<String>, DecodingKey)>,
-    set: JwkSet,
-}
-
-impl std::fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet")
-            .field("keys", &self.keys.len())
-            .finish()
-    }
-}
-
-impl KeySet {
-    fn load(source: &TextSource, field: &str) -> Result<Self, ConfigError> {
-        Self::parse(&source.load(field)?, field)
-    }
-
-    /// Parses a JWKS document, keeping the RSA keys (Access signs with RS256).
-    pub(crate) fn parse(json: &str, field: &str) -> Result<Self, ConfigError> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| ConfigError::Jwks {
-            field: field.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let mut keys = Vec::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            if !matches!(
-                jwk.algorithm,
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
-            ) {
-                continue;
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| ConfigError::Jwks {
-                field: field.to_owned(),
-                reason: format!("keys[{i}]: {e}"),
-            })?;
-            keys.push((jwk.common.key_id.clone(), key));
-        }
-        if keys.is_empty() {
-            return Err(ConfigError::Jwks {
-                field: field.to_owned(),
-                reason: "holds no RSA key".to_owned(),
-            });
-        }
-        // Serve only public parameters, re-serialised from the parsed set, so a JWKS file that
-        // (wrongly) carries private members never publishes them.
-        let json = serde_json::to_string(&set).map_err(|e| ConfigError::Jwks {
-            field: field.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self { json, keys, set })
-    }
-
-    /// This set plus the keys of `other` whose key id it does not already hold.
-    pub(crate) fn merged(&self, other: &KeySet) -> KeySet {
-        let mut set = self.set.clone();
-        let mut keys: Vec<(Option<String>, DecodingKey)> = self.keys.clone();
-        let known = |kid: &Option<String>, keys: &[(Option<String>, DecodingKey)]| {
-            kid.is_some() && keys.iter().any(|(k, _)| k == kid)
-        };
-        for jwk in &other.set.keys {
-            if !known(&jwk.common.key_id, &keys) {
-                set.keys.push(jwk.clone());
-            }
-        }
-        for (kid, key) in &other.keys {
-            if !known(kid, &keys) {
-                keys.push((kid.clone(), key.clone()));
-            }
-        }
-        let json = serde_json::to_string(&set).unwrap_or_else(|_| self.json.clone());
-        KeySet { json, keys, set }
     }
 }
 
@@ -1081,7 +1192,14 @@ mod tests {
         assert_eq!(access.issuer.kid(), issuer.kid());
         // The application named no key set: the access key is its key set.
         let app = &resolved.applications["a.example"];
-        assert!(app.jwks.as_ref().unwrap().json.contains(issuer.kid()));
+        assert!(
+            app.jwks
+                .as_ref()
+                .unwrap()
+                .current()
+                .json
+                .contains(issuer.kid())
+        );
         assert!(!format!("{resolved:?}").contains("hunter2"));
     }
 
@@ -1133,6 +1251,81 @@ mod tests {
             access.transfer_timeout = Duration::ZERO;
         }
         assert!(error(config).starts_with("access.transfer_timeout:"));
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.sign_in_failures = 0;
+        }
+        assert_eq!(error(config), "access.sign_in_failures: must be at least 1");
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.max_transfer_polls = 0;
+        }
+        assert_eq!(
+            error(config),
+            "access.max_transfer_polls: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn limits_read_from_yaml_with_defaults_and_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.yaml");
+        let app = "applications:\n  - {hostname: a.example, aud: x, origin: 'tcp://h:1', service_tokens: [{client_id: c, client_secret: {env: PATH}}]}\n";
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\njwks_refresh: 90s\nlimits:\n  max_connections: 500\n  socks_timeout: 3s\n{app}"),
+        )
+        .unwrap();
+        let resolved = GatewayConfig::from_yaml_file(&path)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(resolved.limits.max_connections, 500);
+        assert_eq!(resolved.limits.socks_timeout, Duration::from_secs(3));
+        assert_eq!(
+            resolved.limits.max_connections_per_client,
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT.min(500)
+        );
+        assert_eq!(resolved.limits.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(resolved.jwks_refresh, Duration::from_secs(90));
+
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\nlimits: {{max_conections: 5}}\n{app}"),
+        )
+        .unwrap();
+        let err = GatewayConfig::from_yaml_file(&path).unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("max_conections"), "{cause}");
+
+        let error = |limits: LimitsConfig| {
+            let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+            config.applications.push(ApplicationConfig::new(
+                "a.example",
+                "aud",
+                "tcp://h:1".parse().unwrap(),
+            ));
+            config.applications[0]
+                .service_tokens
+                .push(ServiceTokenConfig {
+                    client_id: "c".into(),
+                    client_secret: SecretSource::Value(Secret::new("s")),
+                });
+            config.limits = limits;
+            config.resolve().unwrap_err().to_string()
+        };
+        let err = error(LimitsConfig {
+            max_unauthenticated: 0,
+            ..LimitsConfig::default()
+        });
+        assert_eq!(err, "limits.max_unauthenticated: must be at least 1");
+        let err = error(LimitsConfig {
+            socks_timeout: Duration::from_millis(10),
+            ..LimitsConfig::default()
+        });
+        assert_eq!(err, "limits.socks_timeout: must be at least 1s");
     }
 
     #[test]

@@ -31,7 +31,11 @@ use serde::Serialize;
 
 use super::auth::{self, TOKEN_COOKIE};
 use super::config::{AccessSettings, Application};
+use super::csrf::{self, CsrfKey};
 use super::issuer::{Claims, IssuerError};
+use super::serve::PeerAddr;
+use super::throttle::SignInThrottle;
+use super::transfer::{Deposits, TooManyPolls};
 use crate::access::transfer::key_code;
 use crate::secret::Secret;
 pub(crate) use crate::wire::access::{
@@ -46,11 +50,6 @@ pub(crate) const TRANSFER_PATH: &str = "/transfer/";
 
 /// Largest sign-in form body read.
 const FORM_LIMIT: usize = 16 * 1024;
-/// A deposit nobody collects is forgotten after this long.
-const DEPOSIT_TTL: Duration = Duration::from_secs(600);
-/// At most this many deposits wait at once; past it new logins get a 503 rather than the
-/// gateway growing without bound.
-const MAX_DEPOSITS: usize = 4096;
 
 /// Base64url with or without padding: cloudflared pads the client key, other clients may not.
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -58,60 +57,37 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Sealed token deposits waiting for their client's long-poll, keyed by the client's public key.
+/// What the login keeps while the gateway runs: the transfer store, the signed metadata
+/// answers, the sign-in page's failure counts and its form key.
+pub(crate) struct LoginState {
+    pub(crate) deposits: Deposits,
+    metadata: MetadataCache,
+    throttle: SignInThrottle,
+    csrf: CsrfKey,
+}
+
+impl LoginState {
+    /// Fresh state for `access`.
+    pub(crate) fn new(access: &AccessSettings) -> Self {
+        Self {
+            deposits: Deposits::new(access.max_transfer_polls),
+            metadata: MetadataCache::default(),
+            throttle: SignInThrottle::new(access.sign_in_failures, access.sign_in_window),
+            csrf: CsrfKey::generate(),
+        }
+    }
+}
+
+/// The signed metadata answer per application host, signed again once it is
+/// [`METADATA_MAX_AGE`] old: an RSA signature for every unauthenticated request would let
+/// anyone spend the gateway's CPU at will.
 #[derive(Default)]
-pub(crate) struct Deposits {
-    slots: Mutex<HashMap<[u8; 32], Deposit>>,
-    arrived: tokio::sync::Notify,
+struct MetadataCache {
+    signed: Mutex<HashMap<String, (Secret, Instant)>>,
 }
 
-struct Deposit {
-    /// Standard base64 of `nonce || box` (sealed: nothing here is readable without the client's key).
-    body: String,
-    /// Base64url (padded) of the sender's public key.
-    service_key: String,
-    at: Instant,
-}
-
-impl Deposits {
-    /// Stores a deposit for `key` (replacing an uncollected one). `false` when the store is full.
-    fn put(&self, key: [u8; 32], body: String, service_key: String) -> bool {
-        let mut slots = crate::sync::lock(&self.slots);
-        slots.retain(|_, d| d.at.elapsed() < DEPOSIT_TTL);
-        if slots.len() >= MAX_DEPOSITS && !slots.contains_key(&key) {
-            return false;
-        }
-        slots.insert(
-            key,
-            Deposit {
-                body,
-                service_key,
-                at: Instant::now(),
-            },
-        );
-        drop(slots);
-        self.arrived.notify_waiters();
-        true
-    }
-
-    /// Waits up to `wait` for the deposit for `key` and takes it: it is served once.
-    async fn take(&self, key: &[u8; 32], wait: Duration) -> Option<Deposit> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Register for the wake-up before looking, so a deposit made in between is not missed.
-            let notified = self.arrived.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let found = crate::sync::lock(&self.slots).remove(key);
-            if let Some(deposit) = found.filter(|d| d.at.elapsed() < DEPOSIT_TTL) {
-                return Some(deposit);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
-    }
-}
+/// cloudflared accepts a metadata answer whose `iat` is up to 24 h old.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// What a verified token of ours says about its holder.
 struct Holder {
@@ -177,6 +153,7 @@ impl AccessSettings {
     fn verify(&self, token: &str, aud: &str, kind: &str) -> Option<Holder> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_audience(&[aud]);
         validation.set_issuer(&[self.issuer_url()]);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
@@ -330,46 +307,100 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-fn sign_in_page(
-    status: StatusCode,
-    access: &AccessSettings,
-    app: &Application,
-    redirect_to: &str,
-    error: Option<&str>,
-) -> Response {
-    let action = format!(
-        "{LOGIN_PATH}{}?kid={}&redirect_url={}",
-        app.hostname,
-        auth::urlencode(&app.aud),
-        auth::urlencode(redirect_to)
-    );
-    let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" id=\"error\">{}</p>", html_escape(e))
-    });
-    let body = format!(
-        "<h1>Sign in</h1>\n<p>to <b>{app}</b> with <b>{domain}</b></p>\n{error}\n\
-         <form method=\"post\" action=\"{action}\">\n\
-         <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus></label>\n\
-         <label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
-         <button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>",
-        app = html_escape(&app.hostname),
-        domain = html_escape(&access.auth_domain),
-        action = html_escape(&action),
-    );
-    html(status, "Sign in", &body)
+/// The sign-in page for one application, with its form token.
+struct SignInPage<'a> {
+    access: &'a AccessSettings,
+    app: &'a Application,
+    redirect_to: &'a str,
+    /// The form token ([`csrf`]), and whether it is new (then its cookie is set too).
+    csrf: (String, bool),
 }
 
-/// The signed metadata answer for application `host`.
-pub(crate) fn metadata(access: &AccessSettings, host: &str, app: &Application) -> Response {
-    let claims = MetadataClaims {
-        kind: "match",
-        hostname: host,
-        auth_domain: &access.auth_domain,
-        aud: &app.aud,
-        app_hostname: &app.hostname,
-        iat: jsonwebtoken::get_current_timestamp(),
+impl<'a> SignInPage<'a> {
+    /// The page for a request carrying `headers`: the visitor's form token is kept when it is
+    /// still good (a second tab must not spoil the first one's form), else a new one.
+    fn new(
+        access: &'a AccessSettings,
+        login: &LoginState,
+        app: &'a Application,
+        redirect_to: &'a str,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        let csrf = match auth::cookie(headers, csrf::COOKIE).filter(|t| login.csrf.valid(t)) {
+            Some(token) => (token, false),
+            None => (login.csrf.issue(), true),
+        };
+        Self {
+            access,
+            app,
+            redirect_to,
+            csrf,
+        }
+    }
+
+    fn render(&self, status: StatusCode, error: Option<&str>) -> Response {
+        let action = format!(
+            "{LOGIN_PATH}{}?kid={}&redirect_url={}",
+            self.app.hostname,
+            auth::urlencode(&self.app.aud),
+            auth::urlencode(self.redirect_to)
+        );
+        let error = error.map_or_else(String::new, |e| {
+            format!("<p class=\"error\" id=\"error\">{}</p>", html_escape(e))
+        });
+        let body = format!(
+            "<h1>Sign in</h1>\n<p>to <b>{app}</b> with <b>{domain}</b></p>\n{error}\n\
+             <form method=\"post\" action=\"{action}\">\n\
+             <input type=\"hidden\" name=\"{field}\" value=\"{token}\">\n\
+             <label>Email <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus></label>\n\
+             <label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
+             <button id=\"sign-in\" type=\"submit\">Sign in</button>\n</form>",
+            app = html_escape(&self.app.hostname),
+            domain = html_escape(&self.access.auth_domain),
+            action = html_escape(&action),
+            field = csrf::FIELD,
+            token = html_escape(&self.csrf.0),
+        );
+        let mut response = html(status, "Sign in", &body);
+        if self.csrf.1
+            && let Ok(cookie) = http::HeaderValue::from_str(&CsrfKey::cookie(&self.csrf.0))
+        {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+/// The signed metadata answer for application `host` (one of the configured hosts: the
+/// cache holds one answer per application).
+pub(crate) fn metadata(
+    access: &AccessSettings,
+    login: &LoginState,
+    host: &str,
+    app: &Application,
+) -> Response {
+    let cached = crate::sync::lock(&login.metadata.signed)
+        .get(host)
+        .filter(|(_, at)| at.elapsed() < METADATA_MAX_AGE)
+        .map(|(jwt, _)| jwt.clone());
+    let signed = match cached {
+        Some(jwt) => Ok(jwt),
+        None => {
+            let claims = MetadataClaims {
+                kind: "match",
+                hostname: host,
+                auth_domain: &access.auth_domain,
+                aud: &app.aud,
+                app_hostname: &app.hostname,
+                iat: jsonwebtoken::get_current_timestamp(),
+            };
+            access.issuer.sign(&claims).inspect(|jwt| {
+                crate::sync::lock(&login.metadata.signed)
+                    .insert(host.to_owned(), (jwt.clone(), Instant::now()));
+            })
+        }
     };
-    match access.issuer.sign(&claims) {
+    match signed {
         Ok(jwt) => finish(
             Response::builder()
                 .status(StatusCode::OK)
@@ -425,6 +456,7 @@ fn to_authorized(
 /// Requests to the auth domain: the JWKS and the sign-in page.
 pub(crate) async fn auth_domain(
     access: &AccessSettings,
+    login: &LoginState,
     applications: &HashMap<String, Arc<Application>>,
     port: Option<u16>,
     req: Request,
@@ -469,35 +501,71 @@ pub(crate) async fn auth_domain(
                         Err(e) => internal_error("cannot mint an application token", &e),
                     }
                 }
-                None => sign_in_page(StatusCode::OK, access, &app, &redirect_to, None),
+                None => SignInPage::new(access, login, &app, &redirect_to, req.headers())
+                    .render(StatusCode::OK, None),
             }
         }
-        Method::POST => sign_in(access, &app, port, &redirect_to, req).await,
+        Method::POST => sign_in(access, login, &app, port, &redirect_to, req).await,
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
 }
 
+/// The sign-in form posted: refused when it is not the form's own post ([`csrf`]), throttled
+/// after too many wrong passwords ([`SignInThrottle`]), then checked.
 async fn sign_in(
     access: &AccessSettings,
+    login: &LoginState,
     app: &Application,
     port: Option<u16>,
     redirect_to: &str,
     req: Request,
 ) -> Response {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let page = SignInPage::new(access, login, app, redirect_to, req.headers());
+    // Browsers name the page a form was posted from: only the auth domain's own.
+    let own_origin = origin(&access.auth_domain, port);
+    let cross_site = req
+        .headers()
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.as_bytes() != own_origin.as_bytes());
+    let cookie = auth::cookie(req.headers(), csrf::COOKIE);
     let Ok(body) = axum::body::to_bytes(req.into_body(), FORM_LIMIT).await else {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "form too large\n");
     };
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if cross_site
+        || !login
+            .csrf
+            .posted(form.get(csrf::FIELD).map(String::as_str), cookie.as_deref())
+    {
+        tracing::warn!(app = %app.hostname, cross_site, "access login: refused a sign-in post that did not come from the sign-in page");
+        return page.render(
+            StatusCode::FORBIDDEN,
+            Some("This sign-in form expired or was sent from another site. Please sign in again."),
+        );
+    }
     let email = form.get("email").map_or("", String::as_str);
+    if let Err(wait) = login.throttle.check(peer, email) {
+        tracing::warn!(app = %app.hostname, peer = ?peer, "access login: sign-in throttled after too many wrong passwords");
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = page.render(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many wrong passwords. Try again in {secs} seconds."
+            )),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+        return response;
+    }
     let password = Secret::new(form.get("password").cloned().unwrap_or_default());
     let Some(email) = access.sign_in(email, password.expose()) else {
+        login.throttle.failed(peer, email);
         // The offered name is not logged: people type passwords into the wrong field.
         tracing::info!(app = %app.hostname, "access login: sign-in refused (wrong e-mail or password)");
-        return sign_in_page(
+        return page.render(
             StatusCode::UNAUTHORIZED,
-            access,
-            app,
-            redirect_to,
             Some("Wrong e-mail address or password."),
         );
     };
@@ -542,7 +610,7 @@ pub(crate) fn authorized(access: &AccessSettings, app: &Application, req: &Reque
 /// `SameSite=Lax`, so another site cannot post the form with them.
 pub(crate) async fn cli(
     access: &AccessSettings,
-    deposits: &Deposits,
+    login: &LoginState,
     host: &str,
     port: Option<u16>,
     app: &Application,
@@ -629,7 +697,7 @@ pub(crate) async fn cli(
         Ok(sealed) => sealed,
         Err(e) => return internal_error("cannot seal the transfer", &e),
     };
-    if !deposits.put(client_key, body, service_key) {
+    if !login.deposits.put(client_key, body, service_key) {
         tracing::warn!("access login: too many uncollected token transfers");
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -719,7 +787,7 @@ struct SealError;
 /// Requests to the transfer host: `GET /transfer/<client key>`.
 pub(crate) async fn transfer_service(
     access: &AccessSettings,
-    deposits: &Deposits,
+    login: &LoginState,
     req: Request,
 ) -> Response {
     let key = req
@@ -734,8 +802,8 @@ pub(crate) async fn transfer_service(
     let Some(key) = decode_key(&key) else {
         return plain(StatusCode::BAD_REQUEST, "not a public key\n");
     };
-    match deposits.take(&key, access.transfer_timeout).await {
-        Some(deposit) => (
+    match login.deposits.take(&key, access.transfer_timeout).await {
+        Ok(Some(deposit)) => (
             [
                 (header::CONTENT_TYPE, "text/plain"),
                 (header::CACHE_CONTROL, "no-store"),
@@ -745,7 +813,16 @@ pub(crate) async fn transfer_service(
         )
             .into_response(),
         // cloudflared treats any status below 500 but 200 as "still waiting" and polls again.
-        None => plain(StatusCode::NOT_FOUND, "no login yet\n"),
+        Ok(None) => plain(StatusCode::NOT_FOUND, "no login yet\n"),
+        Err(TooManyPolls) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::RETRY_AFTER, "1"),
+            ],
+            "too many transfers waiting; poll again\n",
+        )
+            .into_response(),
     }
 }
 

@@ -5,25 +5,62 @@
 //! stream, or bastion) and pipes bytes. The configuration format is in [`config`]; the wire
 //! behaviour follows `shared/reference/cloudflare-access.md` ("Server side").
 
+mod admission;
 pub mod auth;
 pub mod config;
+mod csrf;
+mod internal;
 pub mod issuer;
+mod keys;
 mod login;
 pub mod origin;
 pub(crate) mod serve;
 mod server;
+mod throttle;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{
-    AccessConfig, ApplicationConfig, ConfigError, GatewayConfig, IdentityConfig, Origin,
-    SecretSource, ServiceTokenConfig, TextSource, TlsConfig,
+    AccessConfig, ApplicationConfig, ConfigError, GatewayConfig, IdentityConfig, LimitsConfig,
+    Origin, SecretSource, ServiceTokenConfig, TextSource, TlsConfig,
 };
 pub use issuer::{Claims, IssuerError, TokenIssuer};
 
+use admission::{Admission, ConnectionLimits};
 use serve::Lifecycle;
+
+#[cfg(unix)]
+/// Open files a gateway keeps for itself (listener, logs, key files, DNS), outside the two
+/// per stream.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection limits of `limits`, `max_connections` lowered to what the open-file limit
+/// allows: past it accept would fail (EMFILE) for everyone, streams included.
+fn connection_limits(limits: &config::LimitsConfig) -> ConnectionLimits {
+    let mut max = limits.max_connections;
+    #[cfg(unix)]
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        // Two descriptors per stream: the client's connection and the origin's.
+        let fits = usize::try_from(soft.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+        if fits < max {
+            tracing::info!(
+                max_connections = max,
+                open_file_limit = soft,
+                lowered_to = fits,
+                "limits.max_connections lowered to what the open-file limit allows"
+            );
+            max = fits.max(1);
+        }
+    }
+    ConnectionLimits {
+        max_connections: max,
+        per_client: limits.max_connections_per_client.min(max),
+        unauthenticated: limits.max_unauthenticated.min(max),
+    }
+}
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -65,17 +102,38 @@ impl Gateway {
         }
         let tls = config.tls.clone();
         let life = Lifecycle::default();
+        let limits = serve::ServeLimits {
+            tls_handshake_timeout: config.limits.tls_handshake_timeout,
+            request_timeout: config.limits.request_timeout,
+            admission: Admission::new(connection_limits(&config.limits)),
+        };
+        // Key set files are read again while the gateway runs, each store once however many
+        // applications share it.
+        let mut stores: Vec<Arc<keys::KeyStore>> = Vec::new();
+        for store in config.applications.values().filter_map(|a| a.jwks.as_ref()) {
+            if store.follows_a_file() && !stores.iter().any(|s| Arc::ptr_eq(s, store)) {
+                stores.push(store.clone());
+            }
+        }
+        for store in stores {
+            life.tracker
+                .spawn(store.refresh_every(config.jwks_refresh, life.cancel.clone()));
+        }
         let state = server::GatewayState {
+            login: config
+                .access
+                .as_deref()
+                .map(|a| Arc::new(login::LoginState::new(a))),
             config: Arc::new(config),
             life: life.clone(),
-            deposits: Arc::default(),
         };
-        let local_addr = serve::bind_and_serve(listen, tls, server::router(state), life.clone())
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let local_addr =
+            serve::bind_and_serve(listen, tls, server::router(state), life.clone(), limits)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: listen,
+                    source,
+                })?;
         tracing::info!(%local_addr, "gateway listening");
         Ok(GatewayHandle { local_addr, life })
     }

@@ -10,7 +10,8 @@ use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::config::{Application, Origin, split_host_port};
+use super::config::{AllowRule, Application, Origin, split_host_port};
+use super::internal;
 pub use crate::wire::access::JUMP_DESTINATION_HEADER;
 
 /// Why no destination could be chosen.
@@ -42,12 +43,16 @@ pub(crate) enum DialError {
         /// Where.
         destination: String,
     },
-    /// A bastion without an allow-list was asked for an address on the gateway's own machine
-    /// or a link-local one (a cloud metadata endpoint).
-    #[error("destination {destination} is internal to the gateway's host")]
+    /// A bastion destination resolved only to addresses on the internal list (the gateway's
+    /// host, link-local, cloud metadata), and the allow-list does not name it exactly.
+    #[error("destination {destination} resolves to {address}, which is {why}")]
     Internal {
         /// Where.
         destination: String,
+        /// The first address refused.
+        address: std::net::IpAddr,
+        /// Why it is internal.
+        why: internal::Internal,
     },
 }
 
@@ -79,13 +84,39 @@ impl InStreamSocksError {
     }
 }
 
-/// The `host:port` this request's stream goes to, as a displayable string and its parts.
+/// Where a request's stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Destination {
+    /// Host name or IP address (lower-case).
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// What the resolved addresses are checked against before they are dialled.
+    pub(crate) check: AddressCheck,
+}
+
+/// Which resolved addresses a destination may be dialled at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddressCheck {
+    /// Any: a `tcp://` origin the operator configured.
+    Trusted,
+    /// Any: a bastion destination the allow-list names exactly (`host:port`, or an IP
+    /// address), which is how an operator lets a bastion reach an internal address.
+    NamedExactly,
+    /// None on the [internal list](super::internal): every other bastion destination.
+    External,
+}
+
+/// The destination of this request's stream.
 pub(crate) fn destination(
     app: &Application,
     headers: &HeaderMap,
-) -> Result<(String, u16), DestinationError> {
+) -> Result<Destination, DestinationError> {
     match &app.origin {
-        Origin::Tcp { host, port } => Ok((host.clone(), *port)),
+        Origin::Tcp { host, port } => Ok(Destination {
+            host: host.clone(),
+            port: *port,
+            check: AddressCheck::Trusted,
+        }),
         Origin::Bastion => {
             let raw = headers
                 .get(JUMP_DESTINATION_HEADER)
@@ -97,14 +128,23 @@ pub(crate) fn destination(
             let (host, port) =
                 split_host_port(bare.trim_end_matches('/')).ok_or(DestinationError::Missing)?;
             let host = host.to_ascii_lowercase();
-            match &app.allow {
-                Some(rules) if !rules.iter().any(|r| r.admits(&host, port)) => {
-                    Err(DestinationError::NotAllowed(host_port(&host, port)))
+            let check = match &app.allow {
+                // No allow-list: any destination off the internal list.
+                None => AddressCheck::External,
+                Some(rules) => {
+                    let admitting: Vec<&AllowRule> =
+                        rules.iter().filter(|r| r.admits(&host, port)).collect();
+                    if admitting.is_empty() {
+                        return Err(DestinationError::NotAllowed(host_port(&host, port)));
+                    }
+                    if admitting.iter().any(|r| r.names_exactly()) {
+                        AddressCheck::NamedExactly
+                    } else {
+                        AddressCheck::External
+                    }
                 }
-                Some(_) => Ok((host, port)),
-                // No allow-list: any destination outside the gateway's host (see `dial_external`).
-                None => Ok((host, port)),
-            }
+            };
+            Ok(Destination { host, port, check })
         }
     }
 }
@@ -135,39 +175,60 @@ pub(crate) async fn dial(host: &str, port: u16, timeout: Duration) -> Result<Tcp
     Ok(stream)
 }
 
-/// Dials `host:port` for a bastion that has no allow-list: only addresses outside the gateway's
-/// own machine and link-local ranges, so an authenticated user cannot reach services bound to
-/// the gateway's loopback or a cloud metadata endpoint (169.254.169.254). The check runs after
-/// DNS resolution and the checked address is the one dialled, so a name cannot smuggle such an
-/// address past it.
-pub(crate) async fn dial_external(
-    host: &str,
-    port: u16,
+/// Dials `dest` within `timeout`: a trusted one as [`dial`] does; otherwise its name is
+/// resolved here, every address is checked (see [`AddressCheck`]) and only the checked
+/// addresses are dialled, so the name cannot resolve to something else between the check and
+/// the connection (DNS rebinding).
+pub(crate) async fn dial_destination(
+    dest: &Destination,
     timeout: Duration,
 ) -> Result<TcpStream, DialError> {
-    let destination = host_port(host, port);
+    if dest.check == AddressCheck::Trusted {
+        return dial(&dest.host, dest.port, timeout).await;
+    }
+    let destination = host_port(&dest.host, dest.port);
     let timed_out = || DialError::Timeout {
         destination: destination.clone(),
     };
-    let resolved: Vec<std::net::SocketAddr> =
-        tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|source| DialError::Connect {
-                destination: destination.clone(),
-                source,
-            })?
-            .collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let resolved: Vec<std::net::SocketAddr> = tokio::time::timeout_at(
+        deadline,
+        tokio::net::lookup_host((dest.host.as_str(), dest.port)),
+    )
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(|source| DialError::Connect {
+        destination: destination.clone(),
+        source,
+    })?
+    .collect();
+    let mut refused = None;
     let permitted: Vec<_> = resolved
         .into_iter()
-        .filter(|a| !is_internal(a.ip()))
+        .filter(|a| {
+            if dest.check == AddressCheck::NamedExactly {
+                return true;
+            }
+            match internal::classify(a.ip()) {
+                Some(why) => {
+                    refused.get_or_insert((a.ip(), why));
+                    false
+                }
+                None => true,
+            }
+        })
         .collect();
     if permitted.is_empty() {
-        return Err(DialError::Internal { destination });
+        let (address, why) = refused.ok_or_else(timed_out)?;
+        return Err(DialError::Internal {
+            destination,
+            address,
+            why,
+        });
     }
     let mut last = None;
     for addr in permitted {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
@@ -182,29 +243,6 @@ pub(crate) async fn dial_external(
         }
     }
     Err(last.unwrap_or_else(timed_out))
-}
-
-/// Loopback, unspecified, link-local, multicast or broadcast — also as IPv4-mapped IPv6.
-fn is_internal(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_unspecified()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_internal(IpAddr::V4(v4)),
-            None => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unicast_link_local()
-            }
-        },
-    }
 }
 
 /// Runs the SOCKS5 server half inside `stream` the way cloudflared's `proxyType: socks` does:
@@ -234,4 +272,114 @@ where
         .reply_success(bound)
         .await
         .map_err(InStreamSocksError::Handshake)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::gateway::config::GatewayConfig;
+
+    fn bastion(allow: Option<&[&str]>) -> Application {
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+        let mut app = crate::gateway::ApplicationConfig::new("b.example", "aud", Origin::Bastion);
+        app.allow = allow.map(|a| a.iter().map(|s| (*s).to_owned()).collect());
+        app.service_tokens.push(crate::gateway::ServiceTokenConfig {
+            client_id: "c".into(),
+            client_secret: crate::gateway::SecretSource::Value(crate::secret::Secret::new("s")),
+        });
+        config.applications.push(app);
+        let resolved = config.resolve().unwrap();
+        let app = resolved.applications.get("b.example").unwrap();
+        Application {
+            hostname: app.hostname.clone(),
+            aud: app.aud.clone(),
+            origin: app.origin.clone(),
+            socks: app.socks,
+            allow: app.allow.clone(),
+            jwks: None,
+            issuer: None,
+            service_tokens: Vec::new(),
+        }
+    }
+
+    fn check(app: &Application, dest: &str) -> Result<AddressCheck, DestinationError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(JUMP_DESTINATION_HEADER, dest.parse().unwrap());
+        destination(app, &headers).map(|d| d.check)
+    }
+
+    /// Only an allow-list entry naming the destination exactly lets it resolve to an internal
+    /// address; a host entry or a suffix pattern has every resolved address checked, as a
+    /// bastion without an allow-list does.
+    #[test]
+    fn only_an_exact_allow_entry_admits_internal_addresses() {
+        let open = bastion(None);
+        assert_eq!(
+            check(&open, "db.example:5432").unwrap(),
+            AddressCheck::External
+        );
+        let listed = bastion(Some(&[
+            "api.internal:6443",
+            "127.0.0.1",
+            "cache.internal",
+            "*.k8s.internal",
+        ]));
+        assert_eq!(
+            check(&listed, "api.internal:6443").unwrap(),
+            AddressCheck::NamedExactly
+        );
+        assert_eq!(
+            check(&listed, "127.0.0.1:8080").unwrap(),
+            AddressCheck::NamedExactly
+        );
+        assert_eq!(
+            check(&listed, "cache.internal:6379").unwrap(),
+            AddressCheck::External
+        );
+        assert_eq!(
+            check(&listed, "evil.k8s.internal:6443").unwrap(),
+            AddressCheck::External
+        );
+        assert!(matches!(
+            check(&listed, "api.internal:22"),
+            Err(DestinationError::NotAllowed(_))
+        ));
+    }
+
+    /// A name under an allowed suffix whose record points at loopback is refused after
+    /// resolution (here `localhost`, which every resolver maps to loopback).
+    #[tokio::test]
+    async fn a_checked_name_that_resolves_to_loopback_is_refused_before_any_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dest = Destination {
+            host: "localhost".into(),
+            port,
+            check: AddressCheck::External,
+        };
+        let err = dial_destination(&dest, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DialError::Internal {
+                    why: internal::Internal::Loopback,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection reached the listener");
+        // Named exactly, the same destination is dialled.
+        let dest = Destination {
+            check: AddressCheck::NamedExactly,
+            ..dest
+        };
+        dial_destination(&dest, Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
 }

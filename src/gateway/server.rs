@@ -13,9 +13,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::auth::{self, Refusal, Subject};
 use super::config::{Application, Origin, ResolvedConfig};
-use super::login::{self, Deposits};
+use super::login::{self, LoginState};
 use super::origin;
-use super::serve::{Lifecycle, PeerAddr};
+use super::serve::{Admitted, Lifecycle, PeerAddr};
 use crate::wire::counted::Counted;
 use crate::wire::handshake;
 
@@ -24,8 +24,8 @@ use crate::wire::handshake;
 pub(crate) struct GatewayState {
     pub(crate) config: Arc<ResolvedConfig>,
     pub(crate) life: Lifecycle,
-    /// Sealed token transfers waiting for their client (the Access login).
-    pub(crate) deposits: Arc<Deposits>,
+    /// What the Access login keeps, when it is configured.
+    pub(crate) login: Option<Arc<LoginState>>,
 }
 
 /// The gateway's routes: everything goes through [`dispatch`], which routes by `Host` first.
@@ -64,13 +64,13 @@ async fn dispatch(State(state): State<GatewayState>, req: Request) -> Response {
     let Some((host, port)) = request_host(&req) else {
         return plain(StatusCode::NOT_FOUND, "no application for this host\n");
     };
-    let access = state.config.access.clone();
-    if let Some(access) = &access {
+    let access = state.config.access.clone().zip(state.login.clone());
+    if let Some((access, login)) = &access {
         if host == access.auth_domain {
-            return login::auth_domain(access, &state.config.applications, port, req).await;
+            return login::auth_domain(access, login, &state.config.applications, port, req).await;
         }
         if host == access.transfer_host {
-            return login::transfer_service(access, &state.deposits, req).await;
+            return login::transfer_service(access, login, req).await;
         }
     }
     let Some(app) = state.config.applications.get(&host).cloned() else {
@@ -80,15 +80,15 @@ async fn dispatch(State(state): State<GatewayState>, req: Request) -> Response {
     if path == login::CERTS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
         return certs(&app);
     }
-    if let Some(access) = &access {
+    if let Some((access, login)) = &access {
         if login::wants_metadata(&req) {
-            return login::metadata(access, &host, &app);
+            return login::metadata(access, login, &host, &app);
         }
         if path == login::AUTHORIZED_PATH {
             return login::authorized(access, &app, &req);
         }
         if path == login::CLI_PATH {
-            return login::cli(access, &state.deposits, &host, port, &app, req).await;
+            return login::cli(access, login, &host, port, &app, req).await;
         }
     }
     tunnel(state, host, port, app, req).await
@@ -107,7 +107,7 @@ fn certs(app: &Application) -> Response {
     match &app.jwks {
         Some(keys) => (
             [(header::CONTENT_TYPE, "application/json")],
-            keys.json.clone(),
+            keys.current().json.clone(),
         )
             .into_response(),
         None => plain(StatusCode::NOT_FOUND, "this application has no key set\n"),
@@ -197,7 +197,7 @@ async fn tunnel(
         destination: None,
         started,
     };
-    let subject = match auth::authorize(&app, req.headers()) {
+    let subject = match auth::authorize(&app, req.headers()).await {
         Ok(subject) => subject,
         Err(refusal) => {
             log.finish(refusal.as_str(), 0, 0);
@@ -220,6 +220,12 @@ async fn tunnel(
         }
     };
     log.subject = Some(&subject);
+    // Authenticated: the connection leaves the pool that is closed to make room, and keeps
+    // its place for as long as its stream lives.
+    let admitted = req.extensions().get::<Admitted>().cloned();
+    if let Some(admitted) = &admitted {
+        admitted.0.authenticated();
+    }
     let Some(key) = websocket_key(req.headers()).cloned() else {
         log.finish("refused: not a WebSocket upgrade", 0, 0);
         return plain(
@@ -227,7 +233,7 @@ async fn tunnel(
             "this endpoint carries TCP over WebSocket only\n",
         );
     };
-    let (dest_host, dest_port) = match origin::destination(&app, req.headers()) {
+    let dest = match origin::destination(&app, req.headers()) {
         Ok(dest) => dest,
         Err(e) => {
             log.finish(&format!("refused: {e}"), 0, 0);
@@ -238,16 +244,10 @@ async fn tunnel(
             return (status, format!("{e}\n")).into_response();
         }
     };
-    let destination = origin::host_port(&dest_host, dest_port);
+    let destination = origin::host_port(&dest.host, dest.port);
     log.destination = Some(&destination);
     // Dial before answering 101, so "origin down" (502) is distinct from "edge down".
-    let timeout = state.config.connect_timeout;
-    let dialled = if matches!(app.origin, Origin::Bastion) && app.allow.is_none() {
-        origin::dial_external(&dest_host, dest_port, timeout).await
-    } else {
-        origin::dial(&dest_host, dest_port, timeout).await
-    };
-    let upstream = match dialled {
+    let upstream = match origin::dial_destination(&dest, state.config.connect_timeout).await {
         Ok(stream) => stream,
         Err(e @ origin::DialError::Internal { .. }) => {
             log.finish(&format!("refused: {e}"), 0, 0);
@@ -259,12 +259,13 @@ async fn tunnel(
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let socks = app.socks;
+    let socks = app.socks.then_some(state.config.limits.socks_timeout);
     let keepalive = state.config.keepalive;
     let cancel = state.life.cancel.clone();
     let reclaim = state.life.reclaim.clone();
     let (host, mode) = (host.clone(), log.mode);
     state.life.tracker.spawn(async move {
+        let _admitted = admitted;
         let log = StreamLog {
             peer,
             host: &host,
@@ -291,10 +292,12 @@ async fn tunnel(
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
 }
 
+/// Pipes the upgraded stream and the origin; `socks`: the time the client has for its SOCKS5
+/// exchange first, for a `socks` application.
 async fn pipe(
     on_upgrade: hyper::upgrade::OnUpgrade,
     upstream: tokio::net::TcpStream,
-    socks: bool,
+    socks: Option<std::time::Duration>,
     keepalive: crate::wire::keepalive::Keepalive,
     log: &StreamLog<'_>,
 ) {
@@ -306,11 +309,22 @@ async fn pipe(
         }
     };
     let mut stream = handshake::server_stream(upgraded).with_keepalive(keepalive, None);
-    if socks {
+    if let Some(socks_timeout) = socks {
         let bound = upstream
             .local_addr()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        stream = match origin::socks_in_stream(stream, bound).await {
+        // The origin is dialled already: a client that never says its SOCKS5 words must not
+        // hold that connection open.
+        let exchange = tokio::time::timeout(socks_timeout, origin::socks_in_stream(stream, bound));
+        let Ok(exchanged) = exchange.await else {
+            log.finish(
+                &format!("refused: no SOCKS5 request within {socks_timeout:?}"),
+                0,
+                0,
+            );
+            return;
+        };
+        stream = match exchanged {
             Ok(stream) => stream,
             // A client that opens a stream and closes it before a word is a health probe
             // (of a client older than this one, which now makes its SOCKS request), not an

@@ -251,6 +251,8 @@ impl Lab {
             .collect();
         let mut gateway_config = GatewayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         gateway_config.ping_interval = config.ping_interval;
+        // Every client of the lab comes from loopback: one address for all of them.
+        gateway_config.limits.max_connections_per_client = gateway_config.limits.max_connections;
         gateway_config.jwks = Some(TextSource::Inline(issuer.jwks_json()));
         if config.tls {
             let mut names: Vec<&str> = hostnames.iter().map(String::as_str).collect();

@@ -20,6 +20,8 @@ pub struct ReadAhead<S> {
     inner: S,
     data: Vec<u8>,
     pos: usize,
+    /// Off: reads go straight to `inner` (see [`ReadAhead::deferred`]).
+    on: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -29,7 +31,23 @@ impl<S> ReadAhead<S> {
             inner,
             data: Vec::new(),
             pos: 0,
+            on: true,
         }
+    }
+
+    /// Wraps `inner` with read-ahead off until [`ReadAhead::start`]: a server's TLS handshake
+    /// reads a few small records, from a client that may not have authenticated anything yet,
+    /// and allocates nothing here for them.
+    pub fn deferred(inner: S) -> Self {
+        Self {
+            on: false,
+            ..Self::new(inner)
+        }
+    }
+
+    /// Turns read-ahead on.
+    pub fn start(&mut self) {
+        self.on = true;
     }
 
     /// The wrapped stream.
@@ -50,6 +68,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.on {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         if this.pos < this.data.len() {
             let n = (this.data.len() - this.pos).min(buf.remaining());
             buf.put_slice(&this.data[this.pos..this.pos + n]);
@@ -124,6 +145,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Deferred, small reads hold no buffer while data arrives; started, they read ahead.
+    #[tokio::test]
+    async fn a_deferred_read_ahead_allocates_nothing_until_started() {
+        let (a, mut peer) = tokio::io::duplex(256 * 1024);
+        let mut ours = ReadAhead::deferred(a);
+        peer.write_all(&[7u8; 10_000]).await.unwrap();
+        let mut small = [0u8; 100];
+        ours.read_exact(&mut small).await.unwrap();
+        assert_eq!(ours.buffer_capacity(), 0, "a buffer before start");
+        ours.start();
+        ours.read_exact(&mut small).await.unwrap();
+        assert_eq!(
+            ours.buffer_capacity(),
+            READ_AHEAD,
+            "no read-ahead after start"
+        );
+    }
 
     #[tokio::test]
     async fn small_reads_are_served_from_one_large_read_and_the_buffer_goes_when_idle() {

@@ -183,13 +183,34 @@ impl HttpBrowser {
                 continue;
             }
             counts.signed_in.fetch_add(1, Ordering::SeqCst);
-            form = Some(vec![
-                ("email".to_string(), email.clone()),
-                ("password".to_string(), password.clone()),
-            ]);
+            // As a browser does: the form's hidden fields too (the sign-in form's token).
+            let mut fields = hidden_inputs(&body);
+            fields.push(("email".to_string(), email.clone()));
+            fields.push(("password".to_string(), password.clone()));
+            form = Some(fields);
         }
         Err("too many hops".into())
     }
+}
+
+/// The `name` and `value` of every `<input type="hidden">` of the page.
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| -> Option<String> {
+        let marker = format!("{name}=\"");
+        let at = tag.find(&marker)? + marker.len();
+        let end = tag[at..].find('"')?;
+        Some(
+            tag[at..at + end]
+                .replace("&amp;", "&")
+                .replace("&quot;", "\""),
+        )
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
+        .collect()
 }
 
 /// The `action` of the page's form, HTML entities undone.

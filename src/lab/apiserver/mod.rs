@@ -21,7 +21,7 @@ mod pods;
 mod portforward;
 mod upgrade;
 
-use crate::gateway::serve::{Lifecycle, bind_and_serve};
+use crate::gateway::serve::{Lifecycle, ServeLimits, bind_and_serve};
 use crate::lab::pki::CertifiedPem;
 use crate::secret::Secret;
 
@@ -127,12 +127,18 @@ impl FakeApiServer {
             ))
             .with_state(state.clone());
         let life = Lifecycle::default();
-        let local_addr = bind_and_serve(config.listen, Some(tls), router, life.clone())
-            .await
-            .map_err(|source| FakeApiError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let local_addr = bind_and_serve(
+            config.listen,
+            Some(tls),
+            router,
+            life.clone(),
+            ServeLimits::default(),
+        )
+        .await
+        .map_err(|source| FakeApiError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         Ok(FakeApiHandle {
             local_addr,
             state,
