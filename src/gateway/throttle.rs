@@ -142,7 +142,7 @@ mod tests {
         throttle.failed(None, "ada@example.com");
         throttle.failed(None, "ada@example.com");
         assert!(throttle.check(None, "ada@example.com").is_err());
-        std::thread::sleep(Duration::from_millis(220));
+        crate::sync::pause_blocking(Duration::from_millis(220));
         throttle.check(None, "ada@example.com").unwrap();
         throttle.failed(None, "ada@example.com");
         assert!(throttle.check(None, "ada@example.com").is_err());
