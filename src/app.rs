@@ -41,7 +41,7 @@ pub enum AppError {
     Inventory {
         /// The inventory file.
         path: PathBuf,
-        /// Why.
+        /// Where in the inventory, and what.
         #[source]
         source: crate::discovery::file::InventoryError,
     },

@@ -38,7 +38,7 @@ pub enum DirsError {
     Create {
         /// The folder.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -47,7 +47,7 @@ pub enum DirsError {
     Write {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

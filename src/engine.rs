@@ -236,9 +236,9 @@ pub enum EngineError {
     /// Binding the listener failed for another reason than the port being taken.
     #[error("cannot listen on 127.0.0.1:{port}")]
     Bind {
-        /// Port.
+        /// The port asked for (0: any).
         port: u16,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -247,7 +247,7 @@ pub enum EngineError {
     Edge {
         /// Cluster name.
         cluster: String,
-        /// Why.
+        /// What the edge, or the way to it, did.
         #[source]
         source: CarrierError,
     },

@@ -309,7 +309,7 @@ pub enum SecretRefError {
     File {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

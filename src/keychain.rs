@@ -48,7 +48,7 @@ pub enum KeychainError {
     /// The keychain is not usable (see [`KeychainStatus::Unavailable`]).
     #[error("the OS keychain is unavailable: {reason}")]
     Unavailable {
-        /// Why.
+        /// The platform store's own words, which never hold the secret.
         reason: String,
     },
     /// The keychain did not answer in time.

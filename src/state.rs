@@ -35,7 +35,7 @@ pub enum StateError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -63,7 +63,7 @@ pub enum StateError {
         path: PathBuf,
         /// Where it was to go.
         backup: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

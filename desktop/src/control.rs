@@ -167,7 +167,7 @@ pub enum BindError {
     Io {
         /// The socket or lock file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: io::Error,
     },

@@ -166,7 +166,7 @@ pub enum LoginError {
     Browser {
         /// The application.
         application: String,
-        /// Why.
+        /// Where the token transfer stopped.
         #[source]
         source: TransferError,
     },

@@ -18,7 +18,7 @@ pub enum FilesError {
         operation: &'static str,
         /// The path.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

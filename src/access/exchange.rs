@@ -27,7 +27,7 @@ pub enum ExchangeError {
     Request {
         /// The host asked.
         host: String,
-        /// Why.
+        /// What the HTTP client met: no connection, a timeout, a refused certificate.
         #[source]
         source: reqwest::Error,
     },

@@ -21,7 +21,7 @@ pub enum HttpSetupError {
     CaFile {
         /// The file.
         path: std::path::PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

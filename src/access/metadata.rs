@@ -38,7 +38,7 @@ pub enum MetadataError {
     Request {
         /// The host.
         host: String,
-        /// Why.
+        /// What the HTTP client met: no connection, a timeout, a refused certificate.
         #[source]
         source: reqwest::Error,
     },
@@ -83,7 +83,7 @@ pub enum MetadataError {
     Jwks {
         /// The auth domain.
         auth_domain: String,
-        /// Why.
+        /// What the HTTP client met: no connection, a timeout, a refused certificate.
         #[source]
         source: reqwest::Error,
     },

@@ -60,7 +60,7 @@ pub enum AccessError {
     Secret {
         /// Cluster name.
         cluster: String,
-        /// Why.
+        /// Which variable or file, and what is wrong with it (never its value).
         #[source]
         source: SecretRefError,
     },
@@ -75,7 +75,7 @@ pub enum AccessError {
     Login {
         /// Cluster name.
         cluster: String,
-        /// Why.
+        /// Why the login failed, shared by every connection that waited for it.
         #[source]
         source: std::sync::Arc<LoginError>,
     },

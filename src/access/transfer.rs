@@ -21,7 +21,7 @@ use crate::secret::Secret;
 pub struct OpenError {
     /// What was run.
     pub program: String,
-    /// Why.
+    /// What the operating system answered.
     #[source]
     pub source: std::io::Error,
 }

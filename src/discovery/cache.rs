@@ -76,7 +76,7 @@ pub enum CacheError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

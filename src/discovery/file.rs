@@ -62,7 +62,7 @@ pub enum InventoryError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

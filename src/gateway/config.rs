@@ -103,7 +103,7 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -131,7 +131,7 @@ pub enum ConfigError {
         field: String,
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -156,7 +156,7 @@ pub enum ConfigError {
     Tls {
         /// Path of the field.
         field: String,
-        /// Why.
+        /// Which PEM block or certificate was refused.
         #[source]
         source: crate::tls::TlsError,
     },
@@ -299,7 +299,7 @@ pub enum Origin {
     Tcp {
         /// Host name or IP address.
         host: String,
-        /// Port.
+        /// TCP port of the service.
         port: u16,
     },
     /// The destination named by the client's `Cf-Access-Jump-Destination` header.

@@ -73,7 +73,7 @@ pub enum GatewayError {
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

@@ -31,23 +31,23 @@ pub(crate) enum DialError {
     /// The connection failed.
     #[error("cannot connect to {destination}")]
     Connect {
-        /// Where.
+        /// The destination as the client named it (`host:port`).
         destination: String,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
     /// The connection took longer than the connect timeout.
     #[error("connecting to {destination} timed out")]
     Timeout {
-        /// Where.
+        /// The destination as the client named it (`host:port`).
         destination: String,
     },
     /// A bastion destination resolved only to addresses on the internal list (the gateway's
     /// host, link-local, cloud metadata), and the allow-list does not name it exactly.
     #[error("destination {destination} resolves to {address}, which is {why}")]
     Internal {
-        /// Where.
+        /// The destination as the client named it (`host:port`).
         destination: String,
         /// The first address refused.
         address: std::net::IpAddr,

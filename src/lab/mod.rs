@@ -31,7 +31,7 @@ pub struct LabClusterSpec {
     pub name: String,
     /// Cloud it pretends to run in.
     pub cloud: Cloud,
-    /// Environment.
+    /// Environment it is filed under (`prod`, `staging`, …).
     pub environment: String,
     /// Region.
     pub region: String,
@@ -184,7 +184,7 @@ pub enum LabError {
     Files {
         /// The lab directory.
         dir: PathBuf,
-        /// Why.
+        /// What refused to start.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

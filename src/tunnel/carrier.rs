@@ -36,7 +36,7 @@ pub enum CarrierError {
     Unreachable {
         /// `host:port` dialled.
         edge: String,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
@@ -45,7 +45,7 @@ pub enum CarrierError {
     Tls {
         /// `host:port` dialled.
         edge: String,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

@@ -18,7 +18,7 @@ pub enum IconError {
     Decode {
         /// Which icon.
         look: TrayLook,
-        /// Why.
+        /// What the PNG decoder refused.
         #[source]
         source: png::DecodingError,
     },

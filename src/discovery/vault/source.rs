@@ -34,7 +34,7 @@ pub enum VaultError {
     TokenFile {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },

@@ -40,7 +40,7 @@ pub enum FakeApiError {
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// What the operating system answered.
         #[source]
         source: std::io::Error,
     },
