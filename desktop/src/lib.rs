@@ -45,6 +45,12 @@ pub const TRAY_BIN: &str = "k8s-tunnels-desktop";
 /// The window process's binary, installed next to the tray's.
 pub const WINDOW_BIN: &str = "k8s-tunnels-window";
 
+/// The web UI's TypeScript (`ui/src/generated/ipc.ts`): the types every window command and
+/// event carries, from their one declaration each (`ipc/commands.rs`, `events.rs`).
+pub fn typescript() -> String {
+    ipc::typescript::generate(events::describe_events)
+}
+
 /// The path of a sibling binary of this program (`TRAY_BIN`, `WINDOW_BIN`; `.exe` added on
 /// Windows): both are built and installed into the same folder.
 pub fn sibling_binary(name: &str) -> std::io::Result<PathBuf> {

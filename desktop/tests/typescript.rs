@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use k8s_tunnels_desktop::ipc::typescript::{GENERATED_PATH, generate};
+use k8s_tunnels_desktop::ipc::typescript::GENERATED_PATH;
+use k8s_tunnels_desktop::typescript as generate;
 
 #[test]
 fn the_generated_typescript_is_up_to_date() {

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::keys::{KeySet, KeyStore};
+use super::keys::{KeySet, KeyStore, KeysError};
 
 use crate::secret::Secret;
 
@@ -233,6 +233,36 @@ pub enum TextSource {
     File(PathBuf),
     /// The text itself.
     Inline(String),
+}
+
+impl From<KeysError> for ConfigError {
+    fn from(e: KeysError) -> Self {
+        match e {
+            KeysError::Jwks { field, reason } => ConfigError::Jwks { field, reason },
+            KeysError::File {
+                field,
+                path,
+                source,
+            } => ConfigError::File {
+                field,
+                path,
+                source,
+            },
+        }
+    }
+}
+
+/// The key set `source` names (configuration field `field`), following its file if it has one.
+fn key_store(
+    source: &TextSource,
+    field: &str,
+    extra: Option<&Arc<KeySet>>,
+) -> Result<KeyStore, ConfigError> {
+    let file = match source {
+        TextSource::File(path) => Some(path.as_path()),
+        TextSource::Inline(_) => None,
+    };
+    Ok(KeyStore::load(&source.load(field)?, file, field, extra)?)
 }
 
 impl TextSource {
@@ -800,9 +830,7 @@ impl GatewayConfig {
         let access_keys = access.as_ref().map(|a| &a.keys);
         // One store for every application using the default set, so its file is read once.
         let default_jwks = match (&self.jwks, access_keys) {
-            (Some(source), access_keys) => {
-                Some(Arc::new(KeyStore::load(source, "jwks", access_keys)?))
-            }
+            (Some(source), access_keys) => Some(Arc::new(key_store(source, "jwks", access_keys)?)),
             (None, Some(access_keys)) => Some(Arc::new(KeyStore::fixed(access_keys.clone()))),
             (None, None) => None,
         };
@@ -916,7 +944,7 @@ impl ApplicationConfig {
         // Tokens minted by the gateway's own login must open every application, as Access
         // tokens signed by the team's key do: the access key is in every store.
         let jwks = match &self.jwks {
-            Some(source) => Some(Arc::new(KeyStore::load(
+            Some(source) => Some(Arc::new(key_store(
                 source,
                 &format!("{field}.jwks"),
                 access_keys,

@@ -7,7 +7,7 @@
 //! the door with its first token and a key removed from it stops opening it, without a
 //! restart. A file that no longer parses keeps the last good set, with a warning.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,30 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{ConfigError, TextSource};
+/// A key set that cannot be used. The configuration reports it as its own error
+/// (`KeysError::Jwks`, `KeysError::File`); a reload logs it and keeps the last good set.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeysError {
+    /// The document is not a usable JWKS.
+    #[error("{field}: invalid JWKS: {reason}")]
+    Jwks {
+        /// The configuration field that names the set.
+        field: String,
+        /// What is wrong with the document.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("{field}: cannot read {path}")]
+    File {
+        /// The configuration field that names the file.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system answered.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// A token naming an unknown key id makes the file be read at most this often.
 pub(crate) const UNKNOWN_KID_READ_EVERY: Duration = Duration::from_secs(1);
@@ -37,8 +60,8 @@ impl std::fmt::Debug for KeySet {
 
 impl KeySet {
     /// Parses a JWKS document, keeping the RSA keys (Access signs with RS256).
-    pub(crate) fn parse(json: &str, field: &str) -> Result<Self, ConfigError> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| ConfigError::Jwks {
+    pub(crate) fn parse(json: &str, field: &str) -> Result<Self, KeysError> {
+        let set: JwkSet = serde_json::from_str(json).map_err(|e| KeysError::Jwks {
             field: field.to_owned(),
             reason: e.to_string(),
         })?;
@@ -50,21 +73,21 @@ impl KeySet {
             ) {
                 continue;
             }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| ConfigError::Jwks {
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| KeysError::Jwks {
                 field: field.to_owned(),
                 reason: format!("keys[{i}]: {e}"),
             })?;
             keys.push((jwk.common.key_id.clone(), key));
         }
         if keys.is_empty() {
-            return Err(ConfigError::Jwks {
+            return Err(KeysError::Jwks {
                 field: field.to_owned(),
                 reason: "holds no RSA key".to_owned(),
             });
         }
         // Serve only public parameters, re-serialised from the parsed set, so a JWKS file that
         // (wrongly) carries private members never publishes them.
-        let json = serde_json::to_string(&set).map_err(|e| ConfigError::Jwks {
+        let json = serde_json::to_string(&set).map_err(|e| KeysError::Jwks {
             field: field.to_owned(),
             reason: e.to_string(),
         })?;
@@ -120,18 +143,16 @@ impl std::fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
-    /// Loads the set `source` names (configuration field `field`), plus `extra` in every
-    /// version of it.
+    /// The set in `json` (configuration field `field`), plus `extra` in every version of it;
+    /// read again from `file` when the set came from one.
     pub(crate) fn load(
-        source: &TextSource,
+        json: &str,
+        file: Option<&Path>,
         field: &str,
         extra: Option<&Arc<KeySet>>,
-    ) -> Result<Self, ConfigError> {
-        let set = KeySet::parse(&source.load(field)?, field)?;
-        let file = match source {
-            TextSource::File(path) => Some((path.clone(), field.to_owned())),
-            TextSource::Inline(_) => None,
-        };
+    ) -> Result<Self, KeysError> {
+        let set = KeySet::parse(json, field)?;
+        let file = file.map(|path| (path.to_path_buf(), field.to_owned()));
         Ok(Self {
             current: RwLock::new(Arc::new(with_extra(set, extra))),
             file,
@@ -190,7 +211,7 @@ impl KeyStore {
         *read_at = Instant::now();
         let parsed = match tokio::fs::read_to_string(path).await {
             Ok(text) => KeySet::parse(&text, field),
-            Err(source) => Err(ConfigError::File {
+            Err(source) => Err(KeysError::File {
                 field: field.clone(),
                 path: path.clone(),
                 source,

@@ -13,13 +13,14 @@ use super::IpcError;
 /// Where the generated file lives, relative to the repository's root.
 pub const GENERATED_PATH: &str = "ui/src/generated/ipc.ts";
 
-/// The generated `ui/src/generated/ipc.ts`.
-pub fn generate() -> String {
+/// The generated `ui/src/generated/ipc.ts`, with the events `describe_events` describes
+/// ([`crate::typescript`] passes the event declaration's, which itself builds on this module).
+pub fn generate(describe_events: fn(&mut Generator)) -> String {
     let mut ts = Generator::new();
     // Not named by any command, but what every rejected command carries.
     ts.type_name::<IpcError>();
     super::describe_commands(&mut ts);
-    crate::events::describe_events(&mut ts);
+    describe_events(&mut ts);
     ts.finish()
 }
 
