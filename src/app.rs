@@ -18,7 +18,7 @@ use crate::discovery::catalog::{self, Entry};
 use crate::discovery::runner::{self, Refresher};
 use crate::discovery::{ClusterSource, ProgressSink, SourceReport, eks, file, gke, vault};
 use crate::engine::{Engine, EngineConfig, KUBECONFIG_KEEPER_PERIOD};
-use crate::inventory::{Cluster, ClusterId};
+use crate::inventory::Cluster;
 use crate::keychain::Keychain;
 use crate::kubeconfig::{Kubeconfig, KubeconfigError};
 use crate::state::{Settings, StateError, StateStore, remove_legacy_socks_secret};
@@ -360,11 +360,6 @@ impl App {
             ttl,
             on_refresh,
         ))
-    }
-
-    /// The favourite clusters.
-    pub fn favourites(&self) -> Result<std::collections::BTreeSet<ClusterId>, AppError> {
-        Ok(self.state.load().map_err(AppError::State)?.favourites)
     }
 
     /// The settings.

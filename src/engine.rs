@@ -377,9 +377,16 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
-    /// The kubectl context name of a cluster.
+    /// The kubectl context name of a cluster ([`crate::kubeconfig::context_name`] with this
+    /// engine's prefix).
     pub fn context_name(&self, cluster: &Cluster) -> String {
-        format!("{}{}", self.inner.config.prefix, cluster.name)
+        crate::kubeconfig::context_name(&self.inner.config.prefix, &cluster.name)
+    }
+
+    /// The prefix of the kubeconfig entries this engine writes: the one it was built with,
+    /// which a saved change of the setting does not alter until the next start.
+    pub fn kubeconfig_prefix(&self) -> &str {
+        &self.inner.config.prefix
     }
 
     /// Opens the cluster's tunnel (or returns the open one's status): binds its local port,
@@ -670,18 +677,12 @@ impl Engine {
         })
     }
 
-    /// The port a cluster will use when it connects: its persisted one, else its first
-    /// candidate.
+    /// The port a cluster will use when it connects, if it is free
+    /// ([`crate::state::planned_port`]).
     async fn planned_port(&self, cluster: &Cluster) -> Result<u16, EngineError> {
         let _guard = self.inner.state_lock.lock().await;
         let state = self.inner.config.state.load().map_err(EngineError::State)?;
-        let persisted = state.ports.get(&cluster.id).copied();
-        port_candidates(&cluster.id, persisted)
-            .next()
-            .ok_or_else(|| EngineError::NoFreePort {
-                cluster: cluster.name.clone(),
-                tried: 0,
-            })
+        Ok(state.planned_port(&cluster.id))
     }
 
     fn port_taken_by_other_tunnel(&self, port: u16, id: &ClusterId) -> bool {

@@ -1,11 +1,12 @@
 //! k8s-tunnels: reach every Kubernetes cluster behind Cloudflare Access.
 //!
 //! The library holds everything but the front ends: cluster discovery and the shared model
-//! ([`inventory`], [`discovery`]), the tunnel ([`tunnel`]) and the [`engine`] that owns open
-//! tunnels, Access credentials ([`access`]), the safe [`kubeconfig`] writer, persisted app
-//! [`state`], files only the user can read ([`private_file`]), and the server side of the protocol ([`gateway`]) with the demo [`lab`] built on
-//! it. The CLI and the desktop shell are thin front ends over [`engine::Engine`] and the
-//! [`app::App`] facade.
+//! ([`inventory`], [`discovery`]) with the one [`listing`] of it every front end shows, the
+//! tunnel ([`tunnel`]) and the [`engine`] that owns open tunnels, Access credentials
+//! ([`access`]), the safe [`kubeconfig`] writer, persisted app [`state`], files only the user
+//! can read ([`private_file`]), and the server side of the protocol ([`gateway`]) with the demo
+//! [`lab`] built on it. The CLI and the desktop shell are thin front ends over
+//! [`engine::Engine`] and the [`app::App`] facade.
 
 pub mod access;
 pub mod app;
@@ -21,6 +22,7 @@ pub mod keychain;
 pub mod kubeconfig;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod listing;
 pub mod memory;
 pub mod private_file;
 pub mod secret;

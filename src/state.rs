@@ -272,28 +272,53 @@ impl StateStore {
     }
 }
 
-/// Port candidates for a cluster: the persisted port first, then a port derived from a stable
-/// hash of the id (SHA-256, stable across builds and platforms, unlike std's `DefaultHasher`)
-/// in [`PORT_RANGE`], then the following ports in that range, wrapping, so a conflict re-picks
-/// deterministically. Every port appears once.
+impl AppState {
+    /// The port `id`'s tunnel will listen on if it is free: see [`planned_port`].
+    pub fn planned_port(&self, id: &ClusterId) -> u16 {
+        planned_port(id, self.ports.get(id).copied())
+    }
+}
+
+/// The port a cluster's tunnel is planned on, what every list shows before it connects: the
+/// persisted one, else the one derived from its id. It is the first of [`port_candidates`],
+/// the port the engine binds when it is free.
+pub fn planned_port(id: &ClusterId, persisted: Option<u16>) -> u16 {
+    // 0 is "any port" to the OS, never a port kubeconfig could keep pointing at.
+    persisted
+        .filter(|p| *p != 0)
+        .unwrap_or_else(|| derived_port(id))
+}
+
+/// Port candidates for a cluster: its [`planned_port`] first (the persisted port, else a port
+/// derived from a stable hash of the id in [`PORT_RANGE`]), then the ports of that range from
+/// the derived one on, wrapping, so a conflict re-picks deterministically. Every port appears
+/// once.
 pub fn port_candidates(
     id: &ClusterId,
     persisted: Option<u16>,
 ) -> impl Iterator<Item = u16> + use<> {
+    let planned = planned_port(id, persisted);
+    let size = PORT_RANGE.end - PORT_RANGE.start;
+    let offset = derived_port(id) - PORT_RANGE.start;
+    std::iter::once(planned).chain(
+        (0..size)
+            .map(move |i| {
+                // Both terms are below `size`, so neither the sum nor the result overflows.
+                PORT_RANGE.start + ((u32::from(offset) + u32::from(i)) % u32::from(size)) as u16
+            })
+            .filter(move |p| *p != planned),
+    )
+}
+
+/// The port derived from the id: a stable hash (SHA-256, stable across builds and platforms,
+/// unlike std's `DefaultHasher`) into [`PORT_RANGE`].
+fn derived_port(id: &ClusterId) -> u16 {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.0.as_bytes());
     let mut first8 = [0u8; 8];
     first8.copy_from_slice(&digest.as_ref()[..8]);
     let size = u64::from(PORT_RANGE.end - PORT_RANGE.start);
-    let offset = u64::from_be_bytes(first8) % size;
-    let persisted = persisted.filter(|p| *p != 0);
-    persisted.into_iter().chain(
-        (0..size)
-            .map(move |i| {
-                // (offset + i) % size < size ≤ u16::MAX - PORT_RANGE.start, so this fits.
-                PORT_RANGE.start + ((offset + i) % size) as u16
-            })
-            .filter(move |p| Some(*p) != persisted),
-    )
+    // The remainder is below `size`, which fits in a u16.
+    PORT_RANGE.start + (u64::from_be_bytes(first8) % size) as u16
 }
 
 /// Removes the per-install SOCKS secret file an earlier version may have left in the state
@@ -422,6 +447,22 @@ mod tests {
         assert_eq!(all[0], first[3]);
         assert_eq!(all.len(), usize::from(PORT_RANGE.end - PORT_RANGE.start));
         assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), all.len());
+    }
+
+    #[test]
+    fn the_planned_port_is_the_first_candidate() {
+        let a = id("file:prod-eu");
+        for persisted in [None, Some(0), Some(21000), Some(40000)] {
+            assert_eq!(
+                Some(planned_port(&a, persisted)),
+                port_candidates(&a, persisted).next(),
+                "{persisted:?}"
+            );
+        }
+        let mut state = AppState::default();
+        assert_eq!(state.planned_port(&a), planned_port(&a, None));
+        state.ports.insert(a.clone(), 21000);
+        assert_eq!(state.planned_port(&a), 21000);
     }
 
     #[test]

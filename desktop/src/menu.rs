@@ -1,9 +1,7 @@
 //! The tray menu as a pure model: app state in, a tree of typed items out. `tray.rs` serves it
 //! over D-Bus (dbusmenu); tests check it without a display.
 
-use std::collections::BTreeMap;
-
-use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
+use k8s_tunnels::inventory::{Cloud, ClusterId};
 use k8s_tunnels::tunnel::health::TunnelState;
 
 /// One cluster as the menu sees it.
@@ -37,7 +35,9 @@ impl MenuCluster {
 /// What the menu is built from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MenuState {
-    /// Every cluster of the catalog.
+    /// Every cluster of the catalog, in the library's listing order
+    /// ([`k8s_tunnels::listing::Order::Catalog`]): the menu groups consecutive clusters, so a
+    /// cloud's clusters, and an environment's within it, must be next to each other.
     pub clusters: Vec<MenuCluster>,
     /// A discovery refresh is running.
     pub refreshing: bool,
@@ -204,6 +204,7 @@ pub fn status_line(state: &MenuState) -> String {
 /// both labelled with their counts ("AWS (2 up)"); then the status line and the actions.
 pub fn model(state: &MenuState) -> Vec<MenuNode> {
     let mut nodes = Vec::new();
+    // The top sections are short flat lists across clouds, read by name.
     let by_name =
         |a: &&MenuCluster, b: &&MenuCluster| a.name.cmp(&b.name).then(a.id.0.cmp(&b.id.0));
     let mut favourites: Vec<&MenuCluster> = state.clusters.iter().filter(|c| c.favourite).collect();
@@ -240,38 +241,23 @@ pub fn model(state: &MenuState) -> Vec<MenuNode> {
         }
     }
 
-    let mut groups: BTreeMap<Cloud, BTreeMap<EnvironmentKey<'_>, Vec<&MenuCluster>>> =
-        BTreeMap::new();
-    for c in &state.clusters {
-        groups
-            .entry(c.cloud)
-            .or_default()
-            .entry(EnvironmentKey(c.environment.as_str()))
-            .or_default()
-            .push(c);
-    }
-    for (cloud, environments) in groups {
-        let mut in_cloud = Vec::new();
-        let children = environments
-            .into_iter()
-            .map(|(environment, mut clusters)| {
-                clusters.sort_by(by_name);
-                in_cloud.extend(clusters.iter().copied());
-                MenuNode::Submenu {
-                    label: with_counts(environment.0, &clusters),
-                    children: clusters
-                        .into_iter()
-                        .map(|c| MenuNode::Check {
-                            action: MenuAction::Cluster(c.id.clone()),
-                            label: cluster_label(c),
-                            checked: c.tunnel.is_some(),
-                        })
-                        .collect(),
-                }
+    for in_cloud in state.clusters.chunk_by(|a, b| a.cloud == b.cloud) {
+        let children = in_cloud
+            .chunk_by(|a, b| a.environment == b.environment)
+            .map(|clusters| MenuNode::Submenu {
+                label: with_counts(&clusters[0].environment, clusters),
+                children: clusters
+                    .iter()
+                    .map(|c| MenuNode::Check {
+                        action: MenuAction::Cluster(c.id.clone()),
+                        label: cluster_label(c),
+                        checked: c.tunnel.is_some(),
+                    })
+                    .collect(),
             })
             .collect();
         nodes.push(MenuNode::Submenu {
-            label: with_counts(cloud_label(cloud), &in_cloud),
+            label: with_counts(cloud_label(in_cloud[0].cloud), in_cloud),
             children,
         });
     }
@@ -325,7 +311,7 @@ pub fn model(state: &MenuState) -> Vec<MenuNode> {
 
 /// A submenu's label with how many of its tunnels are up and failing: "AWS (2 up, 1 failing)",
 /// or the bare name when none is open.
-fn with_counts(name: &str, clusters: &[&MenuCluster]) -> String {
+fn with_counts(name: &str, clusters: &[MenuCluster]) -> String {
     let up = clusters
         .iter()
         .filter(|c| c.tunnel == Some(TunnelState::Up))

@@ -12,10 +12,11 @@ use k8s_tunnels::app::{App, AppError, SourceInfo};
 use k8s_tunnels::discovery::catalog::Entry;
 use k8s_tunnels::discovery::{Progress, ProgressSink};
 use k8s_tunnels::engine::{ConnectOptions, Engine, EngineError, TunnelStatus};
-use k8s_tunnels::inventory::{Cloud, ClusterId, EnvironmentKey};
+use k8s_tunnels::inventory::{Cloud, ClusterId};
 use k8s_tunnels::keychain::KeychainStatus;
 use k8s_tunnels::lab::Lab;
-use k8s_tunnels::state::Settings;
+use k8s_tunnels::listing::{self, Order, Row};
+use k8s_tunnels::state::{AppState, Settings};
 use k8s_tunnels::tunnel::health::TunnelState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -209,83 +210,64 @@ impl Shell {
             .ok_or_else(|| IpcError::new(ErrorCode::NotFound, format!("no cluster with id {id:?}")))
     }
 
-    fn favourites(&self) -> std::collections::BTreeSet<ClusterId> {
-        self.app.favourites().unwrap_or_else(|e| {
-            tracing::warn!(error = %error_text(&e), "cannot read favourites");
-            Default::default()
-        })
+    /// The persisted app state (favourites, remembered ports) the listings show.
+    fn app_state(&self) -> Result<AppState, AppError> {
+        self.app.state().load().map_err(AppError::State)
     }
 
-    /// Every cluster with its tunnel, favourites first, then by cloud, environment and name.
+    /// The catalog in the library's listing, with the engine's kubeconfig prefix (the one its
+    /// entries are written with until the next start).
+    fn listing<'a>(&self, catalog: &'a [Entry], state: &AppState, order: Order) -> Vec<Row<'a>> {
+        listing::rows(catalog, state, self.engine.kubeconfig_prefix(), order)
+    }
+
+    /// Every cluster with its tunnel, in the library's order with favourites first.
     pub fn clusters(&self) -> Result<Vec<ClusterRow>, IpcError> {
-        let favourites = self.app.favourites().map_err(IpcError::from_app)?;
+        let state = self.app_state().map_err(IpcError::from_app)?;
         let catalog = self.catalog();
-        let environments: std::collections::BTreeSet<EnvironmentKey<'_>> = catalog
-            .iter()
-            .map(|e| EnvironmentKey(e.cluster.environment.as_str()))
-            .collect();
-        // Each environment's place in the library's order, looked up once per row.
-        let places: std::collections::HashMap<&str, u32> = environments
-            .iter()
-            .zip(0..)
-            .map(|(e, place)| (e.0, place))
-            .collect();
-        let place = |environment: &str| places.get(environment).copied().unwrap_or(u32::MAX);
-        let mut rows: Vec<ClusterRow> = catalog
-            .iter()
-            .map(|e| {
-                let context = self.engine.context_name(&e.cluster);
+        Ok(self
+            .listing(&catalog, &state, Order::FavouritesFirst)
+            .into_iter()
+            .map(|row| {
+                let cluster = row.cluster();
                 ClusterRow {
-                    id: e.cluster.id.clone(),
-                    name: e.cluster.name.clone(),
-                    cloud: e.cluster.cloud,
-                    environment: e.cluster.environment.clone(),
-                    environment_order: place(&e.cluster.environment),
-                    region: e.cluster.region.clone(),
-                    source: e.source.clone(),
-                    stale: e.stale.clone(),
-                    favourite: favourites.contains(&e.cluster.id),
-                    kubectl: kubectl_line(&context),
-                    context,
-                    tunnel: self.engine.status_of(&e.cluster.id),
+                    id: cluster.id.clone(),
+                    name: cluster.name.clone(),
+                    cloud: cluster.cloud,
+                    environment: cluster.environment.clone(),
+                    environment_order: row.environment_order,
+                    region: cluster.region.clone(),
+                    source: row.source().to_string(),
+                    stale: row.stale().map(str::to_string),
+                    favourite: row.favourite,
+                    kubectl: kubectl_line(&row.context),
+                    tunnel: self.engine.status_of(&cluster.id),
+                    context: row.context,
                 }
             })
-            .collect();
-        // The library's order, which the window keeps (one order for tray, window and CLI).
-        rows.sort_by(|a, b| {
-            (
-                !a.favourite,
-                a.cloud,
-                EnvironmentKey(&a.environment),
-                &a.name,
-                &a.id.0,
-            )
-                .cmp(&(
-                    !b.favourite,
-                    b.cloud,
-                    EnvironmentKey(&b.environment),
-                    &b.name,
-                    &b.id.0,
-                ))
-        });
-        Ok(rows)
+            .collect())
     }
 
-    /// What the tray menu shows.
+    /// What the tray menu shows: the catalog in the library's order, which the menu groups.
     pub fn menu_state(&self) -> MenuState {
-        let favourites = self.favourites();
+        let state = self.app_state().unwrap_or_else(|e| {
+            tracing::warn!(error = %error_text(&e), "cannot read favourites");
+            AppState::default()
+        });
+        let catalog = self.catalog();
         MenuState {
             clusters: self
-                .catalog()
-                .iter()
-                .map(|e| {
-                    let status = self.engine.status_of(&e.cluster.id);
+                .listing(&catalog, &state, Order::Catalog)
+                .into_iter()
+                .map(|row| {
+                    let cluster = row.cluster();
+                    let status = self.engine.status_of(&cluster.id);
                     MenuCluster {
-                        id: e.cluster.id.clone(),
-                        name: e.cluster.name.clone(),
-                        cloud: e.cluster.cloud,
-                        environment: e.cluster.environment.clone(),
-                        favourite: favourites.contains(&e.cluster.id),
+                        id: cluster.id.clone(),
+                        name: cluster.name.clone(),
+                        cloud: cluster.cloud,
+                        environment: cluster.environment.clone(),
+                        favourite: row.favourite,
                         tunnel: status.as_ref().map(|s| s.state),
                         api: status.as_ref().and_then(TunnelStatus::api_summary),
                     }

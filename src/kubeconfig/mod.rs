@@ -40,6 +40,13 @@ use model::{Document, OwnedCluster};
 /// The default prefix of every stanza name the app owns.
 pub const DEFAULT_PREFIX: &str = "k8s-tunnels/";
 
+/// The name of the cluster, user and context stanzas the app writes for a cluster, which is
+/// the kubectl context that reaches it: the prefix, then the cluster's display name
+/// (`k8s-tunnels/` + `prod-eu`). Every front end and the engine name contexts through this.
+pub fn context_name(prefix: &str, cluster_name: &str) -> String {
+    format!("{prefix}{cluster_name}")
+}
+
 /// What the app writes for one cluster.
 #[derive(Clone)]
 pub struct ClusterEntry {

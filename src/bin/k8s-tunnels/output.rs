@@ -1,8 +1,9 @@
 //! `list` and `status`: tables for people, JSON for scripts. Neither ever prints a secret.
 
 use k8s_tunnels::engine::TunnelStatus;
-use k8s_tunnels::inventory::{Cluster, ClusterId, group};
-use k8s_tunnels::state::{StateStore, port_candidates};
+use k8s_tunnels::inventory::ClusterId;
+use k8s_tunnels::listing::{self, Order};
+use k8s_tunnels::state::StateStore;
 use serde::Serialize;
 
 use crate::runfiles::live_tunnels;
@@ -19,8 +20,9 @@ struct ListedCluster<'a> {
     api_server: &'a str,
     access_hostname: &'a str,
     origin: String,
-    context: String,
-    port: Option<u16>,
+    context: &'a str,
+    /// The open tunnel's port, else the one it is planned on.
+    port: u16,
     state: Option<String>,
     /// Why the latest discovery could not confirm it, when it could not.
     stale: Option<&'a str>,
@@ -32,37 +34,34 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
         .load()
         .map_err(anyhow::Error::new)?;
     let live = live_tunnels(ctx.dirs());
-    let prefix = &state.settings.kubeconfig_prefix;
-    let clusters: Vec<Cluster> = entries.iter().map(|e| e.cluster.clone()).collect();
-    let groups = group(&clusters);
-    let mut rows = Vec::new();
-    for (cloud, envs) in &groups {
-        for (env, list) in envs {
-            for c in list {
-                let Some(entry) = entries.iter().find(|e| e.cluster.id == c.id) else {
-                    continue;
-                };
-                let tunnel = live.iter().find(|t| t.cluster == c.id);
-                rows.push(ListedCluster {
-                    id: &c.id,
-                    name: &c.name,
-                    source: &entry.source,
-                    cloud: cloud.to_string(),
-                    environment: env.0,
-                    region: c.region.as_deref(),
-                    api_server: c.api.url.as_str(),
-                    access_hostname: &c.access.hostname,
-                    origin: c.access.origin.to_string(),
-                    context: format!("{prefix}{}", c.name),
-                    port: tunnel
-                        .map(|t| t.port)
-                        .or_else(|| port_candidates(&c.id, state.ports.get(&c.id).copied()).next()),
-                    state: tunnel.map(|t| t.state.to_string()),
-                    stale: entry.stale.as_deref(),
-                });
+    let listed = listing::rows(
+        &entries,
+        &state,
+        &state.settings.kubeconfig_prefix,
+        Order::Catalog,
+    );
+    let rows: Vec<ListedCluster<'_>> = listed
+        .iter()
+        .map(|row| {
+            let c = row.cluster();
+            let tunnel = live.iter().find(|t| t.cluster == c.id);
+            ListedCluster {
+                id: &c.id,
+                name: &c.name,
+                source: row.source(),
+                cloud: c.cloud.to_string(),
+                environment: &c.environment,
+                region: c.region.as_deref(),
+                api_server: c.api.url.as_str(),
+                access_hostname: &c.access.hostname,
+                origin: c.access.origin.to_string(),
+                context: &row.context,
+                port: tunnel.map_or(row.planned_port, |t| t.port),
+                state: tunnel.map(|t| t.state.to_string()),
+                stale: row.stale(),
             }
-        }
-    }
+        })
+        .collect();
     if json {
         println!(
             "{}",
@@ -100,14 +99,14 @@ pub fn list(ctx: &Context, json: bool) -> Result<(), Failure> {
             r.region.unwrap_or("-").to_string(),
             r.source.to_string(),
             r.origin.clone(),
-            r.port.map_or("-".into(), |p| p.to_string()),
+            r.port.to_string(),
             if r.stale.is_some() {
                 stale += 1;
                 format!("{state} (stale)")
             } else {
                 state
             },
-            r.context.clone(),
+            r.context.to_string(),
         ]);
     }
     print_table(&table);
