@@ -387,7 +387,11 @@ async fn a_bastion_refuses_the_hosts_own_addresses_and_every_metadata_endpoint()
         format!("[::ffff:{own}]:{port}"),
         format!("[::7f00:1]:{port}"),
         format!("[64:ff9b::7f00:1]:{port}"),
+        format!("[::ffff:0:127.0.0.1]:{port}"),
         "[fd00:ec2::254]:80".to_string(),
+        "[fd20:ce::254]:80".to_string(),
+        "[fd00:c1::a9fe:a9fe]:80".to_string(),
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:80".to_string(),
         "100.100.100.200:80".to_string(),
         format!("0.0.0.0:{port}"),
     ] {
@@ -401,27 +405,63 @@ async fn a_bastion_refuses_the_hosts_own_addresses_and_every_metadata_endpoint()
 }
 
 /// With an allow-list, a host entry or a `*.suffix` pattern admits a name, but what the name
-/// resolves to is checked like any other bastion destination; only an entry naming the
-/// destination exactly (`host:port`, as the lab's `localhost:<port>`) lets it reach an
-/// internal address.
+/// resolves to is checked like any other bastion destination. So is what an exact
+/// `host:port` entry naming a host resolves to (issue 16's review: `api.internal:6443` must
+/// not be dialled at whatever its DNS answers, 127.0.0.1 here) unless the application opts
+/// in with `allow_internal`; an entry that is an IP address reaches that address.
 #[tokio::test]
 async fn an_allow_list_checks_the_addresses_its_names_resolve_to() {
     let service = echo_server().await;
     let port = service.addr.port();
-    let mut bastion = app("bastion.lab.test", Origin::Bastion);
-    bastion.allow = Some(vec!["localhost".into(), "*.lab.test".into()]);
-    let lab = start_lab(vec![bastion], None).await;
+    let bastion_allowing = |allow: Vec<String>, allow_internal: bool| {
+        let mut bastion = app("bastion.lab.test", Origin::Bastion);
+        bastion.allow = Some(allow);
+        bastion.allow_internal = allow_internal;
+        bastion
+    };
+    let lab = start_lab(
+        vec![bastion_allowing(
+            vec!["localhost".into(), "*.lab.test".into()],
+            false,
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(
+        lab.bastion_status(&format!("localhost:{port}")).await,
+        http::StatusCode::FORBIDDEN
+    );
+
+    // An exact name, without the opt-in: the name resolves to loopback, which is refused
+    // (this was a 101 before the review).
+    let lab = start_lab(
+        vec![bastion_allowing(vec![format!("localhost:{port}")], false)],
+        None,
+    )
+    .await;
     assert_eq!(
         lab.bastion_status(&format!("localhost:{port}")).await,
         http::StatusCode::FORBIDDEN
     );
     assert_eq!(service.accepted.load(Ordering::SeqCst), 0);
 
-    let mut bastion = app("bastion.lab.test", Origin::Bastion);
-    bastion.allow = Some(vec![format!("localhost:{port}")]);
-    let lab = start_lab(vec![bastion], None).await;
+    // The same with the opt-in, and an IP address entry without it, reach the service.
+    let lab = start_lab(
+        vec![bastion_allowing(vec![format!("localhost:{port}")], true)],
+        None,
+    )
+    .await;
     assert_eq!(
         lab.bastion_status(&format!("localhost:{port}")).await,
+        http::StatusCode::SWITCHING_PROTOCOLS
+    );
+    let lab = start_lab(
+        vec![bastion_allowing(vec![format!("127.0.0.1:{port}")], false)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        lab.bastion_status(&format!("127.0.0.1:{port}")).await,
         http::StatusCode::SWITCHING_PROTOCOLS
     );
 }

@@ -31,6 +31,7 @@
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
 //!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any address off the internal list
+//!     allow_internal: false              # true: `host:port` entries may reach this host (see docs)
 //! access:                                # optional: play the Access login (auth domain, transfer service)
 //!   auth_domain: team.cloudflareaccess.com
 //!   signing_key: { file: /etc/k8s-tunnels-gateway/access-key.pem }   # RSA, signs app/org tokens
@@ -417,11 +418,19 @@ pub struct ApplicationConfig {
     /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
     /// (`host`, `*.suffix`, any port). Every destination's resolved addresses are checked
     /// against the internal list (the gateway's own host, link-local, cloud metadata; see
-    /// `docs/gateway.md`), with or without this list; only an entry naming the destination
-    /// exactly (`host:port`, or an IP address) lets it reach such an address. `None` allows
-    /// every destination off the internal list.
+    /// `docs/gateway.md`), with or without this list. An entry that is an IP address (`ip`
+    /// or `ip:port`) lets a destination naming that address reach the gateway's own host;
+    /// a `host:port` entry naming a host does so only with [`allow_internal`](Self::allow_internal).
+    /// Link-local and metadata addresses are never reached. `None` allows every destination
+    /// off the internal list.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
+    /// Bastion only, with `allow`: lets the `host:port` entries that name a host reach the
+    /// gateway's own host (loopback, its interface addresses) whatever the name resolves to.
+    /// This trusts the DNS answer for those names (a rebound record reaches the host too), so
+    /// prefer an IP address entry; link-local and metadata addresses stay refused.
+    #[serde(default)]
+    pub allow_internal: bool,
     /// The key set for this application's JWTs; defaults to the top-level `jwks`.
     #[serde(default)]
     pub jwks: Option<TextSource>,
@@ -887,6 +896,7 @@ impl ApplicationConfig {
             origin,
             socks: false,
             allow: None,
+            allow_internal: false,
             jwks: None,
             issuer: None,
             service_tokens: Vec::new(),
@@ -930,17 +940,46 @@ impl ApplicationConfig {
                 list.iter()
                     .enumerate()
                     .map(|(j, entry)| {
-                        AllowRule::parse(entry).ok_or_else(|| {
+                        let rule = AllowRule::parse(entry).ok_or_else(|| {
                             invalid(
                                 format!("{field}.allow[{j}]"),
                                 format!("`{entry}` is neither `host:port` nor a host pattern"),
                             )
-                        })
+                        })?;
+                        // Said at start rather than refused at every connection.
+                        if let Some(why) = rule
+                            .address()
+                            .and_then(super::internal::classify)
+                            .filter(|why| why.always_refused())
+                        {
+                            return Err(invalid(
+                                format!("{field}.allow[{j}]"),
+                                format!("`{entry}` is {why}, which a bastion never reaches"),
+                            ));
+                        }
+                        Ok(rule)
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             (None, _) => None,
         };
+        if self.allow_internal {
+            match &allow {
+                None => {
+                    return Err(invalid(
+                        format!("{field}.allow_internal"),
+                        "applies to a bastion's `allow` list only",
+                    ));
+                }
+                Some(rules) if !rules.iter().any(AllowRule::names_a_host_and_port) => {
+                    return Err(invalid(
+                        format!("{field}.allow_internal"),
+                        "has no effect: no `allow` entry is a `host:port` naming a host",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         // Tokens minted by the gateway's own login must open every application, as Access
         // tokens signed by the team's key do: the access key is in every store.
         let jwks = match &self.jwks {
@@ -980,6 +1019,7 @@ impl ApplicationConfig {
             origin: self.origin.clone(),
             socks: self.socks,
             allow,
+            allow_internal: self.allow_internal,
             jwks,
             issuer: self.issuer.clone(),
             service_tokens,
@@ -1051,6 +1091,8 @@ pub(crate) struct Application {
     pub(crate) origin: Origin,
     pub(crate) socks: bool,
     pub(crate) allow: Option<Vec<AllowRule>>,
+    /// `allow`'s `host:port` entries naming a host may reach the gateway's own host.
+    pub(crate) allow_internal: bool,
     pub(crate) jwks: Option<Arc<KeyStore>>,
     pub(crate) issuer: Option<String>,
     pub(crate) service_tokens: Vec<ServiceToken>,
@@ -1063,15 +1105,25 @@ pub(crate) struct ServiceToken {
     pub(crate) client_secret: Secret,
 }
 
-/// One entry of a bastion allow-list.
+/// One entry of a bastion allow-list. Hosts are lower-case, IP addresses in their canonical
+/// form ([`canonical_host`]), so they compare as text with a destination's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AllowRule {
-    /// Exactly this host and port (host compared case-insensitively).
+    /// Exactly this host and port.
     Exact(String, u16),
     /// This host, any port.
     Host(String),
     /// Any host ending in `.suffix`, any port.
     Suffix(String),
+}
+
+/// `host` lower-cased, and an IP address in its canonical form (`::1` for `0:0::1`), so a
+/// destination and an allow-list entry naming the same address compare equal.
+pub(crate) fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
 }
 
 impl AllowRule {
@@ -1082,19 +1134,36 @@ impl AllowRule {
                 .then(|| Self::Suffix(suffix.to_owned()));
         }
         if let Some((host, port)) = split_host_port(&entry) {
-            return Some(Self::Exact(host, port));
+            return Some(Self::Exact(canonical_host(&host), port));
+        }
+        if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+            return Some(Self::Host(ip.to_string()));
         }
         (!entry.is_empty() && !entry.contains(['*', ':', '/', ' '])).then_some(Self::Host(entry))
     }
 
-    /// Whether the rule names one destination exactly (`host:port`, or an IP address): only
-    /// such a rule lets a bastion reach an address on the internal list.
-    pub(crate) fn names_exactly(&self) -> bool {
+    /// The IP address the rule names, when it names one (`ip` or `ip:port`).
+    pub(crate) fn address(&self) -> Option<std::net::IpAddr> {
         match self {
-            Self::Exact(..) => true,
-            Self::Host(h) => h.parse::<std::net::IpAddr>().is_ok(),
-            Self::Suffix(_) => false,
+            Self::Exact(h, _) | Self::Host(h) => h.parse().ok(),
+            Self::Suffix(_) => None,
         }
+    }
+
+    /// Whether the rule is a `host:port` naming a host (not an IP address): what
+    /// `allow_internal` applies to.
+    fn names_a_host_and_port(&self) -> bool {
+        matches!(self, Self::Exact(..)) && self.address().is_none()
+    }
+
+    /// Whether a destination this rule admits may be dialled at an address of the gateway's
+    /// own host: when the rule is an IP address (the destination is then that address, and
+    /// no DNS answer is involved), or a `host:port` naming a host and `allow_internal` is on.
+    /// Never for a host without a port or a `*.suffix` pattern, so a DNS record under an
+    /// allowed name cannot point the bastion at the gateway's host. Link-local and metadata
+    /// addresses are refused whatever this says.
+    pub(crate) fn reaches_own_host(&self, allow_internal: bool) -> bool {
+        self.address().is_some() || (allow_internal && self.names_a_host_and_port())
     }
 
     /// Whether the rule admits `host:port` (host already lower-case).
@@ -1149,6 +1218,69 @@ mod tests {
         let host = AllowRule::parse("10.0.0.1").unwrap();
         assert!(host.admits("10.0.0.1", 22));
         assert!(AllowRule::parse("a:b:c").is_none());
+        // IP addresses are kept in their canonical form, as destinations are.
+        assert_eq!(
+            AllowRule::parse("[0:0::1]:6443").unwrap(),
+            AllowRule::Exact("::1".into(), 6443)
+        );
+        assert_eq!(
+            AllowRule::parse("FD00::A").unwrap(),
+            AllowRule::Host("fd00::a".into())
+        );
+        // Only addresses reach the own host without the opt-in; with it, `host:port` names.
+        for (entry, without, with) in [
+            ("127.0.0.1:6443", true, true),
+            ("127.0.0.1", true, true),
+            ("api.internal:6443", false, true),
+            ("api.internal", false, false),
+            ("*.internal", false, false),
+        ] {
+            let rule = AllowRule::parse(entry).unwrap();
+            assert_eq!(rule.reaches_own_host(false), without, "{entry}");
+            assert_eq!(rule.reaches_own_host(true), with, "{entry} opted in");
+        }
+    }
+
+    /// An allow-list entry naming a link-local or metadata address, and an `allow_internal`
+    /// that could not apply, are configuration errors, not refusals at every connection.
+    #[test]
+    fn allow_entries_that_can_never_be_reached_are_refused_at_start() {
+        let error = |allow: &[&str], allow_internal: bool| {
+            let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+            let mut app = ApplicationConfig::new("b.example", "aud", Origin::Bastion);
+            app.allow =
+                (!allow.is_empty()).then(|| allow.iter().map(|a| (*a).to_owned()).collect());
+            app.allow_internal = allow_internal;
+            app.service_tokens.push(ServiceTokenConfig {
+                client_id: "c".into(),
+                client_secret: SecretSource::Value(Secret::new("s")),
+            });
+            config.applications.push(app);
+            config.resolve().err().map(|e| e.to_string())
+        };
+        for entry in [
+            "169.254.169.254:80",
+            "169.254.169.254",
+            "[fd00:ec2::254]:80",
+            "[fd20:ce::254]:80",
+            "100.100.100.200:80",
+        ] {
+            let err = error(&["10.0.0.1:80", entry], false).unwrap_or_default();
+            assert!(
+                err.starts_with("applications[0].allow[1]:") && err.contains("never reaches"),
+                "{entry}: {err}"
+            );
+        }
+        assert_eq!(error(&["127.0.0.1:6443", "api.internal:6443"], false), None);
+        assert_eq!(error(&["api.internal:6443"], true), None);
+        assert_eq!(
+            error(&[], true).as_deref(),
+            Some("applications[0].allow_internal: applies to a bastion's `allow` list only")
+        );
+        assert!(
+            error(&["127.0.0.1:6443", "*.internal"], true)
+                .is_some_and(|e| e.starts_with("applications[0].allow_internal: has no effect")),
+        );
     }
 
     #[test]

@@ -279,7 +279,12 @@ impl Lab {
             let mut app = ApplicationConfig::new(hostname, aud(spec), origin);
             app.socks = spec.origin == OriginMode::Socks;
             if spec.origin == OriginMode::Bastion {
+                // The lab's API servers listen on loopback, under the name its kubeconfig
+                // uses (`localhost`, which the API certificates cover): the opt-in lets that
+                // one entry reach this host. A bastion facing the internet names an IP
+                // address instead, or nothing internal at all.
                 app.allow = Some(vec![format!("localhost:{}", server.listen.port())]);
+                app.allow_internal = true;
             }
             if spec.service_token {
                 app.service_tokens.push(ServiceTokenConfig {
