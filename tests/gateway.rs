@@ -814,6 +814,69 @@ async fn a_slow_handshake_and_a_missing_request_are_cut_at_their_time_limits() {
     );
 }
 
+/// Sends `head` (a request's start line and headers) over a fresh TLS connection and returns
+/// the response's status line; `None` when the gateway closed or reset the connection
+/// without one.
+async fn status_line_for(lab: &Lab, head: &str) -> Option<String> {
+    let tcp = TcpStream::connect(lab.gateway.local_addr()).await.unwrap();
+    let tls = k8s_tunnels::tls::client_config(Some(lab.ca.cert_pem().as_bytes())).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("tcp.lab.test").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // A gateway that stops reading may reset the connection while it is written to.
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+        return None;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer and no close within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    text.split("\r\n")
+        .next()
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+}
+
+/// Issue 16 review: a request's headers are buffered up to 16 KiB (hyper's default, about
+/// 400 KiB, let each unauthenticated connection hold that much for `request_timeout`), and
+/// up to 100 of them: past either the request is refused (431, or the connection closed);
+/// an ordinary request with a large cookie still passes.
+#[tokio::test]
+async fn an_oversized_header_block_is_refused_and_a_normal_one_passes() {
+    let echo = echo_server().await;
+    let lab = start_lab(vec![app("tcp.lab.test", tcp_origin(echo.addr))], None).await;
+    let request = |headers: &str| {
+        format!("GET /cdn-cgi/access/certs HTTP/1.1\r\nHost: tcp.lab.test\r\n{headers}\r\n")
+    };
+    let cookie = format!("Cookie: CF_Authorization={}\r\n", "a".repeat(8 * 1024));
+    assert_eq!(
+        status_line_for(&lab, &request(&cookie)).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let large = format!("X-Fill: {}\r\n", "a".repeat(20 * 1024));
+    let many: String = (0..150).map(|i| format!("X-Many-{i}: {i}\r\n")).collect();
+    for (what, headers) in [("20 KiB of headers", large), ("150 headers", many)] {
+        let status = status_line_for(&lab, &request(&headers)).await;
+        assert!(
+            status
+                .as_deref()
+                .is_none_or(|s| s.starts_with("HTTP/1.1 431")),
+            "{what}: {status:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn refused_credentials_never_reach_the_origin() {
     let echo = echo_server().await;
