@@ -72,7 +72,11 @@ impl LoginState {
         Self {
             deposits: Deposits::new(access.max_transfer_polls),
             metadata: MetadataCache::default(),
-            throttle: SignInThrottle::new(access.sign_in_failures, access.sign_in_window),
+            throttle: SignInThrottle::new(
+                access.sign_in_failures,
+                access.sign_in_window,
+                access.identities.iter().map(|i| i.email.clone()),
+            ),
             csrf: CsrfKey::generate(),
         }
     }
@@ -545,23 +549,29 @@ async fn sign_in(
         );
     }
     let email = form.get("email").map_or("", String::as_str);
-    if let Err(wait) = login.throttle.check(peer, email) {
-        tracing::warn!(app = %app.hostname, peer = ?peer, "access login: sign-in throttled after too many wrong passwords");
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = page.render(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many wrong passwords. Try again in {secs} seconds."
-            )),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-        return response;
-    }
+    // Charged as a failure now, given back below if the password is right: attempts in flight
+    // at once cannot all pass the check before any of them is counted.
+    let attempt = match login.throttle.attempt(peer, email) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::warn!(app = %app.hostname, peer = ?peer, "access login: sign-in throttled after too many wrong passwords");
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = page.render(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many wrong passwords. Try again in {secs} seconds."
+                )),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+            return response;
+        }
+    };
     let password = Secret::new(form.get("password").cloned().unwrap_or_default());
     let Some(email) = access.sign_in(email, password.expose()) else {
-        login.throttle.failed(peer, email);
+        // The attempt's charge stays: a failure for the address and the account.
+        drop(attempt);
         // The offered name is not logged: people type passwords into the wrong field.
         tracing::info!(app = %app.hostname, "access login: sign-in refused (wrong e-mail or password)");
         return page.render(
@@ -569,6 +579,7 @@ async fn sign_in(
             Some("Wrong e-mail address or password."),
         );
     };
+    login.throttle.succeeded(attempt);
     let (org_token, org_exp) = match access.mint_org(&email) {
         Ok(minted) => minted,
         Err(e) => return internal_error("cannot mint an organisation token", &e),
