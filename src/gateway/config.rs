@@ -40,6 +40,7 @@
 //!   transfer_host: login.cloudflareaccess.org
 //!   transfer_timeout: 60s
 //!   max_transfer_polls: 256
+//!   max_transfer_polls_per_client: 4     # per client address (IPv6: its /64)
 //!   sign_in_failures: 5                  # wrong passwords per client address and per account ...
 //!   sign_in_window: 5m                   # ... in this long, then 429 until one is forgiven
 //!   identities:
@@ -91,6 +92,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SOCKS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfer long-polls waiting at once.
 pub const DEFAULT_MAX_TRANSFER_POLLS: usize = 256;
+/// Transfer long-polls waiting at once from one client address (IPv6: one /64). A client
+/// polls for one login at a time.
+pub const DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT: usize = 4;
 /// Wrong passwords allowed per client address, and per account, in [`DEFAULT_SIGN_IN_WINDOW`].
 pub const DEFAULT_SIGN_IN_FAILURES: u32 = 5;
 /// The window of [`DEFAULT_SIGN_IN_FAILURES`].
@@ -474,6 +478,10 @@ fn default_max_transfer_polls() -> usize {
     DEFAULT_MAX_TRANSFER_POLLS
 }
 
+fn default_max_transfer_polls_per_client() -> usize {
+    DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT
+}
+
 fn default_sign_in_failures() -> u32 {
     DEFAULT_SIGN_IN_FAILURES
 }
@@ -609,6 +617,11 @@ pub struct AccessConfig {
     /// answered 429 at once.
     #[serde(default = "default_max_transfer_polls")]
     pub max_transfer_polls: usize,
+    /// Transfer long-polls waiting at once from one client address (an IPv6 client: its
+    /// /64), at most `max_transfer_polls`; past it that address's poll is answered 429 at
+    /// once. Raise it when many users share one address (an office's NAT).
+    #[serde(default = "default_max_transfer_polls_per_client")]
+    pub max_transfer_polls_per_client: usize,
     /// Wrong passwords on the sign-in page allowed per client address, and per account, in
     /// `sign_in_window`; past it the page answers 429 until one is forgiven (one every
     /// `sign_in_window / sign_in_failures`).
@@ -636,6 +649,7 @@ impl AccessConfig {
             transfer_host: DEFAULT_TRANSFER_HOST.to_owned(),
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             max_transfer_polls: DEFAULT_MAX_TRANSFER_POLLS,
+            max_transfer_polls_per_client: DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT,
             sign_in_failures: DEFAULT_SIGN_IN_FAILURES,
             sign_in_window: DEFAULT_SIGN_IN_WINDOW,
             identities: Vec::new(),
@@ -665,6 +679,12 @@ impl AccessConfig {
         }
         if self.max_transfer_polls == 0 {
             return Err(invalid("access.max_transfer_polls", "must be at least 1"));
+        }
+        if self.max_transfer_polls_per_client == 0 {
+            return Err(invalid(
+                "access.max_transfer_polls_per_client",
+                "must be at least 1",
+            ));
         }
         if self.sign_in_failures == 0 {
             return Err(invalid("access.sign_in_failures", "must be at least 1"));
@@ -708,6 +728,9 @@ impl AccessConfig {
             org_token_ttl: self.org_token_ttl,
             transfer_timeout: self.transfer_timeout,
             max_transfer_polls: self.max_transfer_polls,
+            max_transfer_polls_per_client: self
+                .max_transfer_polls_per_client
+                .min(self.max_transfer_polls),
             sign_in_failures: self.sign_in_failures,
             sign_in_window: self.sign_in_window,
             identities,
@@ -1054,6 +1077,8 @@ pub(crate) struct AccessSettings {
     pub(crate) org_token_ttl: Duration,
     pub(crate) transfer_timeout: Duration,
     pub(crate) max_transfer_polls: usize,
+    /// At most `max_transfer_polls`.
+    pub(crate) max_transfer_polls_per_client: usize,
     pub(crate) sign_in_failures: u32,
     pub(crate) sign_in_window: Duration,
     pub(crate) identities: Vec<Identity>,
@@ -1347,6 +1372,10 @@ mod tests {
         assert_eq!(access.transfer_host, DEFAULT_TRANSFER_HOST);
         assert_eq!(access.app_token_ttl, Duration::from_secs(90));
         assert_eq!(access.org_token_ttl, DEFAULT_ORG_TOKEN_TTL);
+        assert_eq!(
+            access.max_transfer_polls_per_client,
+            DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT
+        );
         assert_eq!(access.identities[0].email, "ada@example.com");
         assert_eq!(access.identities[0].password.expose(), "hunter2");
         assert_eq!(access.issuer.kid(), issuer.kid());
@@ -1425,6 +1454,15 @@ mod tests {
         assert_eq!(
             error(config),
             "access.max_transfer_polls: must be at least 1"
+        );
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.max_transfer_polls_per_client = 0;
+        }
+        assert_eq!(
+            error(config),
+            "access.max_transfer_polls_per_client: must be at least 1"
         );
     }
 

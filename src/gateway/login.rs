@@ -70,7 +70,10 @@ impl LoginState {
     /// Fresh state for `access`.
     pub(crate) fn new(access: &AccessSettings) -> Self {
         Self {
-            deposits: Deposits::new(access.max_transfer_polls),
+            deposits: Deposits::new(
+                access.max_transfer_polls,
+                access.max_transfer_polls_per_client,
+            ),
             metadata: MetadataCache::default(),
             throttle: SignInThrottle::new(
                 access.sign_in_failures,
@@ -813,7 +816,8 @@ pub(crate) async fn transfer_service(
     let Some(key) = decode_key(&key) else {
         return plain(StatusCode::BAD_REQUEST, "not a public key\n");
     };
-    match login.deposits.take(&key, access.transfer_timeout).await {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    match login.deposits.take(&key, peer, access.transfer_timeout).await {
         Ok(Some(deposit)) => (
             [
                 (header::CONTENT_TYPE, "text/plain"),

@@ -305,6 +305,8 @@ impl Lab {
             section.app_token_ttl = access.app_token_ttl;
             section.org_token_ttl = access.org_token_ttl;
             section.transfer_timeout = access.transfer_timeout;
+            // Every client of the lab comes from loopback: one address for all of them.
+            section.max_transfer_polls_per_client = section.max_transfer_polls;
             section.identities.push(IdentityConfig {
                 email: access.email.clone(),
                 password: SecretSource::Value(access.password.clone()),
