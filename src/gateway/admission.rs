@@ -94,7 +94,7 @@ struct Client {
 
 /// Refusals and evictions are said at most this often, as one line with the counts: a flood
 /// must not become a flood of log lines.
-const WARN_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl State {
     /// Takes `key` out of `by_waiting` before its waiting list changes.
