@@ -51,6 +51,7 @@ struct Timings {
     org_ttl: Duration,
     transfer_timeout: Duration,
     max_transfer_polls: usize,
+    max_transfer_polls_per_client: usize,
     sign_in_failures: u32,
     sign_in_window: Duration,
 }
@@ -62,6 +63,8 @@ impl Default for Timings {
             org_ttl: Duration::from_secs(7200),
             transfer_timeout: Duration::from_secs(2),
             max_transfer_polls: k8s_tunnels::gateway::config::DEFAULT_MAX_TRANSFER_POLLS,
+            max_transfer_polls_per_client:
+                k8s_tunnels::gateway::config::DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT,
             sign_in_failures: k8s_tunnels::gateway::config::DEFAULT_SIGN_IN_FAILURES,
             sign_in_window: k8s_tunnels::gateway::config::DEFAULT_SIGN_IN_WINDOW,
         }
@@ -111,6 +114,7 @@ impl World {
         access.org_token_ttl = timings.org_ttl;
         access.transfer_timeout = timings.transfer_timeout;
         access.max_transfer_polls = timings.max_transfer_polls;
+        access.max_transfer_polls_per_client = timings.max_transfer_polls_per_client;
         access.sign_in_failures = timings.sign_in_failures;
         access.sign_in_window = timings.sign_in_window;
         access.identities.push(IdentityConfig {
@@ -1249,4 +1253,46 @@ async fn transfer_polls_are_bounded_and_a_new_poll_takes_over_its_key() {
     assert_eq!(replaced, StatusCode::NOT_FOUND);
     assert!(!second.is_finished());
     second.abort();
+}
+
+/// Issue 16 review: one client address holds at most `max_transfer_polls_per_client` of the
+/// waiting polls (past it, 429 at once), so it cannot take every place; another address still
+/// gets its own.
+#[tokio::test]
+async fn one_address_cannot_hold_every_transfer_poll() {
+    let world = World::start(Timings {
+        max_transfer_polls: 10,
+        max_transfer_polls_per_client: 2,
+        transfer_timeout: Duration::from_secs(20),
+        ..Timings::default()
+    })
+    .await;
+    let key = || {
+        URL_SAFE.encode(
+            crypto_box::SecretKey::generate(&mut OsRng)
+                .public_key()
+                .as_bytes(),
+        )
+    };
+    let poll = |client: &reqwest::Client| {
+        let (client, url) = (
+            client.clone(),
+            world.url(TRANSFER_HOST, &format!("/transfer/{}", key())),
+        );
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+    };
+    let here = world.stepper();
+    let held = [poll(&here), poll(&here)];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert_eq!(poll(&here).await.unwrap(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let elsewhere = poll(&world.stepper_from("127.0.0.2"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!elsewhere.is_finished(), "another address's poll waits");
+    assert!(held.iter().all(|p| !p.is_finished()));
+    elsewhere.abort();
+    for p in held {
+        p.abort();
+    }
 }

@@ -94,7 +94,7 @@ struct Client {
 
 /// Refusals and evictions are said at most this often, as one line with the counts: a flood
 /// must not become a flood of log lines.
-const WARN_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl State {
     /// Takes `key` out of `by_waiting` before its waiting list changes.
@@ -387,6 +387,19 @@ mod tests {
         assert_eq!(admission.counts(), (0, 0));
         assert!(crate::sync::lock(&admission.state).clients.is_empty());
         assert!(crate::sync::lock(&admission.state).by_waiting.is_empty());
+    }
+
+    /// An unauthenticated pool as large as the whole (the lab's API servers, whose
+    /// connections never authenticate): a full server refuses at accept and closes nothing.
+    #[test]
+    fn a_pool_as_large_as_the_whole_closes_nothing() {
+        let admission = limits(3, 3, 3);
+        let held: Vec<Ticket> = ["10.0.0.1", "10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|a| admission.admit(ip(a)).unwrap())
+            .collect();
+        assert_eq!(admission.admit(ip("10.0.0.3")).unwrap_err(), Refused::Full);
+        assert!(held.iter().all(|t| !t.close.is_cancelled()));
     }
 
     /// Among clients holding as many, the one whose oldest connection is oldest loses it.

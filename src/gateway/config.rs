@@ -31,6 +31,7 @@
 //!     aud: 9f2c…
 //!     origin: bastion                    # destination from Cf-Access-Jump-Destination
 //!     allow: ["10.0.0.10:6443", "*.internal.example.com"]   # default: any address off the internal list
+//!     allow_internal: false              # true: `host:port` entries may reach this host (see docs)
 //! access:                                # optional: play the Access login (auth domain, transfer service)
 //!   auth_domain: team.cloudflareaccess.com
 //!   signing_key: { file: /etc/k8s-tunnels-gateway/access-key.pem }   # RSA, signs app/org tokens
@@ -39,6 +40,7 @@
 //!   transfer_host: login.cloudflareaccess.org
 //!   transfer_timeout: 60s
 //!   max_transfer_polls: 256
+//!   max_transfer_polls_per_client: 4     # per client address (IPv6: its /64)
 //!   sign_in_failures: 5                  # wrong passwords per client address and per account ...
 //!   sign_in_window: 5m                   # ... in this long, then 429 until one is forgiven
 //!   identities:
@@ -90,6 +92,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SOCKS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfer long-polls waiting at once.
 pub const DEFAULT_MAX_TRANSFER_POLLS: usize = 256;
+/// Transfer long-polls waiting at once from one client address (IPv6: one /64). A client
+/// polls for one login at a time.
+pub const DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT: usize = 4;
 /// Wrong passwords allowed per client address, and per account, in [`DEFAULT_SIGN_IN_WINDOW`].
 pub const DEFAULT_SIGN_IN_FAILURES: u32 = 5;
 /// The window of [`DEFAULT_SIGN_IN_FAILURES`].
@@ -417,11 +422,19 @@ pub struct ApplicationConfig {
     /// Bastion only: the destinations allowed, each an exact `host:port` or a host pattern
     /// (`host`, `*.suffix`, any port). Every destination's resolved addresses are checked
     /// against the internal list (the gateway's own host, link-local, cloud metadata; see
-    /// `docs/gateway.md`), with or without this list; only an entry naming the destination
-    /// exactly (`host:port`, or an IP address) lets it reach such an address. `None` allows
-    /// every destination off the internal list.
+    /// `docs/gateway.md`), with or without this list. An entry that is an IP address (`ip`
+    /// or `ip:port`) lets a destination naming that address reach the gateway's own host;
+    /// a `host:port` entry naming a host does so only with [`allow_internal`](Self::allow_internal).
+    /// Link-local and metadata addresses are never reached. `None` allows every destination
+    /// off the internal list.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
+    /// Bastion only, with `allow`: lets the `host:port` entries that name a host reach the
+    /// gateway's own host (loopback, its interface addresses) whatever the name resolves to.
+    /// This trusts the DNS answer for those names (a rebound record reaches the host too), so
+    /// prefer an IP address entry; link-local and metadata addresses stay refused.
+    #[serde(default)]
+    pub allow_internal: bool,
     /// The key set for this application's JWTs; defaults to the top-level `jwks`.
     #[serde(default)]
     pub jwks: Option<TextSource>,
@@ -463,6 +476,10 @@ fn default_transfer_timeout() -> Duration {
 
 fn default_max_transfer_polls() -> usize {
     DEFAULT_MAX_TRANSFER_POLLS
+}
+
+fn default_max_transfer_polls_per_client() -> usize {
+    DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT
 }
 
 fn default_sign_in_failures() -> u32 {
@@ -600,6 +617,11 @@ pub struct AccessConfig {
     /// answered 429 at once.
     #[serde(default = "default_max_transfer_polls")]
     pub max_transfer_polls: usize,
+    /// Transfer long-polls waiting at once from one client address (an IPv6 client: its
+    /// /64), at most `max_transfer_polls`; past it that address's poll is answered 429 at
+    /// once. Raise it when many users share one address (an office's NAT).
+    #[serde(default = "default_max_transfer_polls_per_client")]
+    pub max_transfer_polls_per_client: usize,
     /// Wrong passwords on the sign-in page allowed per client address, and per account, in
     /// `sign_in_window`; past it the page answers 429 until one is forgiven (one every
     /// `sign_in_window / sign_in_failures`).
@@ -627,6 +649,7 @@ impl AccessConfig {
             transfer_host: DEFAULT_TRANSFER_HOST.to_owned(),
             transfer_timeout: DEFAULT_TRANSFER_TIMEOUT,
             max_transfer_polls: DEFAULT_MAX_TRANSFER_POLLS,
+            max_transfer_polls_per_client: DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT,
             sign_in_failures: DEFAULT_SIGN_IN_FAILURES,
             sign_in_window: DEFAULT_SIGN_IN_WINDOW,
             identities: Vec::new(),
@@ -656,6 +679,12 @@ impl AccessConfig {
         }
         if self.max_transfer_polls == 0 {
             return Err(invalid("access.max_transfer_polls", "must be at least 1"));
+        }
+        if self.max_transfer_polls_per_client == 0 {
+            return Err(invalid(
+                "access.max_transfer_polls_per_client",
+                "must be at least 1",
+            ));
         }
         if self.sign_in_failures == 0 {
             return Err(invalid("access.sign_in_failures", "must be at least 1"));
@@ -699,6 +728,9 @@ impl AccessConfig {
             org_token_ttl: self.org_token_ttl,
             transfer_timeout: self.transfer_timeout,
             max_transfer_polls: self.max_transfer_polls,
+            max_transfer_polls_per_client: self
+                .max_transfer_polls_per_client
+                .min(self.max_transfer_polls),
             sign_in_failures: self.sign_in_failures,
             sign_in_window: self.sign_in_window,
             identities,
@@ -887,6 +919,7 @@ impl ApplicationConfig {
             origin,
             socks: false,
             allow: None,
+            allow_internal: false,
             jwks: None,
             issuer: None,
             service_tokens: Vec::new(),
@@ -930,17 +963,46 @@ impl ApplicationConfig {
                 list.iter()
                     .enumerate()
                     .map(|(j, entry)| {
-                        AllowRule::parse(entry).ok_or_else(|| {
+                        let rule = AllowRule::parse(entry).ok_or_else(|| {
                             invalid(
                                 format!("{field}.allow[{j}]"),
                                 format!("`{entry}` is neither `host:port` nor a host pattern"),
                             )
-                        })
+                        })?;
+                        // Said at start rather than refused at every connection.
+                        if let Some(why) = rule
+                            .address()
+                            .and_then(super::internal::classify)
+                            .filter(|why| why.always_refused())
+                        {
+                            return Err(invalid(
+                                format!("{field}.allow[{j}]"),
+                                format!("`{entry}` is {why}, which a bastion never reaches"),
+                            ));
+                        }
+                        Ok(rule)
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             (None, _) => None,
         };
+        if self.allow_internal {
+            match &allow {
+                None => {
+                    return Err(invalid(
+                        format!("{field}.allow_internal"),
+                        "applies to a bastion's `allow` list only",
+                    ));
+                }
+                Some(rules) if !rules.iter().any(AllowRule::names_a_host_and_port) => {
+                    return Err(invalid(
+                        format!("{field}.allow_internal"),
+                        "has no effect: no `allow` entry is a `host:port` naming a host",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         // Tokens minted by the gateway's own login must open every application, as Access
         // tokens signed by the team's key do: the access key is in every store.
         let jwks = match &self.jwks {
@@ -980,6 +1042,7 @@ impl ApplicationConfig {
             origin: self.origin.clone(),
             socks: self.socks,
             allow,
+            allow_internal: self.allow_internal,
             jwks,
             issuer: self.issuer.clone(),
             service_tokens,
@@ -1014,6 +1077,8 @@ pub(crate) struct AccessSettings {
     pub(crate) org_token_ttl: Duration,
     pub(crate) transfer_timeout: Duration,
     pub(crate) max_transfer_polls: usize,
+    /// At most `max_transfer_polls`.
+    pub(crate) max_transfer_polls_per_client: usize,
     pub(crate) sign_in_failures: u32,
     pub(crate) sign_in_window: Duration,
     pub(crate) identities: Vec<Identity>,
@@ -1051,6 +1116,8 @@ pub(crate) struct Application {
     pub(crate) origin: Origin,
     pub(crate) socks: bool,
     pub(crate) allow: Option<Vec<AllowRule>>,
+    /// `allow`'s `host:port` entries naming a host may reach the gateway's own host.
+    pub(crate) allow_internal: bool,
     pub(crate) jwks: Option<Arc<KeyStore>>,
     pub(crate) issuer: Option<String>,
     pub(crate) service_tokens: Vec<ServiceToken>,
@@ -1063,15 +1130,25 @@ pub(crate) struct ServiceToken {
     pub(crate) client_secret: Secret,
 }
 
-/// One entry of a bastion allow-list.
+/// One entry of a bastion allow-list. Hosts are lower-case, IP addresses in their canonical
+/// form ([`canonical_host`]), so they compare as text with a destination's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AllowRule {
-    /// Exactly this host and port (host compared case-insensitively).
+    /// Exactly this host and port.
     Exact(String, u16),
     /// This host, any port.
     Host(String),
     /// Any host ending in `.suffix`, any port.
     Suffix(String),
+}
+
+/// `host` lower-cased, and an IP address in its canonical form (`::1` for `0:0::1`), so a
+/// destination and an allow-list entry naming the same address compare equal.
+pub(crate) fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
 }
 
 impl AllowRule {
@@ -1082,19 +1159,36 @@ impl AllowRule {
                 .then(|| Self::Suffix(suffix.to_owned()));
         }
         if let Some((host, port)) = split_host_port(&entry) {
-            return Some(Self::Exact(host, port));
+            return Some(Self::Exact(canonical_host(&host), port));
+        }
+        if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+            return Some(Self::Host(ip.to_string()));
         }
         (!entry.is_empty() && !entry.contains(['*', ':', '/', ' '])).then_some(Self::Host(entry))
     }
 
-    /// Whether the rule names one destination exactly (`host:port`, or an IP address): only
-    /// such a rule lets a bastion reach an address on the internal list.
-    pub(crate) fn names_exactly(&self) -> bool {
+    /// The IP address the rule names, when it names one (`ip` or `ip:port`).
+    pub(crate) fn address(&self) -> Option<std::net::IpAddr> {
         match self {
-            Self::Exact(..) => true,
-            Self::Host(h) => h.parse::<std::net::IpAddr>().is_ok(),
-            Self::Suffix(_) => false,
+            Self::Exact(h, _) | Self::Host(h) => h.parse().ok(),
+            Self::Suffix(_) => None,
         }
+    }
+
+    /// Whether the rule is a `host:port` naming a host (not an IP address): what
+    /// `allow_internal` applies to.
+    fn names_a_host_and_port(&self) -> bool {
+        matches!(self, Self::Exact(..)) && self.address().is_none()
+    }
+
+    /// Whether a destination this rule admits may be dialled at an address of the gateway's
+    /// own host: when the rule is an IP address (the destination is then that address, and
+    /// no DNS answer is involved), or a `host:port` naming a host and `allow_internal` is on.
+    /// Never for a host without a port or a `*.suffix` pattern, so a DNS record under an
+    /// allowed name cannot point the bastion at the gateway's host. Link-local and metadata
+    /// addresses are refused whatever this says.
+    pub(crate) fn reaches_own_host(&self, allow_internal: bool) -> bool {
+        self.address().is_some() || (allow_internal && self.names_a_host_and_port())
     }
 
     /// Whether the rule admits `host:port` (host already lower-case).
@@ -1149,6 +1243,69 @@ mod tests {
         let host = AllowRule::parse("10.0.0.1").unwrap();
         assert!(host.admits("10.0.0.1", 22));
         assert!(AllowRule::parse("a:b:c").is_none());
+        // IP addresses are kept in their canonical form, as destinations are.
+        assert_eq!(
+            AllowRule::parse("[0:0::1]:6443").unwrap(),
+            AllowRule::Exact("::1".into(), 6443)
+        );
+        assert_eq!(
+            AllowRule::parse("FD00::A").unwrap(),
+            AllowRule::Host("fd00::a".into())
+        );
+        // Only addresses reach the own host without the opt-in; with it, `host:port` names.
+        for (entry, without, with) in [
+            ("127.0.0.1:6443", true, true),
+            ("127.0.0.1", true, true),
+            ("api.internal:6443", false, true),
+            ("api.internal", false, false),
+            ("*.internal", false, false),
+        ] {
+            let rule = AllowRule::parse(entry).unwrap();
+            assert_eq!(rule.reaches_own_host(false), without, "{entry}");
+            assert_eq!(rule.reaches_own_host(true), with, "{entry} opted in");
+        }
+    }
+
+    /// An allow-list entry naming a link-local or metadata address, and an `allow_internal`
+    /// that could not apply, are configuration errors, not refusals at every connection.
+    #[test]
+    fn allow_entries_that_can_never_be_reached_are_refused_at_start() {
+        let error = |allow: &[&str], allow_internal: bool| {
+            let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+            let mut app = ApplicationConfig::new("b.example", "aud", Origin::Bastion);
+            app.allow =
+                (!allow.is_empty()).then(|| allow.iter().map(|a| (*a).to_owned()).collect());
+            app.allow_internal = allow_internal;
+            app.service_tokens.push(ServiceTokenConfig {
+                client_id: "c".into(),
+                client_secret: SecretSource::Value(Secret::new("s")),
+            });
+            config.applications.push(app);
+            config.resolve().err().map(|e| e.to_string())
+        };
+        for entry in [
+            "169.254.169.254:80",
+            "169.254.169.254",
+            "[fd00:ec2::254]:80",
+            "[fd20:ce::254]:80",
+            "100.100.100.200:80",
+        ] {
+            let err = error(&["10.0.0.1:80", entry], false).unwrap_or_default();
+            assert!(
+                err.starts_with("applications[0].allow[1]:") && err.contains("never reaches"),
+                "{entry}: {err}"
+            );
+        }
+        assert_eq!(error(&["127.0.0.1:6443", "api.internal:6443"], false), None);
+        assert_eq!(error(&["api.internal:6443"], true), None);
+        assert_eq!(
+            error(&[], true).as_deref(),
+            Some("applications[0].allow_internal: applies to a bastion's `allow` list only")
+        );
+        assert!(
+            error(&["127.0.0.1:6443", "*.internal"], true)
+                .is_some_and(|e| e.starts_with("applications[0].allow_internal: has no effect")),
+        );
     }
 
     #[test]
@@ -1215,6 +1372,10 @@ mod tests {
         assert_eq!(access.transfer_host, DEFAULT_TRANSFER_HOST);
         assert_eq!(access.app_token_ttl, Duration::from_secs(90));
         assert_eq!(access.org_token_ttl, DEFAULT_ORG_TOKEN_TTL);
+        assert_eq!(
+            access.max_transfer_polls_per_client,
+            DEFAULT_MAX_TRANSFER_POLLS_PER_CLIENT
+        );
         assert_eq!(access.identities[0].email, "ada@example.com");
         assert_eq!(access.identities[0].password.expose(), "hunter2");
         assert_eq!(access.issuer.kid(), issuer.kid());
@@ -1293,6 +1454,15 @@ mod tests {
         assert_eq!(
             error(config),
             "access.max_transfer_polls: must be at least 1"
+        );
+
+        let mut config = base();
+        if let Some(access) = config.access.as_mut() {
+            access.max_transfer_polls_per_client = 0;
+        }
+        assert_eq!(
+            error(config),
+            "access.max_transfer_polls_per_client: must be at least 1"
         );
     }
 

@@ -11,11 +11,17 @@
 //! - link-local (`169.254.0.0/16`, `fe80::/10`): the metadata service of AWS, GCP, Azure and
 //!   Oracle at `169.254.169.254`, AWS's resolver at `.253`;
 //! - other clouds' metadata and host endpoints: AWS over IPv6 (`fd00:ec2::/32`, the service
-//!   at `fd00:ec2::254`), Alibaba (`100.100.100.200`), Azure's WireServer (`168.63.129.16`);
+//!   at `fd00:ec2::254`), GCP over IPv6 (`fd20:ce::254`), Oracle over IPv6
+//!   (`fd00:c1::a9fe:a9fe`), Alibaba (`100.100.100.200`), Azure's WireServer (`168.63.129.16`);
 //! - multicast, broadcast and `240.0.0.0/4`;
 //! - each of these inside an IPv6 address that carries an IPv4 one: IPv4-mapped
-//!   (`::ffff:127.0.0.1`), IPv4-compatible (`::7f00:1`), NAT64 (`64:ff9b::/96`,
-//!   `64:ff9b:1::/48`) and 6to4 (`2002::/16`).
+//!   (`::ffff:127.0.0.1`), IPv4-translated (`::ffff:0:127.0.0.1`), IPv4-compatible
+//!   (`::7f00:1`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`) and 6to4 (`2002::/16`); and all of
+//!   Teredo (`2001::/32`), whose addresses carry an IPv4 address in two places, one of them
+//!   scrambled.
+//!
+//! An allow-list may let a bastion reach the first group, this host (see
+//! [`Internal::always_refused`]); never the others.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -34,6 +40,21 @@ pub(crate) enum Internal {
     Metadata,
     /// Multicast, broadcast or reserved.
     NotUnicast,
+    /// Teredo, an IPv6 tunnel whose addresses carry IPv4 ones.
+    Teredo,
+}
+
+impl Internal {
+    /// Whether no configuration lets a bastion dial it: link-local and metadata (the cloud's
+    /// credentials), and what is no unicast host at all. Only this host's own addresses
+    /// (loopback, "this network", its interfaces) may be admitted on purpose, by an
+    /// allow-list entry (see `docs/gateway.md`, "Bastion destinations").
+    pub(crate) fn always_refused(self) -> bool {
+        match self {
+            Self::Loopback | Self::Unspecified | Self::OwnAddress => false,
+            Self::LinkLocal | Self::Metadata | Self::NotUnicast | Self::Teredo => true,
+        }
+    }
 }
 
 impl std::fmt::Display for Internal {
@@ -45,6 +66,7 @@ impl std::fmt::Display for Internal {
             Self::LinkLocal => "link-local (cloud metadata)",
             Self::Metadata => "a cloud metadata endpoint",
             Self::NotUnicast => "not unicast",
+            Self::Teredo => "Teredo (carries an IPv4 address)",
         })
     }
 }
@@ -54,6 +76,14 @@ impl std::fmt::Display for Internal {
 const METADATA_V4: [Ipv4Addr; 2] = [
     Ipv4Addr::new(100, 100, 100, 200),
     Ipv4Addr::new(168, 63, 129, 16),
+];
+
+/// GCP's and Oracle's metadata services over IPv6, in unique-local space those clouds also
+/// hand out to networks, so the addresses themselves and not their prefixes. (AWS's whole
+/// `fd00:ec2::/32` is its own: see [`v6_range`].)
+const METADATA_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe),
 ];
 
 /// Whether `ip` is internal to the gateway's host or its cloud, and why.
@@ -93,8 +123,12 @@ fn v6_range(v6: Ipv6Addr) -> Option<Internal> {
         Some(Internal::Unspecified)
     } else if v6.is_unicast_link_local() {
         Some(Internal::LinkLocal)
-    } else if s[0] == 0xfd00 && s[1] == 0x0ec2 {
+    } else if (s[0] == 0xfd00 && s[1] == 0x0ec2) || METADATA_V6.contains(&v6) {
         Some(Internal::Metadata)
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        // Teredo: the server's IPv4 address in bits 32..64 and the client's, inverted, in the
+        // last 32; no bastion has business with a Teredo client, so the whole /32 goes.
+        Some(Internal::Teredo)
     } else if v6.is_multicast() {
         Some(Internal::NotUnicast)
     } else {
@@ -103,14 +137,18 @@ fn v6_range(v6: Ipv6Addr) -> Option<Internal> {
 }
 
 /// The IPv4 addresses an IPv6 address carries, where a stack or a translator on the path may
-/// deliver it as IPv4: mapped, compatible (deprecated, still routed by tunnels), NAT64 (the
-/// well-known /96, and the local-use /48 read both ways operators lay it out) and 6to4.
+/// deliver it as IPv4: mapped, translated (SIIT's `::ffff:0:a.b.c.d`), compatible
+/// (deprecated, still routed by tunnels), NAT64 (the well-known /96, and the local-use /48
+/// read both ways operators lay it out) and 6to4. (Teredo is refused whole: [`v6_range`].)
 fn embedded_v4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
     let o = v6.octets();
     let s = v6.segments();
     let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     if let Some(v4) = v6.to_ipv4_mapped() {
         return vec![v4];
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return vec![last];
     }
     if s[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
         return vec![last];
@@ -171,10 +209,17 @@ mod tests {
             ("::", Internal::Unspecified),
             ("fe80::1", Internal::LinkLocal),
             ("fd00:ec2::254", Internal::Metadata),
+            ("fd20:ce::254", Internal::Metadata),
+            ("fd00:c1::a9fe:a9fe", Internal::Metadata),
             ("ff02::1", Internal::NotUnicast),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Internal::Teredo),
+            ("2001::1", Internal::Teredo),
             // IPv4 inside IPv6.
             ("::ffff:127.0.0.1", Internal::Loopback),
             ("::ffff:169.254.169.254", Internal::LinkLocal),
+            ("::ffff:0:127.0.0.1", Internal::Loopback),
+            ("::ffff:0:169.254.169.254", Internal::LinkLocal),
+            ("::ffff:0:100.100.100.200", Internal::Metadata),
             ("::7f00:1", Internal::Loopback),
             ("::a9fe:a9fe", Internal::LinkLocal),
             ("64:ff9b::7f00:1", Internal::Loopback),
@@ -203,6 +248,13 @@ mod tests {
             "64:ff9b:1::a00:a",
             "64:ff9b:1:a00:0:a00::",
             "::ffff:10.0.0.10",
+            "::ffff:0:10.0.0.10",
+            // Beside the metadata addresses, in the same clouds' unique-local space.
+            "fd20:ce::253",
+            "fd20:ce:1::254",
+            "fd00:c1::a9fe:a9fd",
+            // Next to Teredo's /32.
+            "2001:1::1",
         ] {
             assert_eq!(of(text), None, "{text}");
         }

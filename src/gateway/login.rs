@@ -29,6 +29,7 @@ use http::{Method, StatusCode, header};
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 
+use super::admission::WARN_EVERY;
 use super::auth::{self, TOKEN_COOKIE};
 use super::config::{AccessSettings, Application};
 use super::csrf::{self, CsrfKey};
@@ -58,22 +59,106 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// What the login keeps while the gateway runs: the transfer store, the signed metadata
-/// answers, the sign-in page's failure counts and its form key.
+/// answers, the sign-in page's failure counts and its form key, and the count of what it
+/// refused.
 pub(crate) struct LoginState {
     pub(crate) deposits: Deposits,
     metadata: MetadataCache,
     throttle: SignInThrottle,
     csrf: CsrfKey,
+    refusals: Refusals,
+}
+
+/// A request the login refused before anyone signed in.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// A sign-in post without the form's token, or from another site.
+    ForgedPost,
+    /// A sign-in past the wrong-password limit.
+    Throttled,
+    /// A token transfer posted from another site.
+    CrossSiteTransfer,
+    /// A transfer poll past the poll limits.
+    BusyPoll,
+}
+
+/// The requests the login refused before sign-in, said as one warning at most every
+/// [`WARN_EVERY`] with the counts since the last one (each is said at debug as it comes):
+/// anyone can send them as fast as they like, and they must not become as many log lines.
+#[derive(Default)]
+struct Refusals {
+    counts: Mutex<RefusalCounts>,
+}
+
+#[derive(Default)]
+struct RefusalCounts {
+    forged_posts: u64,
+    throttled: u64,
+    cross_site_transfers: u64,
+    busy_polls: u64,
+    /// When the last warning was said.
+    warned: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts `what`, and says the counts when the last warning is old enough.
+    fn note(&self, what: Refused) {
+        let mut counts = crate::sync::lock(&self.counts);
+        match what {
+            Refused::ForgedPost => counts.forged_posts += 1,
+            Refused::Throttled => counts.throttled += 1,
+            Refused::CrossSiteTransfer => counts.cross_site_transfers += 1,
+            Refused::BusyPoll => counts.busy_polls += 1,
+        }
+        if counts.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        let said = std::mem::replace(
+            &mut *counts,
+            RefusalCounts {
+                warned: Some(Instant::now()),
+                ..RefusalCounts::default()
+            },
+        );
+        drop(counts);
+        tracing::warn!(
+            forged_sign_in_posts = said.forged_posts,
+            throttled_sign_ins = said.throttled,
+            cross_site_transfers = said.cross_site_transfers,
+            transfer_polls_refused = said.busy_polls,
+            "access login: requests refused before sign-in (sign-in forms not posted from the sign-in page, sign-ins throttled after wrong passwords, token transfers posted from another site, transfer polls past their limits)"
+        );
+    }
+
+    /// The counts not yet said.
+    #[cfg(test)]
+    fn pending(&self) -> [u64; 4] {
+        let counts = crate::sync::lock(&self.counts);
+        [
+            counts.forged_posts,
+            counts.throttled,
+            counts.cross_site_transfers,
+            counts.busy_polls,
+        ]
+    }
 }
 
 impl LoginState {
     /// Fresh state for `access`.
     pub(crate) fn new(access: &AccessSettings) -> Self {
         Self {
-            deposits: Deposits::new(access.max_transfer_polls),
+            deposits: Deposits::new(
+                access.max_transfer_polls,
+                access.max_transfer_polls_per_client,
+            ),
             metadata: MetadataCache::default(),
-            throttle: SignInThrottle::new(access.sign_in_failures, access.sign_in_window),
+            throttle: SignInThrottle::new(
+                access.sign_in_failures,
+                access.sign_in_window,
+                access.identities.iter().map(|i| i.email.clone()),
+            ),
             csrf: CsrfKey::generate(),
+            refusals: Refusals::default(),
         }
     }
 }
@@ -538,30 +623,38 @@ async fn sign_in(
             .csrf
             .posted(form.get(csrf::FIELD).map(String::as_str), cookie.as_deref())
     {
-        tracing::warn!(app = %app.hostname, cross_site, "access login: refused a sign-in post that did not come from the sign-in page");
+        tracing::debug!(app = %app.hostname, cross_site, "access login: refused a sign-in post that did not come from the sign-in page");
+        login.refusals.note(Refused::ForgedPost);
         return page.render(
             StatusCode::FORBIDDEN,
             Some("This sign-in form expired or was sent from another site. Please sign in again."),
         );
     }
     let email = form.get("email").map_or("", String::as_str);
-    if let Err(wait) = login.throttle.check(peer, email) {
-        tracing::warn!(app = %app.hostname, peer = ?peer, "access login: sign-in throttled after too many wrong passwords");
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = page.render(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many wrong passwords. Try again in {secs} seconds."
-            )),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-        return response;
-    }
+    // Charged as a failure now, given back below if the password is right: attempts in flight
+    // at once cannot all pass the check before any of them is counted.
+    let attempt = match login.throttle.attempt(peer, email) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::debug!(app = %app.hostname, peer = ?peer, "access login: sign-in throttled after too many wrong passwords");
+            login.refusals.note(Refused::Throttled);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = page.render(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many wrong passwords. Try again in {secs} seconds."
+                )),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+            return response;
+        }
+    };
     let password = Secret::new(form.get("password").cloned().unwrap_or_default());
     let Some(email) = access.sign_in(email, password.expose()) else {
-        login.throttle.failed(peer, email);
+        // The attempt's charge stays: a failure for the address and the account.
+        drop(attempt);
         // The offered name is not logged: people type passwords into the wrong field.
         tracing::info!(app = %app.hostname, "access login: sign-in refused (wrong e-mail or password)");
         return page.render(
@@ -569,6 +662,7 @@ async fn sign_in(
             Some("Wrong e-mail address or password."),
         );
     };
+    login.throttle.succeeded(attempt);
     let (org_token, org_exp) = match access.mint_org(&email) {
         Ok(minted) => minted,
         Err(e) => return internal_error("cannot mint an organisation token", &e),
@@ -642,7 +736,8 @@ pub(crate) async fn cli(
             .get(header::ORIGIN)
             .is_some_and(|o| o.as_bytes() != own_origin.as_bytes())
     {
-        tracing::warn!(app = %app.hostname, "access login: refused a token transfer posted from another site");
+        tracing::debug!(app = %app.hostname, "access login: refused a token transfer posted from another site");
+        login.refusals.note(Refused::CrossSiteTransfer);
         return plain(StatusCode::FORBIDDEN, "cross-site request refused\n");
     }
     let holder =
@@ -802,7 +897,12 @@ pub(crate) async fn transfer_service(
     let Some(key) = decode_key(&key) else {
         return plain(StatusCode::BAD_REQUEST, "not a public key\n");
     };
-    match login.deposits.take(&key, access.transfer_timeout).await {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    match login
+        .deposits
+        .take(&key, peer, access.transfer_timeout)
+        .await
+    {
         Ok(Some(deposit)) => (
             [
                 (header::CONTENT_TYPE, "text/plain"),
@@ -814,15 +914,19 @@ pub(crate) async fn transfer_service(
             .into_response(),
         // cloudflared treats any status below 500 but 200 as "still waiting" and polls again.
         Ok(None) => plain(StatusCode::NOT_FOUND, "no login yet\n"),
-        Err(TooManyPolls) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::RETRY_AFTER, "1"),
-            ],
-            "too many transfers waiting; poll again\n",
-        )
-            .into_response(),
+        Err(TooManyPolls) => {
+            tracing::debug!(peer = ?peer, "access login: transfer poll refused: too many waiting");
+            login.refusals.note(Refused::BusyPoll);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (header::RETRY_AFTER, "1"),
+                ],
+                "too many transfers waiting; poll again\n",
+            )
+                .into_response()
+        }
     }
 }
 
@@ -835,7 +939,22 @@ fn percent_decode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_redirect;
+    use super::{Refusals, Refused, safe_redirect};
+
+    /// The first refusal is said at once; those after it within [`super::WARN_EVERY`] only
+    /// counted, for the next warning.
+    #[test]
+    fn refusals_are_said_once_per_period_with_counts() {
+        let refusals = Refusals::default();
+        refusals.note(Refused::ForgedPost);
+        assert_eq!(refusals.pending(), [0; 4]);
+        for _ in 0..3 {
+            refusals.note(Refused::Throttled);
+        }
+        refusals.note(Refused::BusyPoll);
+        refusals.note(Refused::CrossSiteTransfer);
+        assert_eq!(refusals.pending(), [0, 3, 1, 1]);
+    }
 
     #[test]
     fn redirects_stay_on_the_application() {

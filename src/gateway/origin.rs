@@ -10,7 +10,7 @@ use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::config::{AllowRule, Application, Origin, split_host_port};
+use super::config::{AllowRule, Application, Origin, canonical_host, split_host_port};
 use super::internal;
 pub use crate::wire::access::JUMP_DESTINATION_HEADER;
 
@@ -43,8 +43,14 @@ pub(crate) enum DialError {
         /// The destination as the client named it (`host:port`).
         destination: String,
     },
+    /// The destination's name resolved to no address at all.
+    #[error("{destination} resolves to no address")]
+    NoAddress {
+        /// The destination as the client named it (`host:port`).
+        destination: String,
+    },
     /// A bastion destination resolved only to addresses on the internal list (the gateway's
-    /// host, link-local, cloud metadata), and the allow-list does not name it exactly.
+    /// host, link-local, cloud metadata) that its allow-list entry does not let it reach.
     #[error("destination {destination} resolves to {address}, which is {why}")]
     Internal {
         /// The destination as the client named it (`host:port`).
@@ -87,8 +93,9 @@ impl InStreamSocksError {
 /// Where a request's stream goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Destination {
-    /// Host name or IP address (lower-case).
+    /// Host name (lower-case) or IP address (canonical form).
     pub(crate) host: String,
+    /// TCP port, never 0.
     pub(crate) port: u16,
     /// What the resolved addresses are checked against before they are dialled.
     pub(crate) check: AddressCheck,
@@ -99,11 +106,25 @@ pub(crate) struct Destination {
 pub(crate) enum AddressCheck {
     /// Any: a `tcp://` origin the operator configured.
     Trusted,
-    /// Any: a bastion destination the allow-list names exactly (`host:port`, or an IP
-    /// address), which is how an operator lets a bastion reach an internal address.
-    NamedExactly,
+    /// None on the [internal list](super::internal) but the gateway's own host's (loopback,
+    /// its interfaces): a bastion destination admitted by an allow-list entry that is an IP
+    /// address, or a `host:port` of an application with `allow_internal`, which is how an
+    /// operator lets a bastion reach a service on the gateway's host. Link-local and metadata
+    /// addresses are refused all the same ([`internal::Internal::always_refused`]).
+    OwnHost,
     /// None on the [internal list](super::internal): every other bastion destination.
     External,
+}
+
+impl AddressCheck {
+    /// Why `ip` may not be dialled under this check, if it may not.
+    fn refuses(self, ip: std::net::IpAddr) -> Option<internal::Internal> {
+        match self {
+            Self::Trusted => None,
+            Self::OwnHost => internal::classify(ip).filter(|why| why.always_refused()),
+            Self::External => internal::classify(ip),
+        }
+    }
 }
 
 /// The destination of this request's stream.
@@ -127,7 +148,7 @@ pub(crate) fn destination(
             let bare = raw.split_once("://").map_or(raw, |(_, rest)| rest);
             let (host, port) =
                 split_host_port(bare.trim_end_matches('/')).ok_or(DestinationError::Missing)?;
-            let host = host.to_ascii_lowercase();
+            let host = canonical_host(&host);
             let check = match &app.allow {
                 // No allow-list: any destination off the internal list.
                 None => AddressCheck::External,
@@ -137,8 +158,11 @@ pub(crate) fn destination(
                     if admitting.is_empty() {
                         return Err(DestinationError::NotAllowed(host_port(&host, port)));
                     }
-                    if admitting.iter().any(|r| r.names_exactly()) {
-                        AddressCheck::NamedExactly
+                    if admitting
+                        .iter()
+                        .any(|r| r.reaches_own_host(app.allow_internal))
+                    {
+                        AddressCheck::OwnHost
                     } else {
                         AddressCheck::External
                     }
@@ -205,21 +229,18 @@ pub(crate) async fn dial_destination(
     let mut refused = None;
     let permitted: Vec<_> = resolved
         .into_iter()
-        .filter(|a| {
-            if dest.check == AddressCheck::NamedExactly {
-                return true;
+        .filter(|a| match dest.check.refuses(a.ip()) {
+            Some(why) => {
+                refused.get_or_insert((a.ip(), why));
+                false
             }
-            match internal::classify(a.ip()) {
-                Some(why) => {
-                    refused.get_or_insert((a.ip(), why));
-                    false
-                }
-                None => true,
-            }
+            None => true,
         })
         .collect();
     if permitted.is_empty() {
-        let (address, why) = refused.ok_or_else(timed_out)?;
+        let Some((address, why)) = refused else {
+            return Err(DialError::NoAddress { destination });
+        };
         return Err(DialError::Internal {
             destination,
             address,
@@ -281,9 +302,14 @@ mod tests {
     use crate::gateway::config::GatewayConfig;
 
     fn bastion(allow: Option<&[&str]>) -> Application {
+        bastion_with(allow, false)
+    }
+
+    fn bastion_with(allow: Option<&[&str]>, allow_internal: bool) -> Application {
         let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
         let mut app = crate::gateway::ApplicationConfig::new("b.example", "aud", Origin::Bastion);
         app.allow = allow.map(|a| a.iter().map(|s| (*s).to_owned()).collect());
+        app.allow_internal = allow_internal;
         app.service_tokens.push(crate::gateway::ServiceTokenConfig {
             client_id: "c".into(),
             client_secret: crate::gateway::SecretSource::Value(crate::secret::Secret::new("s")),
@@ -297,6 +323,7 @@ mod tests {
             origin: app.origin.clone(),
             socks: app.socks,
             allow: app.allow.clone(),
+            allow_internal: app.allow_internal,
             jwks: None,
             issuer: None,
             service_tokens: Vec::new(),
@@ -309,42 +336,86 @@ mod tests {
         destination(app, &headers).map(|d| d.check)
     }
 
-    /// Only an allow-list entry naming the destination exactly lets it resolve to an internal
-    /// address; a host entry or a suffix pattern has every resolved address checked, as a
-    /// bastion without an allow-list does.
+    /// Only an IP address entry, or a `host:port` entry of an application with
+    /// `allow_internal`, lets a destination reach the gateway's own host; a name entry without
+    /// the opt-in, a host entry or a suffix pattern has every resolved address checked, as a
+    /// bastion without an allow-list does (the DNS rebinding case of issue 16's review).
     #[test]
-    fn only_an_exact_allow_entry_admits_internal_addresses() {
+    fn only_an_address_entry_or_the_opt_in_reaches_the_own_host() {
         let open = bastion(None);
         assert_eq!(
             check(&open, "db.example:5432").unwrap(),
             AddressCheck::External
         );
-        let listed = bastion(Some(&[
+        let entries = [
             "api.internal:6443",
             "127.0.0.1",
+            "[0:0::1]:6443",
             "cache.internal",
             "*.k8s.internal",
-        ]));
-        assert_eq!(
-            check(&listed, "api.internal:6443").unwrap(),
-            AddressCheck::NamedExactly
-        );
-        assert_eq!(
-            check(&listed, "127.0.0.1:8080").unwrap(),
-            AddressCheck::NamedExactly
-        );
-        assert_eq!(
-            check(&listed, "cache.internal:6379").unwrap(),
-            AddressCheck::External
-        );
-        assert_eq!(
-            check(&listed, "evil.k8s.internal:6443").unwrap(),
-            AddressCheck::External
-        );
+        ];
+        let listed = bastion(Some(&entries));
+        let opted_in = bastion_with(Some(&entries), true);
+        for (dest, without, with) in [
+            (
+                "api.internal:6443",
+                AddressCheck::External,
+                AddressCheck::OwnHost,
+            ),
+            (
+                "127.0.0.1:8080",
+                AddressCheck::OwnHost,
+                AddressCheck::OwnHost,
+            ),
+            // The same address written another way is the same entry.
+            ("[::1]:6443", AddressCheck::OwnHost, AddressCheck::OwnHost),
+            (
+                "[0000::0001]:6443",
+                AddressCheck::OwnHost,
+                AddressCheck::OwnHost,
+            ),
+            (
+                "cache.internal:6379",
+                AddressCheck::External,
+                AddressCheck::External,
+            ),
+            (
+                "evil.k8s.internal:6443",
+                AddressCheck::External,
+                AddressCheck::External,
+            ),
+        ] {
+            assert_eq!(check(&listed, dest).unwrap(), without, "{dest}");
+            assert_eq!(check(&opted_in, dest).unwrap(), with, "{dest} opted in");
+        }
         assert!(matches!(
             check(&listed, "api.internal:22"),
             Err(DestinationError::NotAllowed(_))
         ));
+    }
+
+    /// Link-local and metadata addresses are refused under every check but a `tcp://`
+    /// origin's; the gateway's own host only under [`AddressCheck::External`].
+    #[test]
+    fn metadata_is_refused_even_where_the_own_host_is_allowed() {
+        for text in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "fd20:ce::254",
+            "fd00:c1::a9fe:a9fe",
+            "::ffff:0:169.254.169.254",
+            "100.100.100.200",
+        ] {
+            let ip = text.parse().unwrap();
+            assert!(AddressCheck::OwnHost.refuses(ip).is_some(), "{text}");
+            assert!(AddressCheck::External.refuses(ip).is_some(), "{text}");
+            assert_eq!(AddressCheck::Trusted.refuses(ip), None, "{text}");
+        }
+        for text in ["127.0.0.1", "::1", "0.0.0.0"] {
+            let ip = text.parse().unwrap();
+            assert_eq!(AddressCheck::OwnHost.refuses(ip), None, "{text}");
+            assert!(AddressCheck::External.refuses(ip).is_some(), "{text}");
+        }
     }
 
     /// A name under an allowed suffix whose record points at loopback is refused after
@@ -373,13 +444,39 @@ mod tests {
         );
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "a connection reached the listener");
-        // Named exactly, the same destination is dialled.
+        // Where the own host is allowed, the same destination is dialled.
         let dest = Destination {
-            check: AddressCheck::NamedExactly,
+            check: AddressCheck::OwnHost,
             ..dest
         };
         dial_destination(&dest, Duration::from_secs(2))
             .await
             .unwrap();
+    }
+
+    /// Where the own host is allowed, a metadata address is still refused, before any
+    /// connection is tried.
+    #[tokio::test]
+    async fn the_own_host_check_still_refuses_metadata_without_dialling() {
+        let dest = Destination {
+            host: "169.254.169.254".into(),
+            port: 80,
+            check: AddressCheck::OwnHost,
+        };
+        let started = std::time::Instant::now();
+        let err = dial_destination(&dest, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DialError::Internal {
+                    why: internal::Internal::LinkLocal,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

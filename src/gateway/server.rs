@@ -220,12 +220,6 @@ async fn tunnel(
         }
     };
     log.subject = Some(&subject);
-    // Authenticated: the connection leaves the pool that is closed to make room, and keeps
-    // its place for as long as its stream lives.
-    let admitted = req.extensions().get::<Admitted>().cloned();
-    if let Some(admitted) = &admitted {
-        admitted.0.authenticated();
-    }
     let Some(key) = websocket_key(req.headers()).cloned() else {
         log.finish("refused: not a WebSocket upgrade", 0, 0);
         return plain(
@@ -258,6 +252,14 @@ async fn tunnel(
             return plain(StatusCode::BAD_GATEWAY, "origin unreachable\n");
         }
     };
+    // A stream from here on: the connection leaves the pool that is closed to make room, and
+    // keeps its place for as long as its stream lives. Not before: a request refused above
+    // (no upgrade, a destination not allowed, an origin down) carries no stream, and its
+    // connection may be kept alive for more requests.
+    let admitted = req.extensions().get::<Admitted>().cloned();
+    if let Some(admitted) = &admitted {
+        admitted.0.authenticated();
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let socks = app.socks.then_some(state.config.limits.socks_timeout);
     let keepalive = state.config.keepalive;

@@ -2,16 +2,19 @@
 //! and the long-polls waiting for their deposit.
 //!
 //! Anyone can poll (the client key is public), so what polls cost is bounded: at most
-//! `max_transfer_polls` wait at once, one per client key (a new poll for the same key takes
-//! over from the one before, which answers "still waiting": a client whose previous poll is
-//! still open on the server side is not locked out), and a deposit wakes only the poll for its
-//! own key.
+//! `max_transfer_polls` wait at once, at most `max_transfer_polls_per_client` of them from one
+//! client address (IPv6: its /64), so one address cannot hold them all; one per client key (a
+//! new poll for the same key takes over from the one before, which answers "still waiting": a
+//! client whose previous poll is still open on the server side is not locked out), and a
+//! deposit wakes only the poll for its own key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use super::admission::ClientKey as Peer;
 
 /// A deposit nobody collects is forgotten after this long.
 const DEPOSIT_TTL: Duration = Duration::from_secs(600);
@@ -34,14 +37,25 @@ pub(crate) struct Deposit {
 /// Deposits and the polls waiting for them.
 pub(crate) struct Deposits {
     max_polls: usize,
+    per_peer: usize,
     inner: Mutex<Inner>,
+}
+
+/// A poll waiting for its key's deposit.
+struct Poll {
+    id: u64,
+    /// Where it came from, when known.
+    peer: Option<Peer>,
+    wake: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Inner {
     ready: HashMap<ClientKey, Deposit>,
-    /// The one poll waiting per key: its id, and what wakes it.
-    waiting: HashMap<ClientKey, (u64, Arc<Notify>)>,
+    /// The one poll waiting per key.
+    waiting: HashMap<ClientKey, Poll>,
+    /// How many of `waiting` each client address holds (none held: no entry).
+    per_peer: HashMap<Peer, usize>,
     next_id: u64,
     /// Polls woken, for the test that a deposit wakes only its own.
     #[cfg(test)]
@@ -52,11 +66,34 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooManyPolls;
 
+impl Inner {
+    /// Counts a poll from `peer` in.
+    fn hold(&mut self, peer: Option<Peer>) {
+        if let Some(peer) = peer {
+            *self.per_peer.entry(peer).or_default() += 1;
+        }
+    }
+
+    /// Counts a poll from `peer` out.
+    fn release(&mut self, peer: Option<Peer>) {
+        if let Some(peer) = peer
+            && let Some(held) = self.per_peer.get_mut(&peer)
+        {
+            *held -= 1;
+            if *held == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+    }
+}
+
 impl Deposits {
-    /// A store for at most `max_polls` waiting polls.
-    pub(crate) fn new(max_polls: usize) -> Self {
+    /// A store for at most `max_polls` waiting polls, at most `per_peer` of them from one
+    /// client address.
+    pub(crate) fn new(max_polls: usize, per_peer: usize) -> Self {
         Self {
             max_polls,
+            per_peer,
             inner: Mutex::default(),
         }
     }
@@ -77,35 +114,53 @@ impl Deposits {
                 at: Instant::now(),
             },
         );
-        if let Some((_, wake)) = inner.waiting.get(&key) {
+        if let Some(poll) = inner.waiting.get(&key) {
             // A permit is kept when the poll is between two looks: no wake-up is lost.
-            wake.notify_one();
+            poll.wake.notify_one();
         }
         true
     }
 
     /// Waits up to `wait` for the deposit for `key` and takes it (it is served once); `None`
-    /// when none came in time or a newer poll for the same key took over.
+    /// when none came in time or a newer poll for the same key took over. `peer` is the
+    /// poller's address: it may hold `per_peer` waiting polls (a poll taking over one of its
+    /// own takes that one's place).
     pub(crate) async fn take(
         &self,
         key: &ClientKey,
+        peer: Option<std::net::IpAddr>,
         wait: Duration,
     ) -> Result<Option<Deposit>, TooManyPolls> {
         let deadline = tokio::time::Instant::now() + wait;
         let wake = Arc::new(Notify::new());
+        let peer = peer.map(Peer::of);
         let id = {
             let mut inner = crate::sync::lock(&self.inner);
             if let Some(deposit) = take_fresh(&mut inner, key) {
                 return Ok(Some(deposit));
             }
-            if !inner.waiting.contains_key(key) && inner.waiting.len() >= self.max_polls {
+            let replaced = inner.waiting.get(key).map(|poll| poll.peer);
+            if replaced.is_none() && inner.waiting.len() >= self.max_polls {
+                return Err(TooManyPolls);
+            }
+            if let Some(peer) = peer
+                && replaced != Some(Some(peer))
+                && inner.per_peer.get(&peer).copied().unwrap_or(0) >= self.per_peer
+            {
                 return Err(TooManyPolls);
             }
             let id = inner.next_id;
             inner.next_id += 1;
-            if let Some((_, before)) = inner.waiting.insert(*key, (id, wake.clone())) {
-                before.notify_one();
+            let poll = Poll {
+                id,
+                peer,
+                wake: wake.clone(),
+            };
+            if let Some(before) = inner.waiting.insert(*key, poll) {
+                before.wake.notify_one();
+                inner.release(before.peer);
             }
+            inner.hold(peer);
             id
         };
         let _waiting = Waiting {
@@ -128,7 +183,7 @@ impl Deposits {
             if let Some(deposit) = take_fresh(&mut inner, key) {
                 return Ok(Some(deposit));
             }
-            if inner.waiting.get(key).is_none_or(|(i, _)| *i != id) {
+            if inner.waiting.get(key).is_none_or(|poll| poll.id != id) {
                 // A newer poll for this key took over.
                 return Ok(None);
             }
@@ -163,9 +218,10 @@ impl Drop for Waiting<'_> {
         if inner
             .waiting
             .get(&self.key)
-            .is_some_and(|(i, _)| *i == self.id)
+            .is_some_and(|poll| poll.id == self.id)
+            && let Some(poll) = inner.waiting.remove(&self.key)
         {
-            inner.waiting.remove(&self.key);
+            inner.release(poll.peer);
         }
     }
 }
@@ -189,12 +245,12 @@ mod tests {
     /// waiting.
     #[tokio::test(start_paused = true)]
     async fn a_deposit_wakes_only_its_own_poll() {
-        let deposits = Arc::new(Deposits::new(1000));
+        let deposits = Arc::new(Deposits::new(1000, 1000));
         let mut polls = Vec::new();
         for n in 0..100u8 {
             let deposits = deposits.clone();
             polls.push(tokio::spawn(async move {
-                deposits.take(&key(n), Duration::from_secs(60)).await
+                deposits.take(&key(n), None, Duration::from_secs(60)).await
             }));
         }
         settle().await;
@@ -221,16 +277,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn polls_are_bounded_and_a_new_poll_for_a_key_takes_over() {
-        let deposits = Arc::new(Deposits::new(2));
+        let deposits = Arc::new(Deposits::new(2, 2));
         let spawn = |n: u8| {
             let deposits = deposits.clone();
-            tokio::spawn(async move { deposits.take(&key(n), Duration::from_secs(60)).await })
+            tokio::spawn(async move { deposits.take(&key(n), None, Duration::from_secs(60)).await })
         };
         let first = spawn(1);
         let _second = spawn(2);
         settle().await;
         assert_eq!(
-            deposits.take(&key(3), Duration::from_secs(60)).await.err(),
+            deposits
+                .take(&key(3), None, Duration::from_secs(60))
+                .await
+                .err(),
             Some(TooManyPolls)
         );
         // The same key again: the earlier poll answers "still waiting" at once.
@@ -244,17 +303,63 @@ mod tests {
         assert!(deposits.put(key(9), "c".into(), "s".into()));
         assert!(
             deposits
-                .take(&key(9), Duration::ZERO)
+                .take(&key(9), None, Duration::ZERO)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
             deposits
-                .take(&key(9), Duration::ZERO)
+                .take(&key(9), None, Duration::ZERO)
                 .await
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// Issue 16 review, item 5: one client address holds at most `per_peer` of the polls
+    /// (an IPv6 one by its /64); a poll taking over its own earlier one takes its place;
+    /// other addresses still get theirs, and places come back when polls end.
+    #[tokio::test(start_paused = true)]
+    async fn one_address_holds_at_most_its_share_of_the_polls() {
+        let deposits = Arc::new(Deposits::new(100, 2));
+        let spawn = |n: u8, peer: &str| {
+            let deposits = deposits.clone();
+            let peer: std::net::IpAddr = peer.parse().unwrap();
+            tokio::spawn(async move {
+                deposits
+                    .take(&key(n), Some(peer), Duration::from_secs(60))
+                    .await
+            })
+        };
+        let first = spawn(1, "2001:db8:1:1::1");
+        let _second = spawn(2, "2001:db8:1:1::2");
+        settle().await;
+        let refused = spawn(3, "2001:db8:1:1::3").await.unwrap();
+        assert_eq!(refused.err(), Some(TooManyPolls));
+        // Its own key again: takes the earlier poll's place.
+        let again = spawn(1, "2001:db8:1:1::1");
+        settle().await;
+        assert!(first.await.unwrap().unwrap().is_none());
+        assert!(!again.is_finished());
+        // Another address polls; when one of the first address's polls ends, its place is free.
+        let _elsewhere = spawn(4, "2001:db8:1:2::1");
+        settle().await;
+        assert_eq!(deposits.polls(), 3);
+        assert!(deposits.put(key(1), "a".into(), "s".into()));
+        assert_eq!(again.await.unwrap().unwrap().unwrap().body, "a");
+        let third = spawn(3, "2001:db8:1:1::3");
+        settle().await;
+        assert!(!third.is_finished());
+        assert_eq!(deposits.polls(), 3);
+        // A key taken over by another address moves the place with it.
+        let taken = spawn(3, "10.0.0.1");
+        settle().await;
+        assert!(third.await.unwrap().unwrap().is_none());
+        assert!(!taken.is_finished());
+        let back = spawn(5, "2001:db8:1:1::5");
+        settle().await;
+        assert!(!back.is_finished(), "the address got its place back");
+        assert_eq!(crate::sync::lock(&deposits.inner).per_peer.len(), 3);
     }
 }

@@ -279,7 +279,12 @@ impl Lab {
             let mut app = ApplicationConfig::new(hostname, aud(spec), origin);
             app.socks = spec.origin == OriginMode::Socks;
             if spec.origin == OriginMode::Bastion {
+                // The lab's API servers listen on loopback, under the name its kubeconfig
+                // uses (`localhost`, which the API certificates cover): the opt-in lets that
+                // one entry reach this host. A bastion facing the internet names an IP
+                // address instead, or nothing internal at all.
                 app.allow = Some(vec![format!("localhost:{}", server.listen.port())]);
+                app.allow_internal = true;
             }
             if spec.service_token {
                 app.service_tokens.push(ServiceTokenConfig {
@@ -300,6 +305,8 @@ impl Lab {
             section.app_token_ttl = access.app_token_ttl;
             section.org_token_ttl = access.org_token_ttl;
             section.transfer_timeout = access.transfer_timeout;
+            // Every client of the lab comes from loopback: one address for all of them.
+            section.max_transfer_polls_per_client = section.max_transfer_polls;
             section.identities.push(IdentityConfig {
                 email: access.email.clone(),
                 password: SecretSource::Value(access.password.clone()),

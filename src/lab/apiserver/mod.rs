@@ -132,7 +132,7 @@ impl FakeApiServer {
             Some(tls),
             router,
             life.clone(),
-            ServeLimits::default(),
+            ServeLimits::without_eviction(),
         )
         .await
         .map_err(|source| FakeApiError::Bind {
