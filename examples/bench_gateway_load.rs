@@ -30,7 +30,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "bench_support/process.rs"]
+mod process;
+use process::{Proc, cpu_secs, free_port, mb, ticks_per_sec};
 
 const APP: &str = "tcp.load.test";
 const AUD: &str = "aud-load";
@@ -383,16 +387,6 @@ async fn run_worker(spec: &str) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 // The gateway process and what it uses
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The gateway's memory, descriptors and threads at one moment.
 #[derive(Clone, Copy, Debug, Default)]
 struct Reading {
@@ -418,31 +412,6 @@ fn read_process(pid: u32) -> anyhow::Result<Reading> {
     })
 }
 
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_secs(pid: u32, ticks_per_sec: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    // Fields count from after the command name in parentheses: utime and stime are the
-    // 12th and 13th there.
-    let rest = stat
-        .rsplit_once(')')
-        .context("no ')' in /proc/<pid>/stat")?
-        .1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .context("short /proc/<pid>/stat")?
-        .iter()
-        .map(|f| f.parse::<u64>())
-        .sum::<Result<_, _>>()?;
-    Ok(ticks as f64 / ticks_per_sec)
-}
-
-fn ticks_per_sec() -> anyhow::Result<f64> {
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
-}
-
 async fn start_echo() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -459,10 +428,6 @@ async fn start_echo() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// The files one gateway run needs.
@@ -887,10 +852,6 @@ async fn measure(args: &Args, name: &str, dir: &Path, work: &Path) -> anyhow::Re
 
 fn gateway_running(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn mb(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 fn main() -> anyhow::Result<()> {

@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ use k8s_tunnels::lab::pki::LabCa;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "bench_support/process.rs"]
+mod process;
+use process::{Proc, cpu_secs, free_port, mb, ticks_per_sec};
 
 #[derive(Parser, Debug)]
 #[command(about = "Memory of the client and gateway processes under many idle connections")]
@@ -114,32 +118,6 @@ struct Reading {
     anon_kib: u64,
     fds: usize,
     threads: usize,
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_secs(pid: u32, ticks_per_sec: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    // The command name, in parentheses, may hold spaces: fields count from after it, where
-    // the third is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
-    let rest = stat
-        .rsplit_once(')')
-        .context("no ')' in /proc/<pid>/stat")?
-        .1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .context("short /proc/<pid>/stat")?
-        .iter()
-        .map(|f| f.parse::<u64>())
-        .sum::<Result<_, _>>()?;
-    Ok(ticks as f64 / ticks_per_sec)
-}
-
-/// The kernel's clock ticks per second, in which /proc reports CPU time.
-fn ticks_per_sec() -> anyhow::Result<f64> {
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 fn read_process(pid: u32) -> anyhow::Result<Reading> {
@@ -353,21 +331,6 @@ fn has_limits_section(dir: &Path, run: &Path) -> anyhow::Result<bool> {
         .stderr(Stdio::null())
         .status()?;
     Ok(status.success())
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One tunnel's local SOCKS5 endpoint and login, read from the kubeconfig's `proxy-url`.
@@ -645,10 +608,6 @@ async fn measure(args: &Args, world: &World, variant: &Variant) -> anyhow::Resul
     drop(client);
     drop(gateway);
     Ok(figures)
-}
-
-fn mb(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 fn per_conn(before: u64, during: u64, n: usize) -> f64 {
