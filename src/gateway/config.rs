@@ -148,14 +148,9 @@ pub enum ConfigError {
         /// The variable.
         var: String,
     },
-    /// A key set is not a valid JWKS document or holds an unusable key.
-    #[error("{field}: invalid JWKS: {reason}")]
-    Jwks {
-        /// Path of the field.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A key set could not be read or used.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
     /// The TLS certificate or key could not be used.
     #[error("{field}: unusable TLS certificate or key")]
     Tls {
@@ -238,23 +233,6 @@ pub enum TextSource {
     File(PathBuf),
     /// The text itself.
     Inline(String),
-}
-
-impl From<KeysError> for ConfigError {
-    fn from(e: KeysError) -> Self {
-        match e {
-            KeysError::Jwks { field, reason } => ConfigError::Jwks { field, reason },
-            KeysError::File {
-                field,
-                path,
-                source,
-            } => ConfigError::File {
-                field,
-                path,
-                source,
-            },
-        }
-    }
 }
 
 /// The key set `source` names (configuration field `field`), following its file if it has one.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// A key set that cannot be used. The configuration reports it as its own error
 /// (`KeysError::Jwks`, `KeysError::File`); a reload logs it and keeps the last good set.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KeysError {
+pub enum KeysError {
     /// The document is not a usable JWKS.
     #[error("{field}: invalid JWKS: {reason}")]
     Jwks {

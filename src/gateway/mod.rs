@@ -28,6 +28,7 @@ pub use config::{
     Origin, SecretSource, ServiceTokenConfig, TextSource, TlsConfig,
 };
 pub use issuer::{Claims, IssuerError, TokenIssuer};
+pub use keys::KeysError;
 
 use admission::{Admission, ConnectionLimits};
 use serve::Lifecycle;
