@@ -41,26 +41,38 @@ const RESERVED_FILES: u64 = 64;
 /// The connection limits of `limits`, `max_connections` lowered to what the open-file limit
 /// allows: past it accept would fail (EMFILE) for everyone, streams included.
 fn connection_limits(limits: &config::LimitsConfig) -> ConnectionLimits {
-    let mut max = limits.max_connections;
-    #[cfg(unix)]
-    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        // Two descriptors per stream: the client's connection and the origin's.
-        let fits = usize::try_from(soft.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
-        if fits < max {
-            tracing::info!(
-                max_connections = max,
-                open_file_limit = soft,
-                lowered_to = fits,
-                "limits.max_connections lowered to what the open-file limit allows"
-            );
-            max = fits.max(1);
-        }
-    }
+    let max = within_open_file_limit(limits.max_connections);
     ConnectionLimits {
         max_connections: max,
         per_client: limits.max_connections_per_client.min(max),
         unauthenticated: limits.max_unauthenticated.min(max),
     }
+}
+
+/// `max` connections, or as many as the process's open-file limit leaves room for.
+#[cfg(unix)]
+fn within_open_file_limit(max: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return max;
+    };
+    // Two descriptors per stream: the client's connection and the origin's.
+    let fits = usize::try_from(soft.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+    if fits >= max {
+        return max;
+    }
+    tracing::info!(
+        max_connections = max,
+        open_file_limit = soft,
+        lowered_to = fits,
+        "limits.max_connections lowered to what the open-file limit allows"
+    );
+    fits.max(1)
+}
+
+/// `max` connections: Windows has no per-process limit on open sockets to lower it to.
+#[cfg(not(unix))]
+fn within_open_file_limit(max: usize) -> usize {
+    max
 }
 
 /// Errors starting the gateway.
