@@ -48,7 +48,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "bench_support/process.rs"]
 mod process;
-use process::{Proc, cpu_secs, free_port, mb, ticks_per_sec};
+use process::{Proc, Reading, cpu_secs, free_port, mb, read_process, ticks_per_sec};
 
 const APP: &str = "tcp.load.test";
 const AUD: &str = "aud-load";
@@ -387,31 +387,6 @@ async fn run_worker(spec: &str) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 // The gateway process and what it uses
 
-/// The gateway's memory, descriptors and threads at one moment.
-#[derive(Clone, Copy, Debug, Default)]
-struct Reading {
-    rss_kib: u64,
-    fds: usize,
-    threads: usize,
-}
-
-fn read_process(pid: u32) -> anyhow::Result<Reading> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    let field = |key: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {key}"))
-    };
-    Ok(Reading {
-        rss_kib: field("VmRSS:")?,
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
-        threads: usize::try_from(field("Threads:")?)?,
-    })
-}
-
 async fn start_echo() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -686,6 +661,7 @@ impl Run<'_> {
         let outcomes = loop {
             let now = read_process(self.pid)?;
             peak.rss_kib = peak.rss_kib.max(now.rss_kib);
+            peak.anon_kib = peak.anon_kib.max(now.anon_kib);
             peak.fds = peak.fds.max(now.fds);
             peak.threads = peak.threads.max(now.threads);
             tokio::select! {
@@ -716,9 +692,10 @@ impl Run<'_> {
             probes,
         };
         eprintln!(
-            "  {name}: {:.0} s, gateway peak {:.1} MB / {} fds, CPU {:.1} s, new streams {} ok / {} failed{}",
+            "  {name}: {:.0} s, gateway peak {:.1} MB ({:.1} anonymous) / {} fds, CPU {:.1} s, new streams {} ok / {} failed{}",
             phase.secs,
             mb(phase.peak.rss_kib),
+            mb(phase.peak.anon_kib),
             phase.peak.fds,
             phase.cpu_secs,
             phase.probes.new_ok.len(),

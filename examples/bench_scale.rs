@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[path = "bench_support/process.rs"]
 mod process;
-use process::{Proc, cpu_secs, free_port, mb, ticks_per_sec};
+use process::{Proc, Reading, cpu_secs, free_port, mb, read_process, ticks_per_sec};
 
 #[derive(Parser, Debug)]
 #[command(about = "Memory of the client and gateway processes under many idle connections")]
@@ -106,44 +106,6 @@ fn parse_variant(text: &str) -> anyhow::Result<Variant> {
         dir,
         env,
         warm_off,
-    })
-}
-
-/// Memory and descriptors of one process at one moment.
-#[derive(Clone, Copy, Debug, Default)]
-struct Reading {
-    rss_kib: u64,
-    /// The anonymous part of the RSS (heap, stacks): the rest is file pages, mostly the
-    /// binary's own code, which the kernel may drop and read again at will.
-    anon_kib: u64,
-    fds: usize,
-    threads: usize,
-}
-
-fn read_process(pid: u32) -> anyhow::Result<Reading> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    let kib = |key: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {key}"))
-    };
-    let (rss_kib, anon_kib) = (kib("VmRSS:")?, kib("RssAnon:")?);
-    // Threads, because each one's stack counts in RSS: tokio's blocking pool (name lookups)
-    // grows under a burst and lets its threads go after 10 s idle.
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no Threads")?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-    Ok(Reading {
-        rss_kib,
-        anon_kib,
-        fds,
-        threads,
     })
 }
 

@@ -17,6 +17,45 @@ impl Drop for Proc {
     }
 }
 
+/// Memory and descriptors of one process at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reading {
+    pub rss_kib: u64,
+    /// The anonymous part of the RSS (heap, stacks): the rest is file pages, mostly the
+    /// binary's own code, which the kernel may drop and read again at will.
+    pub anon_kib: u64,
+    pub fds: usize,
+    pub threads: usize,
+}
+
+/// What /proc says of process `pid` now.
+pub fn read_process(pid: u32) -> anyhow::Result<Reading> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let kib = |key: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {key}"))
+    };
+    let (rss_kib, anon_kib) = (kib("VmRSS:")?, kib("RssAnon:")?);
+    // Threads, because each one's stack counts in RSS: tokio's blocking pool (name lookups)
+    // grows under a burst and lets its threads go after 10 s idle.
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no Threads")?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    Ok(Reading {
+        rss_kib,
+        anon_kib,
+        fds,
+        threads,
+    })
+}
+
 /// CPU time (user + system) a process has used so far, in seconds.
 pub fn cpu_secs(pid: u32, ticks_per_sec: f64) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
