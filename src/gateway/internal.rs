@@ -25,6 +25,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::own_host;
+
 /// Why an address is internal (said in the refusal and the log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Internal {
@@ -172,15 +174,9 @@ fn embedded_v4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
     Vec::new()
 }
 
-/// Whether `ip` is one of this host's own addresses, asked the way the kernel decides it: a
-/// socket can be bound to an address only when it is local (an interface's, or one routed to
-/// the host, like Linux's `local` routes). This follows interfaces as they come and go with
-/// no list to keep up to date, and a host that lets anything be bound (`ip_nonlocal_bind`)
-/// is refused every address rather than none.
+/// Whether `ip` is one of this host's own addresses ([`own_host`] asks the system).
 fn own_address(ip: IpAddr) -> Option<Internal> {
-    std::net::UdpSocket::bind((ip, 0))
-        .is_ok()
-        .then_some(Internal::OwnAddress)
+    own_host::is_own_address(ip).then_some(Internal::OwnAddress)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod issuer;
 mod keys;
 mod login;
 pub mod origin;
+mod own_host;
 pub(crate) mod serve;
 mod server;
 mod throttle;
