@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_eks::config::Credentials;
+use futures_util::StreamExt as _;
 use k8s_tunnels::discovery::eks::{EksConfig, EksSource};
 use k8s_tunnels::discovery::{ClusterSource, Progress, ProgressSink, Rejection, SourceReport};
 use k8s_tunnels::inventory::{Cloud, Cluster, OriginMode, group};
@@ -377,19 +378,22 @@ async fn more_than_one_page_of_clusters_is_found() {
     let world = World::new().await;
     let client = world.alpha("eu-north-1");
     const COUNT: usize = 230;
-    futures_util::future::join_all((0..COUNT).map(|i| {
-        let client = client.clone();
-        async move {
-            create_cluster(
-                &client,
-                &format!("c{i:03}"),
-                &[("k8s-tunnels/hostname", &format!("c{i}.k8s.example.com"))],
-            )
-            .await
-            .unwrap();
-        }
-    }))
-    .await;
+    // Sixteen at a time: all 230 at once made moto's server drop a connection on a loaded
+    // machine, and the SDK's retry of a create that had gone through then met "already exists".
+    futures_util::stream::iter(0..COUNT)
+        .for_each_concurrent(16, |i| {
+            let client = client.clone();
+            async move {
+                create_cluster(
+                    &client,
+                    &format!("c{i:03}"),
+                    &[("k8s-tunnels/hostname", &format!("c{i}.k8s.example.com"))],
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .await;
     let proxy = world.proxy(Faults::default()).await;
     let config = EksConfig {
         profiles: vec!["alpha".into()],
