@@ -149,6 +149,9 @@ async fn serve(hidden: bool, main: &TrayThread) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot find this program: start at login is unavailable")
         }
     }
+    // The tunnels that were on at the last Quit, as the user left them: before any command
+    // is taken, so that none races the reopening.
+    shell.reconnect_at_start().await;
     let _control = control::serve(
         listener,
         Arc::clone(&shell),
@@ -163,8 +166,6 @@ async fn serve(hidden: bool, main: &TrayThread) -> anyhow::Result<()> {
     let _tray = crate::tray::start(&shell, main, Arc::new(move |action| clicks.on_menu(action)))
         .await
         .context("cannot show the tray icon")?;
-    // The tunnels that were on at the last Quit, as the user left them.
-    shell.reconnect_at_start().await;
     if !hidden {
         agent.open_window();
     }

@@ -321,8 +321,11 @@ impl Shell {
 
     /// Reopens the tunnels that were on when the app last quit, if the user wants that
     /// ([`Settings::reconnect_at_start`]); clusters no longer in the catalog are left out.
-    /// Returns how many it asked to open; each connects (or fails, logged) on its own.
-    pub async fn reconnect_at_start(self: &Arc<Self>) -> usize {
+    /// Returns how many it asked to open; each that fails is logged. Opening a tunnel binds its
+    /// port, writes its kubeconfig entry and starts it, waiting for no edge, so the app does
+    /// this before it takes any command: a command served meanwhile (a switch-off right at
+    /// start) could be undone by a reopen that read the list before it.
+    pub async fn reconnect_at_start(&self) -> usize {
         let state = match self.app.state().load() {
             Ok(state) => state,
             Err(e) => {
@@ -345,12 +348,6 @@ impl Shell {
             .into_iter()
             .filter(|id| self.entry(&id.0).is_ok())
             .collect();
-        for id in &known {
-            let shell = Arc::clone(self);
-            let id = id.0.clone();
-            // Errors are logged by connect; one slow edge must not hold up the others.
-            tokio::spawn(async move { shell.connect(&id).await });
-        }
         if !known.is_empty() {
             self.log(
                 Level::Info,
@@ -363,6 +360,8 @@ impl Shell {
                 ),
             );
         }
+        // Errors are logged by connect.
+        futures_util::future::join_all(known.iter().map(|id| self.connect(&id.0))).await;
         known.len()
     }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use k8s_tunnels::tunnel::health::TunnelState;
 use k8s_tunnels_desktop::control::Client;
 use k8s_tunnels_desktop::ipc::{ClusterRow, WindowCommands};
-use support::desktop::{Bus, Reaped, Tray, describe, mapped_libraries, serve_watcher, wait_until};
+use support::desktop::{
+    Bus, Reaped, Tray, describe, mapped_libraries, poll_until, serve_watcher, wait_until,
+};
 
 /// What the tray process must never load: the window's toolkit and webview, and the GPU
 /// stack that comes with them.
@@ -213,11 +215,15 @@ fn tunnel_state(clusters: &[ClusterRow], id: &str) -> Option<TunnelState> {
         .map(|tunnel| tunnel.state)
 }
 
-/// Waits until the app has ended by itself (after Quit).
-fn wait_exit(app: &mut Reaped) {
+/// Waits until the app started in `dir` has ended by itself (after Quit); says what it
+/// logged when it does not.
+fn wait_exit(app: &mut Reaped, dir: &Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while app.0.try_wait().expect("wait").is_none() {
-        assert!(std::time::Instant::now() < deadline, "the app did not exit");
+        if std::time::Instant::now() >= deadline {
+            let log = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+            panic!("the app did not exit within 30 s of Quit; its log:\n{log}");
+        }
         k8s_tunnels::sync::pause_blocking(Duration::from_millis(100));
     }
 }
@@ -247,17 +253,22 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
     rt.block_on(client.disconnect("file:sandbox".into()))
         .expect("disconnect sandbox");
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 0, Duration::from_secs(60)));
-    rt.block_on(wait_until(
-        "the tray showing prod-us up",
-        Duration::from_secs(30),
-        || async {
-            describe(&tray.layout().await.children)
-                .contains(&"1 tunnel up".to_string())
-                .then_some(())
-        },
-    ));
+    let shown = rt.block_on(poll_until(Duration::from_secs(30), || async {
+        describe(&tray.layout().await.children)
+            .contains(&"1 tunnel up".to_string())
+            .then_some(())
+    }));
+    if shown.is_none() {
+        let menu = describe(&rt.block_on(tray.layout()).children);
+        let clusters = rt.block_on(client.clusters());
+        let log = std::fs::read_to_string(tmp.path().join("stderr")).unwrap_or_default();
+        panic!(
+            "timed out after 30 s waiting for the tray showing prod-us up\n\
+             menu: {menu:?}\nclusters: {clusters:?}\nthe app's log:\n{log}"
+        );
+    }
     rt.block_on(tray.quit());
-    wait_exit(&mut app);
+    wait_exit(&mut app, tmp.path());
     drop(client);
 
     // Second run: prod-us comes back by itself; sandbox, switched off, does not.
@@ -285,14 +296,15 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
         .expect("save the settings");
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 1, Duration::from_secs(60)));
     rt.block_on(tray.quit());
-    wait_exit(&mut app);
+    wait_exit(&mut app, tmp.path());
     drop(client);
 
     let mut app = start_app(&bus, tmp.path());
     let client = connect();
     let tray = rt.block_on(Tray::wait_nth(&conn, &watcher, 2, Duration::from_secs(60)));
     rt.block_on(tray.built_layout(Duration::from_secs(30)));
-    // Reopening starts right after the tray is shown; give it ample time to show if it would.
+    // Reopening is done before the control socket answers; the pause gives a reopen that came
+    // later all the same (the race this order closes) time to show.
     k8s_tunnels::sync::pause_blocking(Duration::from_secs(2));
     let clusters = rt.block_on(client.clusters()).expect("clusters");
     assert_eq!(
@@ -301,5 +313,5 @@ fn tunnels_on_at_quit_come_back_at_the_next_start_unless_that_is_switched_off() 
         "{clusters:?}"
     );
     rt.block_on(tray.quit());
-    wait_exit(&mut app);
+    wait_exit(&mut app, tmp.path());
 }

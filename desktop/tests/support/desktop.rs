@@ -142,7 +142,19 @@ pub fn mapped_libraries(pid: u32, prefixes: &[&str]) -> Vec<String> {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for up to `timeout`; panics naming `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_until(timeout, f)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for up to `timeout`; `None` when it never
+/// did (for a caller that says what it saw instead).
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -150,12 +162,11 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f().await {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
