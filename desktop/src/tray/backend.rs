@@ -101,9 +101,11 @@ impl TraySlot {
                 main,
                 done,
             } => {
+                // The handlers first: the icon is on the bus as soon as it is built, and a click
+                // that came before them would be lost (muda queues it where nobody reads).
+                listen(clicks, main);
                 let created = NativeTray::create(self.latest.clone(), icons).map(|tray| {
                     self.icon = Some(tray);
-                    listen(clicks, main);
                 });
                 let _ = done.send(created);
                 return;
