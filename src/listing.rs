@@ -1,7 +1,8 @@
 //! The catalog as every list of the app shows it — the CLI's `list`, the window's rows, the tray
 //! menu: one order, and beside each cluster what those lists say about it.
 //!
-//! The order is cloud ([`Cloud`]'s order), environment ([`compare_environments`]), name, id;
+//! The order is cloud ([`Cloud`]'s order), environment
+//! ([`compare_environments`](crate::inventory::compare_environments)), name, id;
 //! with [`Order::FavouritesFirst`] the favourites come before all of that. Each [`Row`] carries
 //! the cluster's kubectl context ([`crate::kubeconfig::context_name`]), its environment's place
 //! among the catalog's environments, the port its tunnel is planned on
@@ -12,7 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::discovery::catalog::Entry;
-use crate::inventory::{Cluster, EnvironmentKey, compare_environments};
+use crate::inventory::{Cluster, EnvironmentKey};
 use crate::state::AppState;
 
 /// Where favourites go.
@@ -31,7 +32,8 @@ pub struct Row<'a> {
     pub entry: &'a Entry,
     /// The kubectl context that reaches it.
     pub context: String,
-    /// Its environment's place among the catalog's environments in [`compare_environments`]'s
+    /// Its environment's place among the catalog's environments in
+    /// [`compare_environments`](crate::inventory::compare_environments)'s
     /// order, from 0: equal for equal names, so front ends that group by environment follow it
     /// rather than sorting names themselves.
     pub environment_order: u32,
@@ -94,9 +96,11 @@ pub fn rows<'a>(
             Order::FavouritesFirst => b.favourite.cmp(&a.favourite),
         };
         let (x, y) = (a.cluster(), b.cluster());
+        // `environment_order` is `compare_environments`'s order, computed once per name
+        // above; comparing names again would lowercase both on every comparison.
         first
             .then_with(|| x.cloud.cmp(&y.cloud))
-            .then_with(|| compare_environments(&x.environment, &y.environment))
+            .then_with(|| a.environment_order.cmp(&b.environment_order))
             .then_with(|| x.name.cmp(&y.name))
             .then_with(|| x.id.cmp(&y.id))
     });
