@@ -34,6 +34,13 @@ const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 /// Subprotocols we speak, best first (both frame the same way for our needs).
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// How long the pretend container takes to start the command after the upgrade. A real API
+/// server first opens its own streams to the kubelet, which then starts a process: tens of
+/// milliseconds at least. It matters because client-go starts reading the connection before
+/// it has created its streams, and discards what arrives for a stream it does not have yet: a
+/// server that answered at once lost `echo`'s output now and then on a loaded machine, and
+/// kubectl failed with "Unknown stream id 1 … closed all streams".
+const PROCESS_START: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The API server's answer for a pod in a namespace that does not exist.
 pub(super) fn missing_namespace(state: &FakeState, namespace: &str) -> Option<Response> {
@@ -147,6 +154,7 @@ pub(super) async fn exec(
         };
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        tokio::time::sleep(PROCESS_START).await;
         let status = if stdin && command.first().is_some_and(|c| c == "sh") {
             shell(&mut ws, &state, &pod, tty).await
         } else {
