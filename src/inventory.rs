@@ -1,10 +1,9 @@
-//! The cluster model every part of the app shares, and its grouping for display.
+//! The cluster model every part of the app shares, and the order of its environments.
 //!
 //! A [`Cluster`] is produced by a discovery source (the inventory file, EKS, GKE, Vault) after
 //! validation: every field here has been checked, so the engine and the kubeconfig writer can
 //! trust it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -250,29 +249,6 @@ impl fmt::Display for EnvironmentKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
     }
-}
-
-/// Clusters grouped cloud → environment → clusters: clouds in [`Cloud`]'s order, environments
-/// by [`compare_environments`], clusters by name.
-pub type Grouped<'a> = BTreeMap<Cloud, BTreeMap<EnvironmentKey<'a>, Vec<&'a Cluster>>>;
-
-/// Groups clusters by cloud, then environment; clusters sorted by name within a group.
-pub fn group(clusters: &[Cluster]) -> Grouped<'_> {
-    let mut groups: Grouped<'_> = BTreeMap::new();
-    for cluster in clusters {
-        groups
-            .entry(cluster.cloud)
-            .or_default()
-            .entry(EnvironmentKey(cluster.environment.as_str()))
-            .or_default()
-            .push(cluster);
-    }
-    for envs in groups.values_mut() {
-        for list in envs.values_mut() {
-            list.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-    }
-    groups
 }
 
 /// Reads a [`SecretRef`]. Errors name the variable or file, never the value.

@@ -4,6 +4,8 @@
 //! setup plays no part.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/listed.rs"]
+mod listed;
 mod moto_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +17,9 @@ use aws_sdk_eks::config::Credentials;
 use futures_util::StreamExt as _;
 use k8s_tunnels::discovery::eks::{EksConfig, EksSource};
 use k8s_tunnels::discovery::{ClusterSource, Progress, ProgressSink, Rejection, SourceReport};
-use k8s_tunnels::inventory::{Cloud, Cluster, OriginMode, group};
+use k8s_tunnels::inventory::{Cloud, Cluster, OriginMode};
 use k8s_tunnels::kubeconfig::{ClusterEntry, Kubeconfig};
+use listed::{groups, listed};
 use moto_support::{
     DEFAULT_ACCOUNT, FaultProxy, Faults, MotoServer, create_cluster, creds_in_account, eks_client,
     static_creds, test_ca_pem,
@@ -265,21 +268,16 @@ async fn clusters_in_three_regions_and_two_profiles_are_found_grouped_with_exec_
     assert!(report.rejected[0].name.contains("private"));
     assert_eq!(report.rejected[0].reason, Rejection::NotPublished);
 
-    // Grouped cloud → environment → clusters.
+    // Listed cloud → environment → clusters.
     let clusters: Vec<Cluster> = report.found.iter().map(|f| f.cluster.clone()).collect();
-    let groups = group(&clusters);
-    assert_eq!(groups.keys().collect::<Vec<_>>(), [&Cloud::Aws]);
-    let envs: Vec<(&str, Vec<&str>)> = groups[&Cloud::Aws]
-        .iter()
-        .map(|(env, list)| (env.0, list.iter().map(|c| c.name.as_str()).collect()))
-        .collect();
+    assert!(clusters.iter().all(|c| c.cloud == Cloud::Aws));
     assert_eq!(
-        envs,
-        [
-            ("prod", vec!["prod-eu", "prod-eu"]),
-            ("staging", vec!["staging-us"]),
-            ("dev", vec!["dev-ap"]),
-        ]
+        listed(&clusters, Cloud::Aws),
+        groups(&[
+            ("prod", &["prod-eu", "prod-eu"]),
+            ("staging", &["staging-us"]),
+            ("dev", &["dev-ap"]),
+        ])
     );
 
     // Progress: every scope reported, ending at done == total.

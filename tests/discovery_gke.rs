@@ -5,16 +5,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod fakes;
+#[path = "support/listed.rs"]
+mod listed;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use k8s_tunnels::discovery::gke::{GkeConfig, GkeSource};
 use k8s_tunnels::discovery::{ClusterSource, Rejection};
-use k8s_tunnels::inventory::{self, Cloud, OriginMode};
+use k8s_tunnels::inventory::{Cloud, OriginMode};
 use serde_json::Value;
 
 use fakes::gke::{Project, cluster};
+use listed::{groups, listed};
 
 fn source(endpoint: &str, projects: &[&str]) -> GkeSource {
     GkeSource::with_credentials(
@@ -148,14 +151,9 @@ async fn lists_each_project_once_and_maps_labels_ids_users_groups() {
     assert_eq!(report.rejected[0].scope, "gke:shop-prod");
     assert_eq!(report.rejected[0].reason, Rejection::NotPublished);
 
-    let groups = inventory::group(&all);
-    let gcp: Vec<(&str, Vec<&str>)> = groups[&Cloud::Gcp]
-        .iter()
-        .map(|(env, cs)| (env.0, cs.iter().map(|c| c.name.as_str()).collect()))
-        .collect();
     assert_eq!(
-        gcp,
-        vec![("prod", vec!["batch", "web"]), ("dev", vec!["dev"])]
+        listed(&all, Cloud::Gcp),
+        groups(&[("prod", &["batch", "web"]), ("dev", &["dev"])])
     );
 
     // One call per project, every location at once.
