@@ -1,7 +1,7 @@
 //! The catalog as every list of the app shows it — the CLI's `list`, the window's rows, the tray
 //! menu: one order, and beside each cluster what those lists say about it.
 //!
-//! The order is cloud ([`Cloud`]'s order), environment
+//! The order is cloud ([`Cloud`](crate::inventory::Cloud)'s order), environment
 //! ([`compare_environments`](crate::inventory::compare_environments)), name, id;
 //! with [`Order::FavouritesFirst`] the favourites come before all of that. Each [`Row`] carries
 //! the cluster's kubectl context ([`crate::kubeconfig::context_name`]), its environment's place

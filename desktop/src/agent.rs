@@ -1,6 +1,7 @@
 //! The tray process: the app itself. It owns the engine and the tunnels, serves the tray menu,
 //! shows notifications and answers the window process over the control socket. It never loads
-//! GTK or WebKit: the window is a separate process ([`crate::window`]) started on demand.
+//! GTK or WebKit: the window is a separate process (`k8s-tunnels-window`, the `src-tauri`
+//! crate) started on demand.
 
 use std::sync::Arc;
 

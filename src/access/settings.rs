@@ -33,16 +33,16 @@ pub struct AccessSettings {
     pub browser: Option<String>,
     /// cloudflared's token directory [default: `~/.cloudflared`].
     pub cloudflared_dir: Option<PathBuf>,
-    /// Renew an app token through the SSO session when it has less than this left [5m].
+    /// Renew an app token through the SSO session when it has less than this left [default: 5m].
     #[serde(deserialize_with = "crate::duration::optional")]
     pub refresh_before: Option<Duration>,
-    /// Announce a login that runs out within this time [15m].
+    /// Announce a login that runs out within this time [default: 15m].
     #[serde(deserialize_with = "crate::duration::optional")]
     pub warn_before: Option<Duration>,
-    /// How long the browser login waits for the user to sign in [10m].
+    /// How long the browser login waits for the user to sign in [default: 10m].
     #[serde(deserialize_with = "crate::duration::optional")]
     pub login_timeout: Option<Duration>,
-    /// A token counts as expired this long before its `exp` [60s].
+    /// A token counts as expired this long before its `exp` [default: 60s].
     #[serde(deserialize_with = "crate::duration::optional")]
     pub clock_skew: Option<Duration>,
     /// Access hosts of discovered clusters that may also be sent the environment's

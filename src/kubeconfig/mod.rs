@@ -4,10 +4,10 @@
 //! the cluster, user and context named `k8s-tunnels/<cluster>` (the prefix is configurable), and
 //! [`Kubeconfig::use_context`] switches `current-context`. The rules, and who enforces them:
 //!
-//! - Edits go through a typed model that keeps every field it does not know ([`model`]); the
+//! - Edits go through a typed model that keeps every field it does not know (`model.rs`); the
 //!   app only touches entries named with its prefix, and in them only the fields it owns.
 //! - Files are locked the way client-go locks them, with waiting and stale-lock recovery
-//!   ([`lock`]), and replaced atomically, keeping their mode and symlinks ([`files`]).
+//!   (`lock.rs`), and replaced atomically, keeping their mode and symlinks (`files.rs`).
 //! - Several files in `KUBECONFIG` are handled as client-go's `ModifyConfig` does: a stanza is
 //!   written back to the first file that defines it; a new stanza, and `current-context`, go to
 //!   the default file (the first that exists, else the last listed).

@@ -1,6 +1,6 @@
 //! The tray icon: it renders the menu model ([`crate::menu`]), shows the state in the icon and
 //! tooltip, rebuilds when the shell's state changes, and hands clicks to the app as
-//! [`MenuAction`]s. This module follows the shell; [`backend`] draws, through `tray-icon` on
+//! [`MenuAction`]s. This module follows the shell; `backend.rs` draws, through `tray-icon` on
 //! every system: an NSStatusItem in the macOS menu bar (a template icon, the menu on a click),
 //! a Shell_NotifyIcon in the Windows notification area (colour icon, tooltip, left click opens
 //! the window, right click the menu), and on Linux a StatusNotifierItem with its dbusmenu over

@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server over HTTPS, answering what `kubectl version`,
 //! `kubectl get namespaces` (table, `-o name`, `-o json`) and `kubectl api-resources` need,
-//! in the published REST shapes, plus pods and `exec` over WebSocket ([`pods`]). It stands in for a real cluster behind the tunnel.
+//! in the published REST shapes, plus pods and `exec` over WebSocket (`pods.rs`). It stands in
+//! for a real cluster behind the tunnel.
 //!
 //! Discovery is served in the legacy form only: kubectl ≥ 1.30 first asks `/api` and `/apis`
 //! for aggregated discovery (`as=APIGroupDiscoveryList`) and, on a plain `application/json`
