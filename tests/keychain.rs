@@ -7,6 +7,9 @@
 //! loudly without them.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/signals.rs"]
+mod signals;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -97,14 +100,6 @@ fn keyring_daemon_of_this_session() -> u32 {
         .expect("the session's gnome-keyring-daemon")
 }
 
-fn signal(pid: u32, which: &str) {
-    let status = Command::new("kill")
-        .args([which, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
@@ -192,7 +187,7 @@ fn child_step() {
                 .set("token", &Secret::new("before-the-hang"))
                 .unwrap();
             let daemon = keyring_daemon_of_this_session();
-            signal(daemon, "-STOP");
+            signals::stop(daemon);
             let threads_before = threads();
             let start = Instant::now();
             let err = keychain.get("token").unwrap_err();
@@ -206,7 +201,7 @@ fn child_step() {
             let rest = start.elapsed();
             assert!(rest < Duration::from_millis(500), "50 calls took {rest:?}");
             assert_eq!(threads(), threads_before, "no thread per call");
-            signal(daemon, "-CONT");
+            signals::resume(daemon);
             let deadline = Instant::now() + Duration::from_secs(15);
             let value = loop {
                 match keychain.get("token") {

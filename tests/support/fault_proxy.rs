@@ -8,10 +8,12 @@
 //! (named by [`CHILD_TEST`]).
 #![allow(dead_code)]
 
+#[path = "signals.rs"]
+mod signals;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The `#[test]` (ignored) of the test binary that runs [`child_main`].
 pub const CHILD_TEST: &str = "fault_proxy_child";
@@ -41,26 +43,15 @@ impl FaultProxy {
         self.addr
     }
 
-    /// SIGSTOP: the relay freezes with every connection open. Returns once every thread of
-    /// the relay has stopped: kill(2) only queues the signal, and a relay thread that is
-    /// already running (a loaded machine) would otherwise carry a ping and its pong after
-    /// the test believes the edge silent.
+    /// SIGSTOP: the relay freezes with every connection open; returns once it has (see
+    /// [`signals::stop`]).
     pub fn stall(&self) {
-        self.signal("-STOP");
-        let pid = self.child.as_ref().expect("the relay runs").id();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !all_threads_stopped(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not stop within 10 s"
-            );
-            k8s_tunnels::sync::pause_blocking(Duration::from_millis(1));
-        }
+        signals::stop(self.pid());
     }
 
     /// SIGCONT: it carries on where it stopped.
     pub fn resume(&self) {
-        self.signal("-CONT");
+        signals::resume(self.pid());
     }
 
     /// SIGKILL: every connection is reset and the port refuses new ones.
@@ -79,13 +70,8 @@ impl FaultProxy {
         self.child = Some(child);
     }
 
-    fn signal(&self, which: &str) {
-        let child = self.child.as_ref().expect("the relay runs");
-        let status = Command::new("kill")
-            .args([which, &child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {which} failed");
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the relay runs").id()
     }
 }
 
@@ -99,18 +85,6 @@ impl Drop for FaultProxy {
         }
         self.kill();
     }
-}
-
-/// Whether every thread of process `pid` is in the stopped state (`T` in
-/// `/proc/<pid>/task/<tid>/stat`, the field after the command name's closing parenthesis).
-fn all_threads_stopped(pid: u32) -> bool {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the relay's threads");
-    tasks.into_iter().all(|task| {
-        let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat"))
-            .unwrap_or_default();
-        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-        state.is_some_and(|rest| rest.starts_with('T'))
-    })
 }
 
 fn spawn(listen: SocketAddr, target: SocketAddr) -> (Child, SocketAddr) {
