@@ -6,10 +6,11 @@
 //! two runs this protocol: newline-delimited JSON over a channel only the same user can open —
 //! a Unix socket in the user's runtime dir (the folder is 0700, the socket 0600, and a peer of
 //! another user is refused), or on Windows a named pipe whose ACL admits the current user only
-//! (see `control/transport.rs`). The window sends the UI's commands as they are ([`Request`], the same
-//! names and arguments the UI invokes, generated from the one declaration in `ipc/commands.rs`)
-//! and gets back each command's typed reply ([`WindowCommands`] for [`Client`]); after
-//! [`Request::Subscribe`] it also hears every UI event and "come to the front".
+//! (see `control/transport.rs`). The window sends the UI's commands as they are ([`Request`],
+//! the same names and arguments the UI invokes, generated from the one declaration in
+//! `ipc/commands.rs`) and gets back each command's typed reply ([`WindowCommands`] for
+//! [`Client`]); after [`Request::Subscribe`] it also hears every UI event and "come to the
+//! front".
 //!
 //! The tray process is a single instance (a file lock next to the socket; on Windows the pipe's
 //! first instance): a second launch finds it taken and asks the running one to open its window

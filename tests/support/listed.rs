@@ -18,29 +18,23 @@ pub fn listed(clusters: &[Cluster], cloud: Cloud) -> Vec<(String, Vec<String>)> 
             stale: None,
         })
         .collect();
-    let mut listed: Vec<(u32, String, Vec<String>)> = Vec::new();
     let all = rows(
         &entries,
         &AppState::default(),
         "k8s-tunnels/",
         Order::Catalog,
     );
-    for row in all.iter().filter(|row| row.cluster().cloud == cloud) {
-        let cluster = row.cluster();
-        match listed.last_mut() {
-            Some((place, _, names)) if *place == row.environment_order => {
-                names.push(cluster.name.clone())
-            }
-            _ => listed.push((
-                row.environment_order,
-                cluster.environment.clone(),
-                vec![cluster.name.clone()],
-            )),
-        }
-    }
-    listed
-        .into_iter()
-        .map(|(_, environment, names)| (environment, names))
+    let in_cloud: Vec<_> = all
+        .iter()
+        .filter(|row| row.cluster().cloud == cloud)
+        .collect();
+    // As the tray menu groups: consecutive rows of one environment place.
+    in_cloud
+        .chunk_by(|a, b| a.environment_order == b.environment_order)
+        .map(|group| {
+            let names = group.iter().map(|row| row.cluster().name.clone()).collect();
+            (group[0].cluster().environment.clone(), names)
+        })
         .collect()
 }
 
